@@ -1,0 +1,162 @@
+"""Running one cell: lease a slot, launch the guest, observe, decide, record.
+
+The only place where the pieces meet. It never decides a verdict itself (verdict.decide does)
+and it turns every way a cell can go wrong into an Observed with `infra` set or not, so FAIL
+(the system under test misbehaved) and ERROR (we could not judge) are never confused.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import model, observe
+from .console import GuestPanic
+from .domain import Cell, Expected, HostFacts, HostView, Observed, Stage
+from .errors import GuestTimeout, InfraError, LaunchFailure, QemuDied
+from .hosts import Host
+from .kit import Kit
+from .machine import GuestMachine, MachineFiles
+from .qemu_cmd import qemu_argv
+from .qmp import QmpCommandError, QmpLost
+from .results import RunStore
+from .verdict import decide
+
+# Panics that mean the kit cannot boot at all (a wrong init, no root): ours to fix, not the SUT's.
+KIT_PANICS = re.compile(r"No working init found|Requested init \S+ failed|VFS: Unable to mount root")
+QEMU_ERROR_LINE = re.compile(r"^qemu-system-\w+: (?!warning:)(.+)$", re.M)
+
+
+@dataclass(frozen=True)
+class CellContext:
+    cell: Cell
+    facts: HostFacts
+    host: Host
+    kit: Kit
+    store: RunStore
+    run_id: str
+    timeouts: dict[str, float]
+    worker: str = "main"
+
+
+def qemu_error(stderr: str) -> str | None:
+    """QEMU's own error line(s), without its warnings."""
+    lines = QEMU_ERROR_LINE.findall(stderr)
+    return "; ".join(l.strip() for l in lines) if lines else None
+
+
+def run_tag(run_id: str, cell_id: str) -> str:
+    return f"caskit:{run_id}:{cell_id}"
+
+
+def _observe_launch_failure(o: Observed, e: LaunchFailure) -> None:
+    o.exit_code = e.exit_code
+    msg = qemu_error(e.stderr)
+    if e.exit_code == 1 and msg:  # QEMU refused the configuration: an outcome, not an accident
+        o.error, o.stage = msg, Stage.QEMU_START.value
+    else:
+        o.error, o.stage, o.infra = f"QEMU failed to start: {e}", Stage.QEMU_START.value, True
+    o.log_excerpt = e.stderr[-2000:]
+
+
+def _observe_guest(m: GuestMachine, ctx: CellContext, o: Observed) -> None:
+    assert m.qmp is not None and m.console is not None
+    configured = m.qmp.execute("qom-get", path="/machine", property="ic-mode")
+    m.cont()
+    m.console.wait_ready(ctx.timeouts["boot"])
+    r = m.console.run("ck-observe", ctx.timeouts["command"])
+    if not r.ok:
+        raise observe.ObserveError(f"ck-observe exited {r.status}: {r.output[-500:]}")
+    o.guest = observe.guest_view(r.output)
+    o.host = observe.host_view(m.qmp.hmp("info pic"), str(configured))
+    o.platform_support = o.guest.platform_support
+    o.mode = o.guest.mode if o.guest.mode == o.host.mode else None
+
+
+def _observe_qemu_gone(m: GuestMachine, o: Observed, e: Exception) -> None:
+    code = m.shutdown()
+    o.exit_code = code
+    stderr = m.stderr_text()
+    msg = qemu_error(stderr)
+    o.log_excerpt = (stderr[-1000:] + "\n--- console ---\n" + (m.console.tail() if m.console else "")).strip()
+    if code == 1 and msg:  # QEMU stopped on an error of its own, e.g. at CAS
+        o.error = msg
+        o.stage = Stage.CAS.value if re.search(r"interrupt mode|CAS|kernel_irqchip", msg) else Stage.GUEST.value
+    else:  # killed or crashed: the cell cannot be judged
+        o.error, o.stage, o.infra = f"QEMU went away (exit code {code}): {msg or e}", Stage.GUEST.value, True
+
+
+def execute(ctx: CellContext, expected: Expected, log_dir: Path) -> Observed:
+    o = Observed()
+    cell, build = ctx.cell, ctx.facts.build(str(ctx.cell.axis("qemu")))
+    assert build is not None
+    with ctx.host.lease():
+        sock_dir = ctx.host.tempdir("ck-")
+        argv = qemu_argv(cell, build, ctx.kit.kernel, ctx.kit.initrd,
+                         qmp_sock=sock_dir / "qmp.sock", console_sock=sock_dir / "console.sock",
+                         run_tag=run_tag(ctx.run_id, cell.id), append=cell.append)
+        m = GuestMachine(ctx.host, argv, MachineFiles(log_dir, sock_dir), shutdown_timeout=ctx.timeouts["shutdown"])
+        try:
+            m.launch()
+        except LaunchFailure as e:
+            _observe_launch_failure(o, e)
+            return o
+        try:
+            _observe_guest(m, ctx, o)
+        except GuestPanic as e:
+            o.error, o.stage, o.log_excerpt = e.message, Stage.GUEST.value, e.tail
+            o.infra = bool(KIT_PANICS.search(e.tail))
+        except GuestTimeout as e:
+            o.error, o.stage, o.infra, o.log_excerpt = str(e), Stage.GUEST.value, True, e.tail
+        except (QemuDied, QmpLost) as e:
+            _observe_qemu_gone(m, o, e)
+        except (observe.ObserveError, QmpCommandError) as e:
+            o.error, o.stage, o.infra = f"cannot judge the guest: {e}", Stage.GUEST.value, True
+        finally:
+            code = m.shutdown()
+            o.exit_code = o.exit_code if o.exit_code is not None else code
+    return o
+
+
+def run_cell(ctx: CellContext) -> dict:
+    """Run one cell to a result record (also written to the store). Never raises for a cell."""
+    cell = ctx.cell
+    started = time.time()
+    t0 = time.monotonic()
+    log_dir = ctx.store.cell_dir(cell.id)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    expected = model.expect(cell, ctx.facts)
+    if expected.skip:
+        observed = Observed()
+    else:
+        try:
+            observed = execute(ctx, expected, log_dir)
+        except InfraError as e:
+            observed = Observed(error=str(e), infra=True)
+        except Exception as e:  # a harness bug must not take the run down; it is an ERROR with its trace
+            (log_dir / "harness-error.txt").write_text(traceback.format_exc())
+            observed = Observed(error=f"harness error: {e!r} (see harness-error.txt)", infra=True)
+    verdict, reason = decide(expected, observed)
+    build = ctx.facts.build(str(cell.axis("qemu")))
+    logs = {name: str(p.relative_to(ctx.store.out)) for name, p in (
+        ("console", log_dir / "console.log"), ("qemu_stderr", log_dir / "qemu-stderr.log"),
+        ("qmp", log_dir / "qmp.jsonl"), ("argv", log_dir / "qemu-argv.txt"),
+        ("harness_error", log_dir / "harness-error.txt")) if p.exists()}
+    record = {
+        **cell.to_dict(),
+        "expected": expected.to_dict(),
+        "observed": observed.to_dict(),
+        "verdict": verdict.value,
+        "reason": reason,
+        "duration_s": round(time.monotonic() - t0, 3),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "qemu_version": build.version if build else None,
+        "kit": ctx.kit.key,
+        "worker": ctx.worker,
+        "logs": logs,
+    }
+    ctx.store.write_cell(record)
+    return record

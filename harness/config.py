@@ -1,0 +1,263 @@
+"""Loading and validating matrix files and the host inventory.
+
+Every problem is a ConfigError naming the file and the key, raised before anything boots.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .axes import AXES, AXIS_BY_NAME, AXIS_NAMES, DEFAULT
+from .errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
+MATRICES = CONFIGS / "matrices"
+DEFAULT_HOSTS = CONFIGS / "hosts.yaml"
+
+# Workloads and migration plans this version can run. Later issues extend these tables.
+WORKLOADS: dict[str, str] = {}
+MIGRATIONS: dict[str, str] = {"none": "no migration"}
+HOST_KINDS = ("local",)
+MATRIX_KEYS = ("name", "hosts", "axes", "exclude", "workloads", "migration", "timeouts", "kit", "append", "description")
+TIMEOUT_KEYS = {"boot": 90.0, "command": 30.0, "shutdown": 10.0}
+
+
+@dataclass(frozen=True)
+class Matrix:
+    name: str
+    path: str
+    hosts: tuple[str, ...]
+    axes: dict[str, tuple]  # axis name -> values (every axis present)
+    exclude: tuple[dict, ...] = ()
+    workloads: tuple[str, ...] = ()
+    migration: tuple[str, ...] = ("none",)
+    timeouts: dict[str, float] = field(default_factory=lambda: dict(TIMEOUT_KEYS))
+    kit: dict[str, str] | None = None  # user-supplied {kernel, initrd}
+    append: str = ""  # extra guest kernel command line
+
+
+@dataclass(frozen=True)
+class QemuBuildSpec:
+    name: str
+    binary: str
+    firmware_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    name: str
+    kind: str
+    slots: int
+    qemu: tuple[QemuBuildSpec, ...]
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that keeps on/off/yes/no as the strings the user wrote.
+
+    YAML 1.1 reads bare `on` as True; QEMU's words are `on` and `off`, so a user writing
+    `kernel_irqchip: [on, off]` means the strings.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {k: [r for r in v if r[0] != "tag:yaml.org,2002:bool"]
+                                   for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def load_yaml(path: str | os.PathLike) -> Any:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(str(p), None, f"cannot read: {e.strerror}") from None
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(str(p), None, f"YAML syntax error: {where}{getattr(e, 'problem', None) or e}") from None
+
+
+def _fmt(values) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def _axis_value(path: str, key: str, axis_name: str, v: Any) -> str | int:
+    axis = AXIS_BY_NAME[axis_name]
+    if isinstance(v, bool):  # only true/false reach here; on/off stayed strings
+        v = "on" if v else "off"
+    if axis.kind == "int":
+        if v == DEFAULT:
+            return axis.default
+        if isinstance(v, int) and v >= 1:
+            return v
+        raise ConfigError(path, key, f"{v!r} is not a positive whole number")
+    if axis.kind == "name":
+        if isinstance(v, str) and v and all(c.isalnum() or c in "-_." for c in v):
+            return v
+        raise ConfigError(path, key, f"{v!r} is not a build name (letters, digits, - _ .)")
+    if isinstance(v, (int, float)):
+        v = str(v)
+    # Accept the case a user is likely to type for CPU models (power9 for POWER9).
+    match = next((a for a in axis.values if isinstance(v, str) and a.lower() == v.lower()), None)
+    if match is None:
+        raise ConfigError(path, key, f"{v!r} is not allowed; allowed values: {_fmt(axis.values)}")
+    return match
+
+
+def _as_list(path: str, key: str, v: Any) -> list:
+    if isinstance(v, list):
+        if not v:
+            raise ConfigError(path, key, "empty list: give at least one value")
+        return v
+    return [v]
+
+
+def parse_matrix(data: Any, path: str, known_hosts: set[str] | None = None) -> Matrix:
+    if not isinstance(data, dict):
+        raise ConfigError(path, None, "a matrix file must be a mapping with keys: " + _fmt(MATRIX_KEYS))
+    for k in data:
+        if k not in MATRIX_KEYS:
+            raise ConfigError(path, str(k), f"unknown key; allowed keys: {_fmt(MATRIX_KEYS)}")
+    name = data.get("name") or Path(path).stem
+    if not isinstance(name, str):
+        raise ConfigError(path, "name", "must be a string")
+
+    hosts = [str(h) for h in _as_list(path, "hosts", data.get("hosts", ["local"]))]
+    if known_hosts is not None:
+        for h in hosts:
+            if h not in known_hosts:
+                raise ConfigError(path, "hosts", f"unknown host {h!r}; hosts in the inventory: {_fmt(sorted(known_hosts))}")
+
+    raw_axes = data.get("axes") or {}
+    if not isinstance(raw_axes, dict):
+        raise ConfigError(path, "axes", "must be a mapping of axis name to a list of values")
+    axes: dict[str, tuple] = {}
+    for k, v in raw_axes.items():
+        if k not in AXIS_BY_NAME:
+            raise ConfigError(path, f"axes.{k}", f"unknown axis; allowed axes: {_fmt(AXIS_NAMES)}")
+        vals = [_axis_value(path, f"axes.{k}", k, x) for x in _as_list(path, f"axes.{k}", v)]
+        axes[k] = tuple(dict.fromkeys(vals))  # keep order, drop repeats
+    for a in AXES:
+        axes.setdefault(a.name, (a.default,))
+
+    exclude = data.get("exclude") or []
+    if not isinstance(exclude, list):
+        raise ConfigError(path, "exclude", "must be a list of partial axis mappings")
+    excl: list[dict] = []
+    for i, e in enumerate(exclude):
+        key = f"exclude[{i}]"
+        if not isinstance(e, dict) or not e:
+            raise ConfigError(path, key, "must be a non-empty mapping of axis to value")
+        d = {}
+        for k, v in e.items():
+            if k not in AXIS_BY_NAME:
+                raise ConfigError(path, f"{key}.{k}", f"unknown axis; allowed axes: {_fmt(AXIS_NAMES)}")
+            d[k] = _axis_value(path, f"{key}.{k}", k, v)
+        excl.append(d)
+
+    workloads = data.get("workloads") or []
+    if not isinstance(workloads, list):
+        raise ConfigError(path, "workloads", "must be a list")
+    for w in workloads:
+        if w not in WORKLOADS:
+            raise ConfigError(path, "workloads", f"unknown workload {w!r}; available: {_fmt(WORKLOADS) or '(none yet)'}")
+
+    migration = [str(m) for m in _as_list(path, "migration", data.get("migration", ["none"]))]
+    for m in migration:
+        if m not in MIGRATIONS:
+            raise ConfigError(path, "migration", f"unknown plan {m!r}; available: {_fmt(MIGRATIONS)}")
+
+    timeouts = dict(TIMEOUT_KEYS)
+    for k, v in (data.get("timeouts") or {}).items():
+        if k not in TIMEOUT_KEYS:
+            raise ConfigError(path, f"timeouts.{k}", f"unknown timeout; allowed: {_fmt(TIMEOUT_KEYS)}")
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+            raise ConfigError(path, f"timeouts.{k}", f"{v!r} is not a positive number of seconds")
+        timeouts[k] = float(v)
+
+    kit = data.get("kit")
+    if kit is not None:
+        if not isinstance(kit, dict) or set(kit) - {"kernel", "initrd"} or "kernel" not in kit:
+            raise ConfigError(path, "kit", "must be a mapping with kernel (and optionally initrd) paths")
+        base = Path(path).parent
+        kit = {k: str((base / str(v)).resolve()) for k, v in kit.items()}
+        for k, v in kit.items():
+            if not Path(v).is_file():
+                raise ConfigError(path, f"kit.{k}", f"no such file: {v}")
+
+    append = data.get("append", "")
+    if not isinstance(append, str) or "\n" in append:
+        raise ConfigError(path, "append", "must be one line of guest kernel command line")
+
+    return Matrix(name, path, tuple(hosts), axes, tuple(excl), tuple(workloads), tuple(migration), timeouts, kit,
+                  append.strip())
+
+
+def resolve_matrix_path(arg: str) -> Path:
+    """A matrix given as a path, or by name from configs/matrices/."""
+    p = Path(arg)
+    if p.exists() or p.suffix in (".yaml", ".yml") or "/" in arg:
+        return p
+    return MATRICES / f"{arg}.yaml"
+
+
+def load_matrix(path: str | os.PathLike, known_hosts: set[str] | None = None) -> Matrix:
+    p = resolve_matrix_path(str(path))
+    if not p.exists():
+        avail = sorted(x.stem for x in MATRICES.glob("*.yaml"))
+        raise ConfigError(str(p), None, f"no such matrix file; shipped matrices: {_fmt(avail)}")
+    return parse_matrix(load_yaml(p), str(p), known_hosts)
+
+
+def parse_hosts(data: Any, path: str) -> dict[str, HostSpec]:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict) or set(data) - {"hosts", "domains"}:
+        raise ConfigError(path, None, "a host inventory is a mapping with a `hosts:` key")
+    hosts = data.get("hosts") or {}
+    if not isinstance(hosts, dict):
+        raise ConfigError(path, "hosts", "must be a mapping of host name to its settings")
+    out: dict[str, HostSpec] = {}
+    for name, spec in hosts.items():
+        key = f"hosts.{name}"
+        spec = spec or {}
+        if not isinstance(spec, dict):
+            raise ConfigError(path, key, "must be a mapping")
+        for k in spec:
+            if k not in ("kind", "slots", "qemu"):
+                raise ConfigError(path, f"{key}.{k}", "unknown key; allowed keys: kind, slots, qemu")
+        kind = spec.get("kind", "local")
+        if kind not in HOST_KINDS:
+            raise ConfigError(path, f"{key}.kind", f"{kind!r} is not supported; allowed: {_fmt(HOST_KINDS)}")
+        slots = spec.get("slots", os.cpu_count() or 1)
+        if not isinstance(slots, int) or isinstance(slots, bool) or slots < 1:
+            raise ConfigError(path, f"{key}.slots", f"{slots!r} is not a positive whole number")
+        builds = [QemuBuildSpec("system", "qemu-system-ppc64")]
+        for bname, b in (spec.get("qemu") or {}).items():
+            bkey = f"{key}.qemu.{bname}"
+            if not isinstance(b, dict) or "binary" not in b or set(b) - {"binary", "firmware_dir"}:
+                raise ConfigError(path, bkey, "must be a mapping with `binary` (and optionally `firmware_dir`)")
+            builds = [x for x in builds if x.name != bname]
+            builds.append(QemuBuildSpec(str(bname), str(b["binary"]), b.get("firmware_dir")))
+        out[str(name)] = HostSpec(str(name), kind, slots, tuple(builds))
+    out.setdefault("local", HostSpec("local", "local", os.cpu_count() or 1, (QemuBuildSpec("system", "qemu-system-ppc64"),)))
+    return out
+
+
+def load_hosts(path: str | os.PathLike | None = None) -> dict[str, HostSpec]:
+    p = Path(path) if path else DEFAULT_HOSTS
+    if path is None and not p.exists():
+        return parse_hosts({}, str(p))
+    if not p.exists():
+        raise ConfigError(str(p), None, "no such host inventory file")
+    return parse_hosts(load_yaml(p), str(p))

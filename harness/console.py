@@ -1,0 +1,131 @@
+"""The guest console and the framed command protocol spoken with guest_tests/init.
+
+The harness sends "<id> <command>" on one line; the guest answers
+    @@CK-BEGIN <id>
+    <output>
+    @@CK-END <id> <status>
+Ids carry a per-session nonce, so output of an earlier, timed-out command can never be taken for
+the answer to a later one. Parsing is a pure function (`parse_frame`) so it is unit-tested apart
+from any guest.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import pexpect
+import pexpect.fdpexpect
+
+from .errors import GuestTimeout, InfraError, QemuDied
+
+READY_RE = re.compile(rb"CASKIT-READY kit=(\S+) cpus=(\d+)")
+# Kernel messages that mean the guest will never reach the command loop.
+PANIC_RE = re.compile(rb"Kernel panic - not syncing:[^\r\n]*")
+MAX_COMMAND = 3000  # the guest tty's canonical line limit is 4095 bytes
+
+
+class FrameError(InfraError):
+    """The guest's answer is not a well-formed frame."""
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    status: int
+    output: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+
+def parse_frame(text: str, frame_id: str) -> tuple[int, str]:
+    """(status, output) of the frame `frame_id` in console text; FrameError if it is not whole."""
+    text = text.replace("\r\n", "\n").replace("\r", "")
+    begin = re.search(rf"^@@CK-BEGIN {re.escape(frame_id)}\n", text, re.M)
+    if not begin:
+        raise FrameError(f"no begin marker for frame {frame_id}")
+    end = re.compile(rf"^@@CK-END {re.escape(frame_id)} (\d+)$", re.M).search(text, begin.end())
+    if not end:
+        raise FrameError(f"no end marker for frame {frame_id}")
+    return int(end.group(1)), text[begin.end():end.start()]
+
+
+class Console:
+    """A pexpect session on the guest console socket, logged to a transcript file."""
+
+    def __init__(self, sock: socket.socket, transcript: Path):
+        self.sock = sock
+        self.log: BinaryIO = open(transcript, "ab")
+        self.child = pexpect.fdpexpect.fdspawn(sock.fileno(), timeout=30, logfile=None)
+        self.child.logfile_read = self.log
+        self.nonce = secrets.token_hex(3)
+        self.counter = 0
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        finally:
+            self.log.close()
+
+    def note(self, text: str) -> None:
+        """A harness line in the transcript, set apart from guest output."""
+        self.log.write(f"\n#caskit# {text}\n".encode())
+        self.log.flush()
+
+    def tail(self, n: int = 2000) -> str:
+        before = self.child.before if isinstance(self.child.before, bytes) else b""
+        return before[-n:].decode(errors="replace")
+
+    def wait_ready(self, timeout: float) -> dict:
+        """Wait for the kit's ready marker; a panic or QEMU exit ends the wait early."""
+        i = self.child.expect([READY_RE, PANIC_RE, pexpect.EOF, pexpect.TIMEOUT], timeout=timeout)
+        if i == 0:
+            return {"kit": self.child.match.group(1).decode(), "cpus": int(self.child.match.group(2))}
+        if i == 1:
+            raise self._panic("boot")
+        if i == 2:
+            raise QemuDied("console closed before the guest was ready", None, self.tail())
+        raise GuestTimeout("the guest's ready marker", timeout, self.tail())
+
+    def _panic(self, during: str) -> "GuestPanic":
+        """Read what the kernel prints after the panic line (its reason, a backtrace) briefly."""
+        text = self.child.before + self.child.after
+        self.child.expect([pexpect.TIMEOUT, pexpect.EOF], timeout=1.0)
+        if isinstance(self.child.before, bytes):
+            text += self.child.before
+        return GuestPanic(during, text[-6000:].decode(errors="replace"))
+
+    def run(self, command: str, timeout: float = 30.0) -> CommandResult:
+        if "\n" in command or len(command) > MAX_COMMAND:
+            raise ValueError("a framed command is one line of at most %d bytes" % MAX_COMMAND)
+        self.counter += 1
+        fid = f"{self.nonce}.{self.counter}"
+        self.child.send(f"{fid} {command}\n".encode())
+        end = re.compile(rf"@@CK-END {re.escape(fid)} \d+\r?\n".encode())
+        i = self.child.expect([end, PANIC_RE, pexpect.EOF, pexpect.TIMEOUT], timeout=timeout)
+        if i == 0:
+            raw = (self.child.before + self.child.after).decode(errors="replace")
+            status, output = parse_frame(raw, fid)
+            return CommandResult(command, status, output)
+        if i == 1:
+            raise self._panic(command)
+        if i == 2:
+            raise QemuDied(f"console closed while running {command!r}", None, self.tail())
+        raise GuestTimeout(f"the answer to {command!r}", timeout, self.tail())
+
+
+class GuestPanic(Exception):
+    """The guest kernel panicked. Not an InfraError: whether it is the system under test's fault
+    is the verdict's call (a panic in interrupt setup is a real failure)."""
+
+    def __init__(self, during: str, tail: str):
+        self.during, self.tail = during, tail
+        m = re.search(r"Kernel panic - not syncing:[^\n]*", tail)
+        self.message = m.group(0).strip() if m else "Kernel panic"
+        super().__init__(f"{self.message} (during {during or 'boot'})")

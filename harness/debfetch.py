@@ -1,0 +1,173 @@
+"""Fetch Debian packages of a foreign architecture without touching the host's dpkg.
+
+apt runs with its own state, cache and sources list under caskit's cache directory; the mirrors
+are the ones this host's apt already uses (read from its sources), so a farm's local mirror is
+honoured and nothing here names a mirror of its own.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import KitError
+
+APT_SOURCES = [Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d")]
+
+
+@dataclass(frozen=True)
+class Source:
+    uri: str
+    suite: str
+    components: tuple[str, ...]
+    signed_by: str | None = None
+
+
+def _deb822_stanzas(text: str) -> list[dict[str, str]]:
+    stanzas, cur, last = [], {}, None
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        if not line.strip():
+            if cur:
+                stanzas.append(cur)
+            cur, last = {}, None
+        elif line[0] in " \t" and last:
+            cur[last] += "\n" + line.strip()
+        elif ":" in line:
+            k, v = line.split(":", 1)
+            last = k.strip().lower()
+            cur[last] = v.strip()
+    if cur:
+        stanzas.append(cur)
+    return stanzas
+
+
+def host_sources(paths: list[Path] = APT_SOURCES) -> list[Source]:
+    """The host's enabled `deb` sources, from one-line and deb822 files."""
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files += sorted(x for x in p.iterdir() if x.suffix in (".list", ".sources"))
+        elif p.is_file():
+            files.append(p)
+    out: list[Source] = []
+    for f in files:
+        text = f.read_text(errors="replace")
+        if f.suffix == ".sources":
+            for s in _deb822_stanzas(text):
+                if "deb" not in s.get("types", "").split() or s.get("enabled", "yes").lower() == "no":
+                    continue
+                for uri in s.get("uris", "").split():
+                    for suite in s.get("suites", "").split():
+                        out.append(Source(uri, suite, tuple(s.get("components", "main").split()), s.get("signed-by")))
+        else:
+            for line in text.splitlines():
+                m = re.match(r"^\s*deb\s+(\[[^\]]*\]\s+)?(\S+)\s+(\S+)\s*(.*)$", line)
+                if m:
+                    opts = m.group(1) or ""
+                    sb = re.search(r"signed-by=(\S+?)[\s\]]", opts + " ")
+                    out.append(Source(m.group(2), m.group(3), tuple(m.group(4).split() or ["main"]), sb.group(1) if sb else None))
+    return out
+
+
+def debian_codename() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("VERSION_CODENAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "bookworm"
+
+
+class PrivateApt:
+    """apt-get and apt-cache confined to `root` for architecture `arch`."""
+
+    def __init__(self, root: Path, arch: str, suites: list[str]):
+        self.root, self.arch, self.suites = Path(root), arch, suites
+
+    def _sources_text(self) -> str:
+        lines: list[str] = []
+        listed: set[str] = set()
+        sources = host_sources()
+        for s in sources:
+            if s.suite not in self.suites or not s.uri.startswith(("http://", "https://", "file:")):
+                continue
+            opts = f"arch={self.arch}" + (f" signed-by={s.signed_by}" if s.signed_by else "")
+            line = f"deb [{opts}] {s.uri} {s.suite} {' '.join(s.components)}"
+            if line not in lines:
+                lines.append(line)
+                listed.add(s.suite)
+        # A suite the host does not list (e.g. backports) comes from the host's main archive.
+        base = next((s for s in sources if s.suite == debian_codename()), None)
+        for suite in self.suites:
+            if suite not in listed and base is not None:
+                opts = f"arch={self.arch}" + (f" signed-by={base.signed_by}" if base.signed_by else "")
+                lines.append(f"deb [{opts}] {base.uri} {suite} main")
+        if not lines:
+            raise KitError("no usable Debian source in /etc/apt: cannot fetch guest packages")
+        return "\n".join(lines) + "\n"
+
+    def _opts(self) -> list[str]:
+        r = self.root
+        return [
+            "-o", f"Dir::State={r}/state",
+            "-o", f"Dir::State::Lists={r}/state/lists",
+            "-o", f"Dir::State::status={r}/state/status",
+            "-o", f"Dir::Cache={r}/cache",
+            "-o", f"Dir::Etc::SourceList={r}/sources.list",
+            "-o", f"Dir::Etc::SourceParts={r}/sources.list.d",
+            "-o", f"APT::Architecture={self.arch}",
+            "-o", f"APT::Architectures::={self.arch}",
+            "-o", "Debug::NoLocking=1",
+            "-o", "Acquire::Languages=none",
+            "-q",
+        ]
+
+    def _run(self, argv: list[str], cwd: Path | None = None) -> str:
+        p = subprocess.run(argv[:1] + self._opts() + argv[1:], cwd=cwd, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise KitError(f"{' '.join(argv)} failed (exit {p.returncode}): {p.stderr.strip()[-1500:]}")
+        return p.stdout
+
+    def update(self) -> None:
+        for d in ("state/lists/partial", "cache/archives/partial", "sources.list.d", "debs"):
+            (self.root / d).mkdir(parents=True, exist_ok=True)
+        (self.root / "state/status").touch()
+        (self.root / "sources.list").write_text(self._sources_text())
+        self._run(["apt-get", "update"])
+
+    def has_lists(self) -> bool:
+        return any((self.root / "state/lists").glob("*Packages*"))
+
+    def candidate(self, pkg: str) -> tuple[str, str]:
+        """(version, Depends) of a package's candidate."""
+        text = self._run(["apt-cache", "show", "--no-all-versions", pkg])
+        ver = re.search(r"^Version: (.+)$", text, re.M)
+        dep = re.search(r"^Depends: (.+)$", text, re.M)
+        if not ver:
+            raise KitError(f"apt-cache show {pkg}: no Version field")
+        return ver.group(1).strip(), dep.group(1).strip() if dep else ""
+
+    def download(self, pkg: str) -> Path:
+        """The .deb of the candidate version, downloaded once into the private cache."""
+        version, _ = self.candidate(pkg)
+        fname_ver = version.replace(":", "%3a")
+        debs = self.root / "debs"
+        found = sorted(debs.glob(f"{pkg}_{fname_ver}_*.deb"))
+        if not found:
+            self._run(["apt-get", "download", pkg], cwd=debs)
+            found = sorted(debs.glob(f"{pkg}_{fname_ver}_*.deb"))
+        if not found:
+            raise KitError(f"apt-get download {pkg} left no {pkg}_{fname_ver}_*.deb in {debs}")
+        return found[0]
+
+
+def unpack(deb: Path, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    p = subprocess.run(["dpkg", "-x", str(deb), str(dest)], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise KitError(f"dpkg -x {deb} failed: {p.stderr.strip()}")

@@ -1,0 +1,197 @@
+"""Typed data of the domain: what a cell is, what a host is, what should and did happen.
+
+Everything here is plain frozen data with `to_dict` for the results store; no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+
+from .axes import AXIS_NAMES
+
+
+class Verdict(str, Enum):
+    PASS = "PASS"  # observed = expected
+    FAIL = "FAIL"  # the system under test misbehaved
+    XFAIL = "XFAIL"  # an expected failure happened as predicted
+    ERROR = "ERROR"  # infrastructure: the cell could not be judged
+    SKIP = "SKIP"  # the host cannot offer this cell
+
+
+class Stage(str, Enum):
+    """Where an expected or observed failure happens."""
+
+    QEMU_START = "qemu-start"
+    CAS = "cas"
+    GUEST = "guest"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the matrix: a host and one value per axis, plus what to run in it."""
+
+    host: str
+    axes: tuple[tuple[str, str | int], ...]  # in AXIS_NAMES order
+    workloads: tuple[str, ...] = ()
+    migration: str = "none"
+    matrix: str = ""
+    append: str = ""  # extra guest kernel command line from the matrix file
+
+    def axis(self, name: str) -> str | int:
+        return dict(self.axes)[name]
+
+    @property
+    def axes_dict(self) -> dict[str, str | int]:
+        return dict(self.axes)
+
+    @property
+    def id(self) -> str:
+        """Stable across runs and matrices: derived only from what the cell does."""
+        a = self.axes_dict
+        slug = "-".join(
+            [
+                self.host,
+                str(a["accel"]),
+                f"ic_{a['ic_mode']}",
+                f"kirq_{a['kernel_irqchip']}",
+                str(a["cpu"]).lower(),
+                f"compat_{a['cpu_compat']}",
+                f"xive_{a['guest_xive']}",
+                f"smp{a['smp']}",
+                str(a["firmware"]),
+                str(a["qemu"]),
+            ]
+        )
+        what = {"host": self.host, "axes": a, "workloads": list(self.workloads), "migration": self.migration}
+        if self.append:
+            what["append"] = self.append
+        payload = json.dumps(what, sort_keys=True)
+        return f"{slug}-{hashlib.sha256(payload.encode()).hexdigest()[:6]}"
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "host": self.host,
+            "axes": self.axes_dict,
+            "workloads": list(self.workloads),
+            "migration": self.migration,
+            "matrix": self.matrix,
+            "append": self.append,
+        }
+
+    @staticmethod
+    def from_dict(d: dict) -> "Cell":
+        axes = tuple((n, d["axes"][n]) for n in AXIS_NAMES)
+        return Cell(d["host"], axes, tuple(d.get("workloads", ())), d.get("migration", "none"),
+                    d.get("matrix", ""), d.get("append", ""))
+
+
+@dataclass(frozen=True)
+class QemuBuild:
+    """One QEMU binary a host can run, as probed."""
+
+    name: str
+    binary: str
+    version: str = ""
+    firmware_dir: str | None = None  # passed as -L when set
+    default_ic_mode: str | None = None  # qom-get /machine ic-mode with ic-mode not given
+    machine: str | None = None  # the concrete machine type "pseries" resolves to
+    max_cpus: int | None = None
+    cpu_models: tuple[str, ...] = ()
+    error: str | None = None  # why the probe could not use it
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What a host is; decided by probing, consumed by the model."""
+
+    name: str
+    arch: str
+    cpu: str
+    kvm_mode: str  # hv | hv-nested | pr | none
+    kvm_xics: bool = False  # in-kernel XICS offered by KVM
+    kvm_xive: bool = False  # in-kernel XIVE native device (KVM_CAP_PPC_IRQ_XIVE)
+    slots: int = 1
+    qemu: tuple[QemuBuild, ...] = ()
+
+    def build(self, name: str) -> QemuBuild | None:
+        return next((b for b in self.qemu if b.name == name), None)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> "HostFacts":
+        d = dict(d)
+        d["qemu"] = tuple(
+            QemuBuild(**{**b, "cpu_models": tuple(b.get("cpu_models", ()))}) for b in d.get("qemu", ())
+        )
+        return HostFacts(**d)
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the model predicts for a cell, and the rule that decided it."""
+
+    mode: str | None  # "xive" | "xics" | None when a failure or skip is expected
+    rule: str  # name of the deciding rule
+    source: str  # where the rule comes from (file and function, or a measurement)
+    error: str | None = None  # regex for the expected failure message
+    stage: str | None = None  # Stage value of the expected failure
+    byte23: str | None = None  # expected ibm,arch-vec-5-platform-support byte 23, e.g. "0x80"
+    irqchip: str | None = None  # "emulated" | "in-kernel" as the host should show it
+    skip: str | None = None  # reason the host cannot offer this cell
+    notes: tuple[str, ...] = ()  # other rules that applied on the way
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["notes"] = list(self.notes)
+        return d
+
+
+@dataclass
+class GuestView:
+    chips: list[str] = field(default_factory=list)  # chip names seen in /proc/interrupts
+    ipi_chip: str | None = None
+    mode_from_chips: str | None = None
+    platform_support: str | None = None  # byte 23 as "0x.."
+    ic_compatible: list[str] = field(default_factory=list)
+    mode_from_dt: str | None = None
+    dmesg_xive: list[str] = field(default_factory=list)
+    mode_from_dmesg: str | None = None
+    spurious: int | None = None
+
+    @property
+    def mode(self) -> str | None:
+        """The guest's mode when its signals agree, else None."""
+        seen = {m for m in (self.mode_from_chips, self.mode_from_dt, self.mode_from_dmesg) if m}
+        return seen.pop() if len(seen) == 1 else None
+
+
+@dataclass
+class HostView:
+    mode: str | None = None  # from QMP `info pic`
+    irqchip: str | None = None  # "in-kernel" | "emulated"
+    configured_ic_mode: str | None = None  # qom-get /machine ic-mode
+
+
+@dataclass
+class Observed:
+    mode: str | None = None
+    platform_support: str | None = None
+    error: str | None = None
+    stage: str | None = None
+    infra: bool = False  # the error is the harness's or the host's, not the system under test's
+    guest: GuestView | None = None
+    host: HostView | None = None
+    exit_code: int | None = None
+    log_excerpt: str | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        if self.guest is not None:
+            d["guest"]["mode"] = self.guest.mode
+        return d

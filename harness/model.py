@@ -1,0 +1,172 @@
+"""The model: what *should* happen to a cell on a host. Pure functions, no I/O.
+
+`expect(cell, facts)` walks the rules below in order; the first that decides the outcome names
+itself in the result, the others that shaped it are kept as notes. Each rule cites its source
+(a QEMU or Linux file and function) and the measurement that confirmed it, so a wrong
+prediction points at one rule to fix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .axes import COMPAT_LEVEL, CPU_LEVEL, DEFAULT
+from .domain import Cell, Expected, HostFacts, Stage
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    source: str
+    says: str
+
+
+def _r(name: str, source: str, says: str) -> Rule:
+    return Rule(name, source, says)
+
+
+RULES: dict[str, Rule] = {r.name: r for r in (
+    _r("host-has-kvm", "caskit: accel=kvm needs a host whose probe found /dev/kvm",
+       "a cell asking for KVM on a host without it is SKIP"),
+    _r("pr-kvm-untestable", "cas-rules.md section 5: Debian's kernel has no kvm_pr",
+       "PR KVM cells need a host whose kernel has kvm_pr"),
+    _r("qemu-build-known", "caskit: hosts.yaml qemu builds, probed",
+       "a cell naming a QEMU build the host lacks is SKIP"),
+    _r("cpu-model-known", "QEMU -cpu help for the build, probed",
+       "a CPU model the build does not emulate is SKIP"),
+    _r("smp-max-cpus", "hw/core/machine-smp.c machine_parse_smp_config(); query-machines cpu-max",
+       "more vCPUs than the machine's cpu-max is refused at start"),
+    _r("xive-needs-power9", "hw/ppc/spapr_irq.c spapr_irq_check(); measured on 7.2",
+       "ic-mode=xive with a CPU or max-cpu-compat below POWER9 is refused at start"),
+    _r("compat-above-cpu", "target/ppc/compat.c ppc_set_compat(); measured on 7.2",
+       "max-cpu-compat above the CPU model is refused at start"),
+    _r("kernel-irqchip-split", "hw/ppc/spapr_irq.c spapr_irq_check()",
+       "kernel-irqchip=split is refused on pseries"),
+    _r("ic-mode-default", "hw/ppc/spapr.c machine class compat options; qom-get /machine ic-mode, probed",
+       "ic-mode not given is the machine version's default"),
+    _r("offer-xics-only", "hw/ppc/spapr.c spapr_dt_ov5_platform_support(); measured byte 23 = 0x00",
+       "ic-mode=xics offers XICS only"),
+    _r("offer-xive-only", "hw/ppc/spapr.c spapr_dt_ov5_platform_support(); measured byte 23 = 0x40",
+       "ic-mode=xive offers XIVE only"),
+    _r("dual-below-power9-offers-xics", "hw/ppc/spapr_irq.c spapr_irq_check(); measured byte 23 = 0x00",
+       "ic-mode=dual with a CPU or compat below POWER9 offers XICS only"),
+    _r("offer-dual", "hw/ppc/spapr.c spapr_dt_ov5_platform_support(); measured byte 23 = 0x80",
+       "ic-mode=dual on POWER9/10 offers both; the guest chooses"),
+    _r("guest-picks-xive", "arch/powerpc/kernel/prom_init.c prom_parse_xive_model(); measured",
+       "a guest built with CONFIG_PPC_XIVE_SPAPR asks for XIVE when offered"),
+    _r("guest-xive-off", "arch/powerpc/kernel/prom_init.c prom_parse_xive_model(); measured",
+       "xive=off makes the guest ask for XICS when the platform offers both"),
+    _r("xive-only-ignores-xive-off", "arch/powerpc/kernel/prom_init.c prom_parse_xive_model(); measured",
+       "on a XIVE-only machine the guest cannot honour xive=off and negotiates XIVE"),
+    _r("xics-only-platform", "hw/ppc/spapr_hcall.c h_client_architecture_support(); measured",
+       "a XICS-only offer ends in XICS whatever the guest prefers"),
+    _r("tcg-emulates", "hw/ppc/spapr_irq.c spapr_irq_init_kvm() only acts under KVM; measured",
+       "under TCG kernel-irqchip is accepted and has no effect; the controller is emulated"),
+    _r("kvm-irqchip-off", "hw/ppc/spapr_irq.c spapr_irq_init_kvm()",
+       "kernel-irqchip=off emulates the controller in QEMU"),
+    _r("kvm-in-kernel", "hw/intc/spapr_xive_kvm.c kvmppc_xive_connect(), hw/intc/xics_kvm.c",
+       "KVM with the in-kernel device for the negotiated mode uses it"),
+    _r("kvm-irqchip-required", "hw/intc/spapr_xive_kvm.c kvmppc_xive_connect(); measured in a nested-HV L1",
+       "kernel-irqchip=on without the in-kernel device fails"),
+    _r("kvm-fallback-emulated", "hw/ppc/spapr_irq.c spapr_irq_init_kvm(); measured in a nested-HV L1",
+       "kernel-irqchip allowed but unavailable falls back to QEMU's emulation with a warning"),
+)}
+
+COMPAT_PVR = {"power8": "0x0f000004", "power9": "0x0f000005", "power10": "0x0f000006"}
+
+
+def _expected(rule: str, notes: list[str], **kw) -> Expected:
+    return Expected(rule=rule, source=RULES[rule].source, notes=tuple(notes), **kw)
+
+
+def _fail(rule: str, notes: list[str], stage: Stage, pattern: str) -> Expected:
+    return _expected(rule, notes, mode=None, stage=stage.value, error=pattern)
+
+
+def expect(cell: Cell, facts: HostFacts) -> Expected:
+    a = cell.axes_dict
+    notes: list[str] = []
+    accel = a["accel"]
+
+    # Can the host offer the cell at all?
+    if accel == "kvm" and facts.kvm_mode == "none":
+        return _expected("host-has-kvm", notes, mode=None, skip=f"host {facts.name} has no KVM")
+    if accel == "kvm" and facts.kvm_mode == "pr" and not facts.kvm_xics and not facts.kvm_xive:
+        notes.append("pr-kvm-untestable")
+    build = facts.build(str(a["qemu"]))
+    if build is None or build.error:
+        why = build.error if build else "not in the host inventory"
+        return _expected("qemu-build-known", notes, mode=None, skip=f"QEMU build {a['qemu']!r} on {facts.name}: {why}")
+    if build.cpu_models and a["cpu"] not in build.cpu_models:
+        return _expected("cpu-model-known", notes, mode=None, skip=f"{build.name} QEMU has no CPU model {a['cpu']}")
+
+    # Refusals at QEMU start, in the order QEMU checks them.
+    if build.max_cpus is not None and int(a["smp"]) > build.max_cpus:
+        return _fail("smp-max-cpus", notes, Stage.QEMU_START, rf"Invalid SMP CPUs {a['smp']}\b.*max CPUs supported by machine")
+    if a["kernel_irqchip"] == "split":  # not an axis value today; kept for user builds' matrices
+        return _fail("kernel-irqchip-split", notes, Stage.QEMU_START, r"kernel_irqchip split mode not supported on pseries")
+
+    ic_mode = a["ic_mode"]
+    if ic_mode == DEFAULT:
+        ic_mode = build.default_ic_mode or "dual"
+        notes.append("ic-mode-default")
+    cpu_level = CPU_LEVEL[str(a["cpu"])]
+    compat = a["cpu_compat"]
+    compat_level = COMPAT_LEVEL.get(str(compat), cpu_level)
+    # spapr_irq_check() asks whether the CPU can run ISA 3.00 within max-cpu-compat.
+    isa300 = min(cpu_level, compat_level) >= 9
+    if ic_mode == "xive" and not isa300:
+        return _fail("xive-needs-power9", notes, Stage.QEMU_START, r"XIVE-only machines require a POWER9 CPU")
+    if compat != DEFAULT and compat_level > cpu_level:
+        return _fail("compat-above-cpu", notes, Stage.QEMU_START,
+                     rf"Compatibility PVR {COMPAT_PVR[str(compat)]} not valid for CPU")
+
+    # What the platform offers in ibm,arch-vec-5-platform-support byte 23.
+    if ic_mode == "xics":
+        offer, byte23, rule = "xics", "0x00", "offer-xics-only"
+    elif ic_mode == "xive":
+        offer, byte23, rule = "xive", "0x40", "offer-xive-only"
+    elif not isa300:
+        offer, byte23, rule = "xics", "0x00", "dual-below-power9-offers-xics"
+    else:
+        offer, byte23, rule = "both", "0x80", "offer-dual"
+    notes.append(rule)
+
+    # What the guest picks.
+    if offer == "xics":
+        mode, rule = "xics", "xics-only-platform"
+    elif offer == "xive":
+        mode, rule = "xive", ("xive-only-ignores-xive-off" if a["guest_xive"] == "off" else "guest-picks-xive")
+    else:
+        mode, rule = ("xics", "guest-xive-off") if a["guest_xive"] == "off" else ("xive", "guest-picks-xive")
+
+    # Where the host runs the controller.
+    kirq = a["kernel_irqchip"]
+    if accel == "tcg":
+        notes.append("tcg-emulates")
+        return _expected(rule, notes, mode=mode, byte23=byte23, irqchip="emulated")
+    if kirq == "off":
+        notes.append("kvm-irqchip-off")
+        return _expected(rule, notes, mode=mode, byte23=byte23, irqchip="emulated")
+    in_kernel = facts.kvm_xive if mode == "xive" else facts.kvm_xics
+    if in_kernel:
+        notes.append("kvm-in-kernel")
+        return _expected(rule, notes, mode=mode, byte23=byte23, irqchip="in-kernel")
+    if kirq == "on":
+        cap = "IRQ_XIVE" if mode == "xive" else "IRQ_XICS"
+        # XIVE-only machines connect at init; dual ones when CAS picks the controller.
+        stage = Stage.QEMU_START if ic_mode == mode else Stage.CAS
+        return _fail("kvm-irqchip-required", notes, stage,
+                     rf"kernel_irqchip requested but unavailable: {cap} capability must be present for KVM")
+    notes.append("kvm-fallback-emulated")
+    return _expected(rule, notes, mode=mode, byte23=byte23, irqchip="emulated")
+
+
+def explain(e: Expected) -> str:
+    what = e.skip and f"SKIP ({e.skip})" or e.mode or f"fails at {e.stage}: /{e.error}/"
+    return f"{what}  [{e.rule}: {RULES[e.rule].says}]"
+
+
+def matches_error(e: Expected, message: str) -> bool:
+    return bool(e.error) and re.search(e.error, message or "", re.S) is not None

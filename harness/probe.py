@@ -1,0 +1,100 @@
+"""Probing a host: what it is (HostFacts) and what each of its QEMU builds does by default.
+
+The QEMU part asks QEMU itself over QMP (a machine started paused, never booted): the
+configured ic-mode when none is given, the concrete pseries machine version, its cpu-max and
+the CPU models, so the model never hard-codes a machine version's defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+
+from .config import HostSpec, QemuBuildSpec
+from .domain import HostFacts, QemuBuild
+from .errors import CaskitError, LaunchFailure
+from .hosts import Host, LocalHost
+from .machine import GuestMachine, MachineFiles
+
+
+def _qemu_version(binary: str) -> str:
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise CaskitError(f"{binary} --version: {e}") from None
+    m = re.search(r"version (\S+)", out)
+    return m.group(1) if m else out.strip()[:80]
+
+
+def probe_build(host: Host, spec: QemuBuildSpec, log_dir: Path) -> QemuBuild:
+    try:
+        version = _qemu_version(spec.binary)
+    except CaskitError as e:
+        return QemuBuild(spec.name, spec.binary, firmware_dir=spec.firmware_dir, error=str(e))
+    sock_dir = host.tempdir("ck-probe-")
+    argv = [spec.binary] + (["-L", spec.firmware_dir] if spec.firmware_dir else []) + [
+        "-name", "caskit-probe", "-machine", "pseries", "-accel", "tcg", "-nodefaults", "-display", "none",
+        "-S", "-qmp", f"unix:{sock_dir}/qmp.sock,server=on,wait=off",
+        "-chardev", f"socket,id=con0,path={sock_dir}/console.sock,server=on,wait=off", "-serial", "chardev:con0",
+    ]
+    log_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with GuestMachine(host, argv, MachineFiles(log_dir, sock_dir)) as m:
+            assert m.qmp is not None
+            ic_mode = m.qmp.execute("qom-get", path="/machine", property="ic-mode")
+            machines = m.qmp.execute("query-machines")
+            cpus = m.qmp.execute("query-cpu-definitions")
+    except (LaunchFailure, CaskitError) as e:
+        return QemuBuild(spec.name, spec.binary, version, spec.firmware_dir, error=str(e)[:500])
+    pseries = next((x for x in machines if x.get("alias") == "pseries"), None)
+    return QemuBuild(
+        name=spec.name,
+        binary=spec.binary,
+        version=version,
+        firmware_dir=spec.firmware_dir,
+        default_ic_mode=str(ic_mode),
+        machine=pseries["name"] if pseries else None,
+        max_cpus=pseries.get("cpu-max") if pseries else None,
+        cpu_models=tuple(sorted(c["name"].upper() for c in cpus if re.fullmatch(r"power\d+", c["name"], re.I))),
+    )
+
+
+def _kvm_local() -> tuple[str, bool, bool]:
+    """KVM mode of this machine as a POWER host. An x86 /dev/kvm cannot run POWER guests."""
+    if not platform.machine().startswith("ppc64") or not os.path.exists("/dev/kvm"):
+        return "none", False, False
+    cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+    if os.path.exists("/sys/module/kvm_hv"):
+        nested = "pSeries" in cpuinfo and "PowerNV" not in cpuinfo
+        # Without the capability probe program (a later issue), assume what section 5 measured.
+        return ("hv-nested", True, False) if nested else ("hv", True, True)
+    if os.path.exists("/sys/module/kvm_pr"):
+        return "pr", False, False
+    return "none", False, False
+
+
+def probe_local(spec: HostSpec, log_dir: Path) -> HostFacts:
+    host = LocalHost(spec.name, spec.slots)
+    cpu = ""
+    for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+        if line.lower().startswith(("model name", "cpu\t", "cpu :")):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    kvm_mode, kvm_xics, kvm_xive = _kvm_local()
+    builds = tuple(probe_build(host, b, log_dir / f"probe-{spec.name}-{b.name}") for b in spec.qemu)
+    return HostFacts(spec.name, platform.machine(), cpu, kvm_mode, kvm_xics, kvm_xive, spec.slots, builds)
+
+
+def probe(spec: HostSpec, log_dir: Path) -> HostFacts:
+    if spec.kind == "local":
+        return probe_local(spec, log_dir)
+    raise CaskitError(f"host {spec.name}: kind {spec.kind} cannot be probed")
+
+
+def make_host(spec: HostSpec) -> Host:
+    if spec.kind == "local":
+        return LocalHost(spec.name, spec.slots)
+    raise CaskitError(f"host {spec.name}: kind {spec.kind} is not supported")

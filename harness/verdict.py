@@ -1,0 +1,48 @@
+"""Expected versus observed: the verdict of a cell and the reason a person reads. Pure."""
+
+from __future__ import annotations
+
+from .domain import Expected, Observed, Verdict
+from .model import matches_error
+
+
+def decide(e: Expected, o: Observed) -> tuple[Verdict, str]:
+    if e.skip:
+        return Verdict.SKIP, e.skip
+    if o.infra:
+        return Verdict.ERROR, o.error or "infrastructure failure"
+
+    if e.error:
+        if o.error and o.stage == e.stage and matches_error(e, o.error):
+            return Verdict.XFAIL, f"failed at {o.stage} as predicted by {e.rule}: {o.error}"
+        if o.error:
+            return Verdict.FAIL, (f"{e.rule} predicted a failure at {e.stage} matching /{e.error}/, "
+                                  f"but it failed at {o.stage}: {o.error}")
+        return Verdict.FAIL, (f"{e.rule} predicted a failure at {e.stage} matching /{e.error}/, "
+                              f"but the guest booted in {o.mode or 'an undetermined mode'}")
+
+    if o.error:
+        return Verdict.FAIL, f"expected {e.mode} ({e.rule}), but it failed at {o.stage}: {o.error}"
+    g, h = o.guest, o.host
+    if g is None or h is None:
+        return Verdict.ERROR, "the outcome was not observed"
+    signals = {"/proc/interrupts": g.mode_from_chips, "device tree": g.mode_from_dt, "dmesg": g.mode_from_dmesg}
+    if g.mode is None:
+        seen = ", ".join(f"{k}={v}" for k, v in signals.items())
+        if not any(signals.values()):
+            return Verdict.ERROR, f"the guest's output shows no interrupt mode ({seen})"
+        return Verdict.FAIL, f"the guest's own signals disagree: {seen}"
+    if h.mode is None:
+        return Verdict.ERROR, "QMP info pic shows neither XIVE nor XICS"
+    if g.mode != h.mode:
+        return Verdict.FAIL, f"guest view says {g.mode} but host view (info pic) says {h.mode}"
+    problems = []
+    if o.mode != e.mode:
+        problems.append(f"negotiated {o.mode}, expected {e.mode} ({e.rule})")
+    if e.byte23 and o.platform_support != e.byte23:
+        problems.append(f"platform offer byte 23 is {o.platform_support}, expected {e.byte23}")
+    if e.irqchip and h.irqchip != e.irqchip:
+        problems.append(f"irqchip is {h.irqchip}, expected {e.irqchip}")
+    if problems:
+        return Verdict.FAIL, "; ".join(problems)
+    return Verdict.PASS, f"{o.mode} as predicted by {e.rule}"
