@@ -59,8 +59,6 @@ RULES: dict[str, Rule] = {r.name: r for r in (
        "xive=off makes the guest ask for XICS when the platform offers both"),
     _r("xive-only-ignores-xive-off", "arch/powerpc/kernel/prom_init.c prom_parse_xive_model(); measured",
        "on a XIVE-only machine the guest cannot honour xive=off and negotiates XIVE"),
-    _r("xics-only-platform", "hw/ppc/spapr_hcall.c h_client_architecture_support(); measured",
-       "a XICS-only offer ends in XICS whatever the guest prefers"),
     _r("tcg-emulates", "hw/ppc/spapr_irq.c spapr_irq_init_kvm() only acts under KVM; measured",
        "under TCG kernel-irqchip is accepted and has no effect; the controller is emulated"),
     _r("kvm-irqchip-off", "hw/ppc/spapr_irq.c spapr_irq_init_kvm()",
@@ -131,14 +129,15 @@ def expect(cell: Cell, facts: HostFacts) -> Expected:
         offer, byte23, rule = "xics", "0x00", "dual-below-power9-offers-xics"
     else:
         offer, byte23, rule = "both", "0x80", "offer-dual"
-    notes.append(rule)
 
-    # What the guest picks.
+    # What the guest picks. A XICS-only offer decides by itself (the guest has no choice).
     if offer == "xics":
-        mode, rule = "xics", "xics-only-platform"
+        mode = "xics"
     elif offer == "xive":
+        notes.append(rule)
         mode, rule = "xive", ("xive-only-ignores-xive-off" if a["guest_xive"] == "off" else "guest-picks-xive")
     else:
+        notes.append(rule)
         mode, rule = ("xics", "guest-xive-off") if a["guest_xive"] == "off" else ("xive", "guest-picks-xive")
 
     # Where the host runs the controller.

@@ -1,0 +1,220 @@
+"""The caskit command line.
+
+caskit run [MATRIX ...] [--hosts FILE] [--out DIR] [-n N] [--resume]
+caskit matrix MATRIX ...          cells and their expected outcomes; boots nothing
+caskit kit build [--refresh]      the guest kit, cached
+caskit hosts probe [NAME]         HostFacts as JSON
+caskit report DIR [--baseline DIR]
+caskit cleanup [RUN_ID]           stop QEMU processes left by a crashed run (by PID)
+
+Exit status: 0 all PASS/XFAIL/SKIP, 1 any FAIL, 2 usage or config error, 3 any ERROR without FAIL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import CaskitError, ConfigError
+from .results import EXIT_ERROR, EXIT_OK, EXIT_USAGE, exit_status
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own exit code is 2 as well; keep its message style
+        self.print_usage(sys.stderr)
+        print(f"caskit: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="caskit", description="POWER9 interrupt controller (XICS/XIVE) CAS test harness")
+    sub = p.add_subparsers(dest="cmd", parser_class=_Parser)
+    r = sub.add_parser("run", help="run matrices (default: quick on the local TCG host)")
+    r.add_argument("matrices", nargs="*", help="matrix files or names under configs/matrices")
+    r.add_argument("--hosts", help="host inventory (default configs/hosts.yaml)")
+    r.add_argument("--out", help="output directory (default reports/<run-id>)")
+    r.add_argument("-n", dest="workers", default="1", help="parallel workers (pytest-xdist), or auto")
+    r.add_argument("--resume", action="store_true", help="keep finished cells found in --out")
+    r.add_argument("-v", "--verbose", action="store_true")
+    m = sub.add_parser("matrix", help="list cells and expected outcomes; boots nothing")
+    m.add_argument("matrices", nargs="+")
+    m.add_argument("--hosts")
+    m.add_argument("--json", action="store_true", help="machine-readable output")
+    k = sub.add_parser("kit", help="guest kit")
+    ksub = k.add_subparsers(dest="kitcmd", parser_class=_Parser)
+    kb = ksub.add_parser("build", help="build (or find cached) the guest kit")
+    kb.add_argument("--refresh", action="store_true", help="ask apt for newer packages")
+    h = sub.add_parser("hosts", help="host inventory")
+    hsub = h.add_subparsers(dest="hostcmd", parser_class=_Parser)
+    hp = hsub.add_parser("probe", help="probe hosts and print their HostFacts")
+    hp.add_argument("name", nargs="?")
+    hp.add_argument("--hosts")
+    rep = sub.add_parser("report", help="rewrite junit.xml and report.html from results.json")
+    rep.add_argument("dir")
+    rep.add_argument("--baseline", help="an earlier run's directory to compare with")
+    c = sub.add_parser("cleanup", help="stop QEMU processes left by caskit runs")
+    c.add_argument("run_id", nargs="?", default="")
+    return p
+
+
+def cmd_run(a) -> int:
+    import pytest
+
+    from . import session
+
+    try:
+        session.plan(a.matrices, a.hosts)  # validate before anything boots
+    except ConfigError as e:
+        print(f"caskit: config error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    run_id = session.new_run_id()
+    out = Path(a.out or Path(session.ROOT) / "reports" / run_id).resolve()
+    if out.exists() and any(out.iterdir()) and not a.resume:
+        if (out / "results.json").exists() or (out / "cells").exists():
+            print(f"caskit: {out} holds an earlier run; use --resume or another --out", file=sys.stderr)
+            return EXIT_USAGE
+    args = ["-p", "no:cacheprovider", "-o", "addopts=", "-q",
+            "--rootdir", str(session.ROOT), "--caskit-out", str(out), "--caskit-run-id", run_id,
+            "--junitxml", str(out / "pytest-junit.xml")]
+    for m in a.matrices:
+        args += ["--caskit-matrix", m]
+    if not a.matrices:
+        args += ["--caskit-matrix", session.DEFAULT_MATRIX]
+    if a.hosts:
+        args += ["--caskit-hosts", a.hosts]
+    if a.resume:
+        args.append("--caskit-resume")
+    if a.workers not in ("0", "1"):
+        args += ["-n", a.workers]
+    if not a.verbose:
+        args += ["--tb=no", "-p", "no:warnings"]
+    rc = pytest.main(args, plugins=[])
+    if rc in (pytest.ExitCode.USAGE_ERROR,):
+        return EXIT_USAGE
+    from .results import load_results
+    try:
+        results = load_results(out)
+    except ConfigError:
+        print(f"caskit: the run ended without results (pytest exit {int(rc)})", file=sys.stderr)
+        return EXIT_ERROR
+    return exit_status(results["cells"], len(results["run"].get("cell_order", [])))
+
+
+def cmd_matrix(a) -> int:
+    from . import model, probe, session
+
+    try:
+        p = session.plan(a.matrices, a.hosts)
+    except ConfigError as e:
+        print(f"caskit: config error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    import tempfile
+    facts = {}
+    with tempfile.TemporaryDirectory(prefix="caskit-matrix-") as tmp:
+        for h in sorted({c.host for c in p.cells}):
+            facts[h] = probe.probe(p.hosts[h], Path(tmp))
+    rows = []
+    for c in p.cells:
+        e = model.expect(c, facts[c.host])
+        rows.append({"id": c.id, "axes": c.axes_dict, "expected": e.to_dict(), "explain": model.explain(e)})
+    if a.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    width = max(len(r["id"]) for r in rows) if rows else 10
+    for r in rows:
+        print(f"{r['id']:<{width}}  {r['explain']}")
+    print(f"{len(rows)} cells", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_kit(a) -> int:
+    from . import kit
+
+    if a.kitcmd != "build":
+        print("caskit: usage: caskit kit build [--refresh]", file=sys.stderr)
+        return EXIT_USAGE
+    k = kit.build(refresh=a.refresh)
+    print(json.dumps({"key": k.key, "kernel": str(k.kernel), "initrd": str(k.initrd),
+                      "kernel_release": k.manifest.get("kernel_release"),
+                      "packages": {n: p["version"] for n, p in k.manifest.get("packages", {}).items()}}, indent=2))
+    return EXIT_OK
+
+
+def cmd_hosts(a) -> int:
+    import tempfile
+
+    from . import probe
+    from .config import load_hosts
+
+    if a.hostcmd != "probe":
+        print("caskit: usage: caskit hosts probe [NAME]", file=sys.stderr)
+        return EXIT_USAGE
+    hosts = load_hosts(a.hosts)
+    names = [a.name] if a.name else sorted(hosts)
+    for n in names:
+        if n not in hosts:
+            raise ConfigError(a.hosts or "configs/hosts.yaml", "hosts", f"unknown host {n!r}; known: {', '.join(sorted(hosts))}")
+    with tempfile.TemporaryDirectory(prefix="caskit-probe-") as tmp:
+        print(json.dumps({n: probe.probe(hosts[n], Path(tmp)).to_dict() for n in names}, indent=2))
+    return EXIT_OK
+
+
+def cmd_report(a) -> int:
+    from .report import write_reports
+    from .results import load_results
+
+    results = load_results(Path(a.dir))
+    write_reports(Path(a.dir), results)
+    print(f"caskit: wrote {a.dir}/junit.xml and {a.dir}/report.html")
+    if a.baseline:
+        base = {c["id"]: c for c in load_results(Path(a.baseline))["cells"]}
+        changed = 0
+        for c in results["cells"]:
+            b = base.get(c["id"])
+            if b is None:
+                print(f"new      {c['id']}: {c['verdict']}")
+                changed += 1
+            elif (b["verdict"], b["observed"].get("mode")) != (c["verdict"], c["observed"].get("mode")):
+                print(f"changed  {c['id']}: {b['verdict']}/{b['observed'].get('mode')} -> "
+                      f"{c['verdict']}/{c['observed'].get('mode')}")
+                changed += 1
+        gone = set(base) - {c["id"] for c in results["cells"]}
+        for g in sorted(gone):
+            print(f"missing  {g}")
+        print(f"caskit: {changed} new or changed cells, {len(gone)} missing against {a.baseline}")
+    return exit_status(results["cells"])
+
+
+def cmd_cleanup(a) -> int:
+    from .hosts import kill_tagged
+
+    killed = kill_tagged(f"caskit:{a.run_id}")
+    print(f"caskit: stopped {len(killed)} QEMU process(es): {' '.join(map(str, killed))}")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _parser()
+    a = p.parse_args(argv)
+    if a.cmd is None:
+        p.print_help()
+        return EXIT_USAGE
+    try:
+        return {"run": cmd_run, "matrix": cmd_matrix, "kit": cmd_kit, "hosts": cmd_hosts,
+                "report": cmd_report, "cleanup": cmd_cleanup}[a.cmd](a)
+    except ConfigError as e:
+        print(f"caskit: config error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except CaskitError as e:
+        print(f"caskit: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("caskit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

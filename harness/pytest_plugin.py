@@ -1,0 +1,164 @@
+"""The caskit pytest plugin: one test per matrix cell, so `caskit run -n 2` and
+`pytest -n 2 --caskit-matrix FILE` share one runner, with pytest-xdist for the parallelism.
+
+The controller validates, probes, builds the kit and writes run.json in pytest_configure;
+workers read run.json. Each cell's record is written by the worker that ran it; the controller
+assembles results.json and the reports at the end, and stops any QEMU the run left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .config import ROOT
+from .domain import Cell, HostFacts, Verdict
+from .errors import CaskitError, ConfigError
+
+CELLTEST = str(Path(__file__).with_name("celltest.py"))
+KEY = pytest.StashKey[dict]()
+_CONFIG: dict = {}  # the controller's config, for hooks that are not handed it
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("caskit", "caskit matrix runs")
+    g.addoption("--caskit-matrix", action="append", default=[], metavar="FILE",
+                help="matrix file (or name under configs/matrices); repeatable")
+    g.addoption("--caskit-hosts", default=None, metavar="FILE", help="host inventory (default configs/hosts.yaml)")
+    g.addoption("--caskit-out", default=None, metavar="DIR", help="output directory (default reports/<run-id>)")
+    g.addoption("--caskit-run-id", default=None, help="run id (default: time and a random suffix)")
+    g.addoption("--caskit-resume", action="store_true", help="reuse finished cells' results found in --caskit-out")
+
+
+def _is_worker(config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+@pytest.hookimpl(trylast=True)  # after the terminal reporter exists, before xdist starts workers
+def pytest_configure(config):
+    if not config.getoption("caskit_matrix"):
+        return
+    from . import session
+
+    if _is_worker(config):
+        out = Path(config.getoption("caskit_out"))
+        from .results import RunStore
+        run = RunStore(out).read_run()
+        config.stash[KEY] = {"run": run, "out": out}
+        config.args[:] = [CELLTEST]  # xdist hands workers the original arguments, not ours
+        return
+    try:
+        p = session.plan(config.getoption("caskit_matrix"), config.getoption("caskit_hosts"))
+    except ConfigError as e:
+        raise pytest.UsageError(str(e)) from None
+    run_id = config.getoption("caskit_run_id") or session.new_run_id()
+    out = Path(config.getoption("caskit_out") or ROOT / "reports" / run_id).resolve()
+    config.option.caskit_out = str(out)  # xdist hands the controller's options to its workers
+    config.option.caskit_run_id = run_id
+    tw = config.get_terminal_writer()
+    try:
+        run = session.prepare(p, out, run_id, log=lambda m: tw.line(m))
+    except CaskitError as e:
+        raise pytest.UsageError(f"caskit: cannot prepare the run: {e}") from None
+    config.stash[KEY] = {"run": run, "out": out, "t0": time.monotonic(), "counts": {}, "done": 0}
+    _CONFIG["config"] = config
+    # Collect the cells, not the project's own tests.
+    config.args[:] = [CELLTEST]
+    tw.line(f"caskit: run {run_id}: {len(p.cells)} cells -> {out}")
+
+
+def pytest_generate_tests(metafunc):
+    if "caskit_cell" not in metafunc.fixturenames:
+        return
+    st = metafunc.config.stash.get(KEY, None)
+    if st is None:
+        raise pytest.UsageError("caskit cells need --caskit-matrix")
+    from .session import plan
+    p = plan(metafunc.config.getoption("caskit_matrix"), metafunc.config.getoption("caskit_hosts"))
+    metafunc.parametrize("caskit_cell", p.cells, ids=[c.id for c in p.cells], indirect=True)
+
+
+@pytest.fixture
+def caskit_cell(request):
+    from .cellrun import CellContext, run_cell
+    from .config import load_hosts
+    from .probe import make_host
+    from .results import RunStore
+    from .session import kit_from_run
+
+    cell: Cell = request.param
+    st = request.config.stash[KEY]
+    run, store = st["run"], RunStore(st["out"])
+    record = store.read_cell(cell.id) if request.config.getoption("caskit_resume") else None
+    if record is None or record.get("verdict") == Verdict.ERROR.value:
+        spec = load_hosts(request.config.getoption("caskit_hosts"))[cell.host]
+        worker = getattr(request.config, "workerinput", {}).get("workerid", "main")
+        ctx = CellContext(cell, HostFacts.from_dict(run["hosts"][cell.host]), make_host(spec), kit_from_run(run),
+                          store, run["id"], run["timeouts"], worker)
+        record = run_cell(ctx)
+    request.node.user_properties.append(("caskit_verdict", record["verdict"]))
+    request.node.user_properties.append(("caskit_mode", str(record["observed"].get("mode"))))
+    if record["verdict"] == Verdict.SKIP.value:
+        pytest.skip(record["reason"])
+    if record["verdict"] == Verdict.ERROR.value:
+        raise CellError(f"ERROR: {record['reason']} (logs: {store.cell_dir(cell.id)})")
+    return record
+
+
+class CellError(Exception):
+    """Raised in the fixture so pytest counts the cell as an error, not a failure."""
+
+
+def pytest_runtest_logreport(report):
+    """Progress on the controller: one line per finished cell, with counts and elapsed time."""
+    config = _CONFIG.get("config")
+    if config is None or report.when != "teardown":
+        return
+    st = config.stash.get(KEY, None)
+    if st is None or "counts" not in st:
+        return
+    verdict = dict(report.user_properties).get("caskit_verdict")
+    if verdict is None:
+        return
+    st["done"] += 1
+    st["counts"][verdict] = st["counts"].get(verdict, 0) + 1
+    total = len(st["run"]["cell_order"])
+    counts = " ".join(f"{k} {v}" for k, v in sorted(st["counts"].items()))
+    cell = report.nodeid.split("[", 1)[-1].rstrip("]")
+    tw = config.get_terminal_writer()
+    tw.line()
+    tw.line(f"caskit [{st['done']}/{total}] {verdict:5} {cell}  | {counts} | {time.monotonic() - st['t0']:.0f}s")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    config = session.config
+    st = config.stash.get(KEY, None)
+    if st is None or _is_worker(config):
+        return
+    from .hosts import kill_tagged
+    from .report import write_reports
+    from .results import RunStore
+
+    run = st["run"]
+    killed = kill_tagged(f"caskit:{run['id']}:")
+    store = RunStore(st["out"])
+    results = store.assemble(run["cell_order"], {"end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                                "leftover_qemu_killed": killed})
+    write_reports(st["out"], results)
+    latest = ROOT / "reports" / "latest"
+    if Path(st["out"]).parent == latest.parent:
+        try:
+            if latest.is_symlink() or latest.exists():
+                latest.unlink()
+            latest.symlink_to(Path(st["out"]).name)
+        except OSError:
+            pass
+    s = results["summary"]
+    tw = config.get_terminal_writer()
+    tw.line()
+    tw.line("caskit: " + ", ".join(f"{k} {v}" for k, v in s.items() if v) + f" -> {st['out']}/report.html",
+            bold=True)

@@ -1,0 +1,74 @@
+"""Reports derived from results.json only: junit.xml and report.html (the compatibility matrix)."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from .axes import AXIS_NAMES
+from .results import atomic_write
+from .templating import render_html
+
+COLUMN_PREFERENCE = ("ic_mode", "guest_xive", "cpu_compat", "kernel_irqchip", "cpu", "accel", "qemu", "firmware", "smp")
+
+
+def junit_xml(results: dict) -> str:
+    cells = results["cells"]
+    s = results.get("summary", {})
+    suite = ET.Element("testsuite", name="caskit", tests=str(len(cells)), failures=str(s.get("FAIL", 0)),
+                       errors=str(s.get("ERROR", 0)), skipped=str(s.get("XFAIL", 0) + s.get("SKIP", 0)),
+                       time=f"{sum(c.get('duration_s', 0) for c in cells):.3f}")
+    props = ET.SubElement(suite, "properties")
+    run = results["run"]
+    for k in ("id", "caskit_version", "git_sha", "start", "end"):
+        ET.SubElement(props, "property", name=f"caskit.{k}", value=str(run.get(k)))
+    for c in cells:
+        tc = ET.SubElement(suite, "testcase", classname=f"caskit.{c.get('matrix') or 'matrix'}", name=c["id"],
+                           time=f"{c.get('duration_s', 0):.3f}")
+        v, reason = c["verdict"], c.get("reason", "")
+        if v == "FAIL":
+            ET.SubElement(tc, "failure", message=reason).text = (c["observed"].get("log_excerpt") or reason)
+        elif v == "ERROR":
+            ET.SubElement(tc, "error", message=reason).text = (c["observed"].get("log_excerpt") or reason)
+        elif v in ("XFAIL", "SKIP"):
+            ET.SubElement(tc, "skipped", message=f"{v}: {reason}", type=v.lower())
+        cp = ET.SubElement(tc, "properties")
+        ET.SubElement(cp, "property", name="verdict", value=v)
+        ET.SubElement(cp, "property", name="observed_mode", value=str(c["observed"].get("mode")))
+        ET.SubElement(cp, "property", name="expected_rule", value=str(c["expected"].get("rule")))
+    ET.indent(suite)
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def matrix_layout(cells: list[dict]) -> tuple[str | None, list[str], list[str], list[tuple], dict]:
+    """(column axis, column values, row axes, row keys, {(row, col): [cells]})."""
+    varying = [a for a in AXIS_NAMES if len({str(c["axes"][a]) for c in cells}) > 1]
+    if len({c["host"] for c in cells}) > 1:
+        varying.insert(0, "host")
+
+    def val(c, a):
+        return str(c["host"] if a == "host" else c["axes"][a])
+
+    col = next((a for a in COLUMN_PREFERENCE if a in varying), None)
+    row_axes = [a for a in varying if a != col]
+    cols = list(dict.fromkeys(val(c, col) for c in cells)) if col else [""]
+    rows = list(dict.fromkeys(tuple(val(c, a) for a in row_axes) for c in cells))
+    grid: dict = {}
+    for c in cells:
+        key = (tuple(val(c, a) for a in row_axes), val(c, col) if col else "")
+        grid.setdefault(key, []).append(c)
+    return col, cols, row_axes, rows, grid
+
+
+def html_report(results: dict) -> str:
+    cells = results["cells"]
+    col, cols, row_axes, rows, grid = matrix_layout(cells)
+    fixed = {a: str(cells[0]["axes"][a]) for a in AXIS_NAMES if cells and a not in row_axes and a != col}
+    return render_html("report.html.j2", run=results["run"], summary=results.get("summary", {}), cells=cells,
+                       col=col, cols=cols, row_axes=row_axes, rows=rows, grid=grid, fixed=fixed)
+
+
+def write_reports(out: Path, results: dict) -> None:
+    out = Path(out)
+    atomic_write(out / "junit.xml", junit_xml(results))
+    atomic_write(out / "report.html", html_report(results))
