@@ -85,7 +85,8 @@ def guest_view(text: str) -> GuestView:
     v.ic_compatible = [l.split(": ", 1)[1].strip() for l in s.get("ic-nodes", "").splitlines() if ": " in l]
     dt_modes = {COMPAT_MODE[c] for line in v.ic_compatible for c in line.split() if c in COMPAT_MODE}
     v.mode_from_dt = dt_modes.pop() if len(dt_modes) == 1 else None
-    v.dmesg_xive = [l.strip() for l in s.get("dmesg", "").splitlines() if "xive" in l.lower()]
+    # Only the XIVE driver's own lines ("xive: ..."), not e.g. a command line that mentions xive=off.
+    v.dmesg_xive = [l.strip() for l in s.get("dmesg", "").splitlines() if re.search(r"(^|\]\s*)xive: ", l)]
     # A XIVE guest says which backend it initialised; a XICS guest prints no xive: line at all.
     if any("Interrupt handling initialized with" in l for l in v.dmesg_xive):
         v.mode_from_dmesg = "xive"

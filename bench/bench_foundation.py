@@ -1,0 +1,846 @@
+#!/usr/bin/env python3
+"""caskit foundation benchmark: what the harness costs on top of QEMU, and how -n 2 scales.
+
+Part 1, one cell (the first cell of the quick matrix), repeated --repeat times, the three ways
+rotated so that drift in the machine's load hits them alike:
+  raw     qemu-system-ppc64 with the argv caskit used for the cell (from cells/<id>/qemu-argv.txt),
+          console chardev on stdio instead of a unix socket, no QMP, no -S; timed from Popen to
+          the line "CASKIT-READY ..." on the console, then SIGKILLed by PID.
+  inproc  harness.cellrun.run_cell() in this process, the code path of one `caskit run` cell,
+          with the harness's methods wrapped by timers (in this process only: no harness file is
+          touched) to break the cell into phases: lease, argv, launch (spawn, socket wait, console
+          and QMP attach), qom-get + cont, boot to the ready marker, ck-observe, info pic, shutdown.
+  cli     a whole `caskit run ONE.yaml --out DIR` of a one-cell matrix file: process start to exit,
+          the cell's own duration_s, and phases read from the cell's qmp.jsonl timestamps.
+Part 2: the quick matrix (configs/matrices/quick.yaml) with `caskit run -n 1` and `-n 2`, each into
+its own --out directory: wall times, speedup t1/t2, per-cell median duration_s.
+
+Writes bench/results/latest.json (and a time-stamped copy) and prints a table. Leaves no QEMU
+running: every QEMU it starts is killed by PID and checked with pgrep at the end.
+
+    .venv/bin/python bench/bench_foundation.py [--repeat N] [--skip-matrix] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import resource
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+VENV_BIN = Path(sys.executable).parent
+CASKIT = str(VENV_BIN / "caskit") if (VENV_BIN / "caskit").exists() else None
+READY_RE = re.compile(rb"CASKIT-READY kit=\S+ cpus=\d+")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TARGET_RATIO = 1.05
+TARGET_SPEEDUP = 1.85
+
+# Everything this script starts, so that it can be stopped by PID whatever happens.
+OWN_PIDS: set[int] = set()  # raw QEMUs
+OWN_GROUPS: set[int] = set()  # `caskit run` process groups (the CLI and its pytest workers)
+OWN_TAGS: set[str] = set()  # QEMU -name tag prefixes of caskit runs started here ("caskit:<run-id>:")
+
+
+# ---------------------------------------------------------------------------------------------
+# small helpers
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return round(statistics.median(xs), 3) if xs else None
+
+
+def rnd(x, n=3):
+    return None if x is None else round(x, n)
+
+
+def proc_cpu_s(pid: int) -> float | None:
+    """utime + stime of a live process (all its threads), in seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
+
+
+def children_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def self_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def qemu_processes() -> list[tuple[int, str]]:
+    """(pid, cmdline) of every qemu-system-* on the machine, via pgrep."""
+    r = subprocess.run(["pgrep", "-a", "qemu-system"], capture_output=True, text=True)
+    out = []
+    for line in r.stdout.splitlines():
+        pid, _, cmd = line.partition(" ")
+        if pid.isdigit() and int(pid) != os.getpid():
+            out.append((int(pid), cmd))
+    return out
+
+
+def is_own(pid: int, cmd: str) -> bool:
+    return pid in OWN_PIDS or any(t in cmd for t in OWN_TAGS)
+
+
+def load_snapshot() -> dict:
+    """Machine load at this moment: what else competes for the CPUs."""
+    foreign = [(p, c) for p, c in qemu_processes() if not is_own(p, c)]
+    return {"loadavg_1m": round(os.getloadavg()[0], 2), "foreign_qemu": len(foreign)}
+
+
+def wait_quiet(limit: float) -> float:
+    """Wait up to `limit` seconds until no QEMU but ours runs; returns the seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit and load_snapshot()["foreign_qemu"]:
+        time.sleep(2)
+    return time.monotonic() - t0
+
+
+def machine_info() -> dict:
+    cpu = ""
+    for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+        if line.lower().startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    try:
+        qv = subprocess.run(["qemu-system-ppc64", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    except (OSError, IndexError):
+        qv = None
+    mem = next((l.split()[1] for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")), "0")
+    return {"nproc": os.cpu_count(), "cpu_model": cpu, "qemu_version": qv, "kernel": platform.release(),
+            "python": platform.python_version(), "mem_gib": round(int(mem) / 2**20, 1), "hostname": platform.node()}
+
+
+def git_sha() -> str | None:
+    r = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "harness", "templates", "guest_tests"],
+                           capture_output=True, text=True).stdout.strip()
+    return (r.stdout.strip() + ("+dirty" if dirty else "")) or None
+
+
+# ---------------------------------------------------------------------------------------------
+# `caskit run` as a subprocess
+
+
+def caskit_cmd() -> list[str]:
+    return [CASKIT] if CASKIT else [sys.executable, "-m", "harness.cli"]
+
+
+def run_caskit(args: list[str], out: Path, timeout: float, env: dict | None = None) -> dict:
+    """One `caskit run`, timed from Popen to exit. Killed (by its process group id and the
+    QEMU run tag) if it outlives `timeout`."""
+    cmd = caskit_cmd() + ["run", *args, "--out", str(out)]
+    cpu0 = children_cpu_s()
+    t_wall0 = time.time()
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True, env=env)
+    OWN_GROUPS.add(p.pid)
+    try:
+        text, _ = p.communicate(timeout=timeout)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        stop_caskit_run(p.pid, out)
+        text, _ = p.communicate()
+    wall = time.monotonic() - t0
+    t_wall1 = time.time()
+    OWN_GROUPS.discard(p.pid)
+    note_run_tag(out)
+    res = {"cmd": cmd, "exit": p.returncode, "wall_s": round(wall, 3), "t_start": t_wall0, "t_end": t_wall1,
+           "cpu_s": round(children_cpu_s() - cpu0, 2), "timed_out": timed_out, "out": str(out),
+           "output_tail": text[-1500:]}
+    try:
+        res["results"] = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        res["results"] = None
+    return res
+
+
+def note_run_tag(out: Path) -> str | None:
+    try:
+        rid = json.loads((out / "run.json").read_text())["id"]
+    except (OSError, ValueError, KeyError):
+        return None
+    OWN_TAGS.add(f"caskit:{rid}:")
+    return rid
+
+
+def descendants(pid: int) -> list[int]:
+    """PIDs of every live descendant of pid (from the ppid field of /proc/*/stat)."""
+    parent = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        out += kids
+        todo += kids
+    return out
+
+
+def stop_caskit_run(pgid: int, out: Path) -> None:
+    kids = descendants(pgid)  # QEMUs (the probe's too) run in sessions of their own
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)  # the CLI and its xdist workers: one group, ours
+    for pid in kids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    rid = note_run_tag(out)
+    if rid:  # its QEMUs run in sessions of their own; they carry the run's tag
+        from harness.hosts import kill_tagged
+        kill_tagged(f"caskit:{rid}:")
+
+
+def qmp_events(path: Path) -> list[dict]:
+    out = []
+    with contextlib.suppress(OSError):
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+    return out
+
+
+def cell_timeline(out: Path, rec: dict) -> dict:
+    """Phases of one cell of a `caskit run`, from the wall-clock stamps in its qmp.jsonl.
+    The cell's end is its result.json's mtime, its start that minus duration_s."""
+    d = out / "cells" / rec["id"]
+    try:
+        end = (d / "result.json").stat().st_mtime
+    except OSError:
+        return {}
+    start = end - rec["duration_s"]
+    ev = qmp_events(d / "qmp.jsonl")
+    tl = {"start": start, "end": end}
+    pending = None
+    for e in ev:
+        if "greeting" in e:
+            tl["greeting"] = e["t"]
+        elif "send" in e:
+            pending = e["send"]["execute"]
+            if pending == "human-monitor-command":
+                pending = "info_pic"
+            tl.setdefault(f"{pending}_send", e["t"])
+        elif ("recv" in e or "error" in e or "lost" in e) and pending:
+            tl.setdefault(f"{pending}_recv", e["t"])
+            pending = None
+    ph = {}
+    if "greeting" in tl:
+        ph["start_to_qmp_greeting"] = tl["greeting"] - start  # lease, argv, spawn, socket wait, console attach
+    if "cont_recv" in tl and "greeting" in tl:
+        ph["qmp_setup_and_cont"] = tl["cont_recv"] - tl["greeting"]
+    if "info_pic_send" in tl and "cont_recv" in tl:
+        ph["boot_and_observe"] = tl["info_pic_send"] - tl["cont_recv"]
+    if "info_pic_recv" in tl and "info_pic_send" in tl:
+        ph["info_pic"] = tl["info_pic_recv"] - tl["info_pic_send"]
+    if "quit_send" in tl:
+        ph["shutdown_and_record"] = end - tl["quit_send"]
+    return {"t": tl, "phases": {k: round(v, 3) for k, v in ph.items()}}
+
+
+# ---------------------------------------------------------------------------------------------
+# raw QEMU
+
+
+def raw_argv(caskit_argv: list[str]) -> tuple[list[str], list[str]]:
+    """caskit's argv with the console chardev on stdio, no QMP and no -S; all else identical."""
+    out, changes, i = [], [], 0
+    while i < len(caskit_argv):
+        a = caskit_argv[i]
+        nxt = caskit_argv[i + 1] if i + 1 < len(caskit_argv) else ""
+        if a == "-S":
+            changes.append("dropped -S")
+            i += 1
+            continue
+        if a == "-chardev" and nxt.startswith("socket,"):
+            cid = re.search(r"id=([^,]+)", nxt)
+            new = f"stdio,id={cid.group(1) if cid else 'con0'},signal=off"
+            out += [a, new]
+            changes.append(f"-chardev {nxt} -> {new}")
+            i += 2
+            continue
+        if a == "-qmp":
+            changes.append(f"dropped -qmp {nxt}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out, changes
+
+
+def run_raw(argv: list[str], timeout: float) -> dict:
+    """Popen -> the ready line on stdout; then SIGKILL by PID. Times in seconds."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    t_spawned = time.monotonic()
+    OWN_PIDS.add(p.pid)
+    buf, ready_t, cpu_at_ready = b"", None, None
+    fd = p.stdout.fileno()
+    try:
+        while time.monotonic() - t0 < timeout:
+            r, _, _ = select.select([fd], [], [], 0.5)
+            if not r:
+                if p.poll() is not None:
+                    break
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            buf += chunk
+            if READY_RE.search(buf):
+                ready_t = time.monotonic() - t0
+                cpu_at_ready = proc_cpu_s(p.pid)
+                break
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p.pid, signal.SIGKILL)
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = -signal.SIGKILL
+        OWN_PIDS.discard(p.pid)
+        stderr = p.stderr.read().decode(errors="replace")
+        for f in (p.stdin, p.stdout, p.stderr):
+            with contextlib.suppress(OSError):
+                f.close()
+    return {"to_ready_s": rnd(ready_t), "popen_s": rnd(t_spawned - t0, 4), "qemu_cpu_at_ready_s": rnd(cpu_at_ready, 2),
+            "qemu_cpu_total_s": rnd(ru.ru_utime + ru.ru_stime, 2), "ok": ready_t is not None,
+            "stderr_tail": stderr[-400:] if ready_t is None else "", "console_tail": "" if ready_t else buf[-400:].decode(errors="replace")}
+
+
+# ---------------------------------------------------------------------------------------------
+# caskit in this process, with timers around the harness's own methods
+
+
+class Probe:
+    """Wraps harness methods (in this process) so every call leaves (name, t0, t1) in a list."""
+
+    def __init__(self):
+        self.events: list[tuple[str, float, float]] = []
+        self.qemu_pid: int | None = None
+        self.qemu_cpu_at_ready: float | None = None
+        self._undo: list = []
+
+    def wrap(self, owner, attr: str, name: str | None = None, after=None):
+        orig = getattr(owner, attr)
+        label = name or attr
+        ev = self.events
+
+        def wrapper(*a, **kw):
+            t0 = time.monotonic()
+            try:
+                return orig(*a, **kw)
+            finally:
+                ev.append((label(a, kw) if callable(label) else label, t0, time.monotonic()))
+                if after:
+                    after(a)
+
+        setattr(owner, attr, wrapper)
+        self._undo.append((owner, attr, orig))
+
+    def wrap_cm(self, owner, attr: str, name: str):
+        """A context-manager method: time from the call to entering the block."""
+        orig = getattr(owner, attr)
+        ev = self.events
+
+        @contextlib.contextmanager
+        def wrapper(*a, **kw):
+            t0 = time.monotonic()
+            with orig(*a, **kw) as v:
+                ev.append((name, t0, time.monotonic()))
+                yield v
+
+        setattr(owner, attr, wrapper)
+        self._undo.append((owner, attr, orig))
+
+    def install(self):
+        from harness import cellrun, console, hosts, machine, qmp
+
+        self.wrap(cellrun, "run_cell", "run_cell")
+        self.wrap(cellrun, "execute", "execute")
+        self.wrap(cellrun, "qemu_argv", "argv_render")
+        self.wrap_cm(hosts.LocalHost, "lease", "lease_wait")
+        self.wrap(hosts.LocalHost, "spawn", "spawn")
+        self.wrap(hosts.LocalHost, "connect_unix", "connect_unix")
+        self.wrap(hosts.LocalHost, "remove_tree", "remove_sock_dir")
+
+        def note_pid(a):
+            m = a[0]
+            if m.proc is not None:
+                self.qemu_pid = m.proc.pid
+
+        self.wrap(machine.GuestMachine, "launch", "launch", after=note_pid)
+        self.wrap(machine.GuestMachine, "shutdown", "shutdown")
+
+        def cpu_at_ready(_a):
+            if self.qemu_pid:
+                self.qemu_cpu_at_ready = proc_cpu_s(self.qemu_pid)
+
+        self.wrap(console.Console, "wait_ready", "wait_ready", after=cpu_at_ready)
+        self.wrap(console.Console, "run", lambda a, kw: f"console_run:{a[1] if len(a) > 1 else kw.get('command')}")
+        self.wrap(qmp.QmpClient, "__init__", "qmp_handshake")
+        self.wrap(qmp.QmpClient, "execute", lambda a, kw: f"qmp:{a[1] if len(a) > 1 else kw.get('command')}"
+                  + (f":{kw.get('command-line')}" if kw.get("command-line") else ""))
+        self.wrap(hosts.LocalProcess, "wait", "proc_wait")
+
+    def uninstall(self):
+        for owner, attr, orig in reversed(self._undo):
+            setattr(owner, attr, orig)
+        self._undo.clear()
+
+    def reset(self):
+        self.events.clear()
+        self.qemu_pid = self.qemu_cpu_at_ready = None
+
+    def first(self, name):
+        return next((e for e in self.events if e[0] == name), None)
+
+    def all(self, name):
+        return [e for e in self.events if e[0] == name]
+
+    def phases(self) -> dict:
+        """One cell's phases in seconds, from the recorded calls."""
+        f = self.first
+        rc, ex, launch, ready = f("run_cell"), f("execute"), f("launch"), f("wait_ready")
+        if not (rc and ex and launch):
+            return {}
+        ph: dict[str, float | None] = {}
+        lease = f("lease_wait")
+        ph["pre_execute"] = ex[1] - rc[1]  # model.expect, cell dir
+        ph["lease_wait"] = (lease[2] - lease[1]) if lease else None
+        ph["argv_render"] = (f("argv_render")[2] - f("argv_render")[1]) if f("argv_render") else None
+        ph["pre_launch"] = launch[1] - ex[1]  # lease + tempdir + argv + GuestMachine()
+        spawn = f("spawn")
+        conns = [e for e in self.events if e[0] == "connect_unix" and launch[1] <= e[1] <= launch[2]]
+        hs = f("qmp_handshake")
+        if spawn:
+            ph["launch.spawn"] = spawn[2] - spawn[1]
+            if conns:
+                ph["launch.socket_wait"] = conns[0][1] - spawn[2]  # QEMU start until both sockets exist, + poll
+        if hs:
+            ph["launch.qmp_handshake"] = hs[2] - hs[1]
+        ph["launch"] = launch[2] - launch[1]
+        cont = next((e for e in self.events if e[0] == "qmp:cont"), None)
+        if cont:
+            ph["qom_get_and_cont"] = cont[2] - launch[2]
+        if ready and cont:
+            ph["boot_to_ready"] = ready[2] - cont[2]
+        obs = next((e for e in self.events if e[0].startswith("console_run:")), None)
+        if obs:
+            ph["observe_command"] = obs[2] - obs[1]
+        pic = next((e for e in self.events if e[0] == "qmp:human-monitor-command:info pic"), None)
+        if pic:
+            ph["info_pic"] = pic[2] - pic[1]
+        sd = f("shutdown")
+        if sd:
+            ph["shutdown"] = sd[2] - sd[1]
+            quit_ = next((e for e in self.events if e[0] == "qmp:quit"), None)
+            if quit_:
+                ph["shutdown.qmp_quit"] = quit_[2] - quit_[1]
+            waits = [e for e in self.events if e[0] == "proc_wait" and e[1] >= sd[1] and e[2] <= sd[2]]
+            if waits:
+                ph["shutdown.wait_exit"] = sum(e[2] - e[1] for e in waits)
+            rm = [e for e in self.events if e[0] == "remove_sock_dir" and e[1] >= sd[1]]
+            if rm:
+                ph["shutdown.remove_sock_dir"] = rm[0][2] - rm[0][1]
+        ph["post_execute"] = rc[2] - ex[2]  # verdict, result.json
+        if ready:
+            ph["to_ready_from_spawn"] = ready[2] - launch[1]
+            ph["to_ready_from_cell_start"] = ready[2] - rc[1]
+        ph["whole_cell"] = rc[2] - rc[1]
+        return {k: rnd(v, 4) for k, v in ph.items()}
+
+
+class InProc:
+    """harness.cellrun.run_cell for one cell, as a `caskit run` worker would call it."""
+
+    def __init__(self, matrix_file: Path, work: Path):
+        from harness import kit, probe, session
+        from harness.config import load_hosts
+
+        t0 = time.monotonic()
+        self.plan = session.plan([str(matrix_file)], None)
+        t1 = time.monotonic()
+        self.cell = self.plan.cells[0]
+        self.spec = load_hosts(None)[self.cell.host]
+        self.facts = probe.probe(self.spec, work / "probe")
+        t2 = time.monotonic()
+        self.kit = kit.build(log=lambda m: None)
+        t3 = time.monotonic()
+        self.timeouts = self.plan.matrices[0].timeouts
+        self.work = work
+        self.setup = {"plan_s": round(t1 - t0, 3), "probe_s": round(t2 - t1, 3), "kit_lookup_s": round(t3 - t2, 3)}
+        self.probe = Probe()
+        self.probe.install()
+
+    def run(self, i: int) -> dict:
+        from harness.cellrun import CellContext, run_cell
+        from harness.probe import make_host
+        from harness.results import RunStore
+
+        run_id = f"bench-{os.getpid()}-{i}"
+        OWN_TAGS.add(f"caskit:{run_id}:")
+        store = RunStore(self.work / f"inproc-{i}")
+        ctx = CellContext(self.cell, self.facts, make_host(self.spec), self.kit, store, run_id, self.timeouts, "bench")
+        self.probe.reset()
+        cpu_self0, cpu_ch0 = self_cpu_s(), children_cpu_s()
+        rec = run_cell(ctx)
+        ph = self.probe.phases()
+        return {"verdict": rec["verdict"], "duration_s": rec["duration_s"], "phases": ph,
+                "to_ready_s": ph.get("to_ready_from_spawn"), "to_ready_from_cell_start_s": ph.get("to_ready_from_cell_start"),
+                "whole_cell_s": ph.get("whole_cell"), "qemu_cpu_at_ready_s": rnd(self.probe.qemu_cpu_at_ready, 2),
+                "qemu_cpu_total_s": round(children_cpu_s() - cpu_ch0, 2),
+                "harness_cpu_s": round(self_cpu_s() - cpu_self0, 3), "error": rec["observed"].get("error")}
+
+    def close(self):
+        self.probe.uninstall()
+
+
+# ---------------------------------------------------------------------------------------------
+# the benchmark
+
+
+def one_cell_matrix(path: Path) -> dict:
+    """A matrix file holding only the first cell of the quick matrix."""
+    import yaml
+
+    from harness import session
+
+    c = session.plan(["quick"], None).cells[0]
+    axes = {k: [v] for k, v in c.axes_dict.items()}
+    path.write_text(yaml.safe_dump({"name": "bench-one", "hosts": [c.host], "axes": axes, "workloads": list(c.workloads),
+                                    "migration": [c.migration]}, sort_keys=False))
+    return {"id": c.id, "axes": c.axes_dict}
+
+
+def part_single(work: Path, repeat: int, log) -> dict:
+    mfile = work / "one.yaml"
+    cell = one_cell_matrix(mfile)
+    log(f"single cell {cell['id']}: warm-up `caskit run` (gives the argv)")
+    warm = run_caskit([str(mfile)], work / "cli-warmup", timeout=240)
+    if not warm["results"] or not warm["results"]["cells"]:
+        raise SystemExit(f"bench: the warm-up caskit run gave no results:\n{warm['output_tail']}")
+    wrec = warm["results"]["cells"][0]
+    argv_file = work / "cli-warmup" / "cells" / wrec["id"] / "qemu-argv.txt"
+    caskit_argv = [l for l in argv_file.read_text().splitlines() if l]
+    rargv, changes = raw_argv(caskit_argv)
+    log("raw argv changes: " + "; ".join(changes))
+
+    inproc = InProc(mfile, work)
+    samples = {"raw": [], "inproc": [], "cli": []}
+    kinds = ["raw", "inproc", "cli"]
+    try:
+        for i in range(repeat):
+            order = kinds[i % 3:] + kinds[:i % 3]  # rotate, so each kind runs first, second and third alike
+            for k in order:
+                before = load_snapshot()
+                if k == "raw":
+                    s = run_raw(rargv, timeout=180)
+                elif k == "inproc":
+                    s = inproc.run(i)
+                else:
+                    out = work / f"cli-{i}"
+                    r = run_caskit([str(mfile)], out, timeout=240)
+                    rec = r["results"]["cells"][0] if r["results"] and r["results"]["cells"] else None
+                    tl = cell_timeline(out, rec) if rec else {}
+                    s = {"wall_s": r["wall_s"], "exit": r["exit"], "cpu_s": r["cpu_s"],
+                         "verdict": rec["verdict"] if rec else None, "duration_s": rec["duration_s"] if rec else None,
+                         "phases": tl.get("phases", {})}
+                    if tl.get("t"):
+                        s["phases"]["cli_startup_to_cell_start"] = round(tl["t"]["start"] - r["t_start"], 3)
+                        s["phases"]["cell_end_to_cli_exit"] = round(r["t_end"] - tl["t"]["end"], 3)
+                s["iter"], s["load_before"], s["load_after"] = i, before, load_snapshot()
+                samples[k].append(s)
+                log(f"  [{i + 1}/{repeat}] {k:6} " + ", ".join(
+                    f"{x}={s[x]}" for x in ("to_ready_s", "whole_cell_s", "wall_s", "duration_s", "verdict") if s.get(x) is not None)
+                    + f"  (load {s['load_before']['loadavg_1m']}, other QEMUs {s['load_before']['foreign_qemu']})")
+    finally:
+        inproc.close()
+
+    raw_ready = med(s["to_ready_s"] for s in samples["raw"])
+    ip_ready = med(s["to_ready_s"] for s in samples["inproc"])
+    ip_ready_cs = med(s["to_ready_from_cell_start_s"] for s in samples["inproc"])
+    phase_names = list(dict.fromkeys(k for s in samples["inproc"] for k in s["phases"]))
+    cli_phase_names = list(dict.fromkeys(k for s in samples["cli"] for k in s["phases"]))
+    summary = {
+        "raw_to_ready_s": raw_ready,
+        "raw_to_ready_min_s": min((s["to_ready_s"] for s in samples["raw"] if s["to_ready_s"]), default=None),
+        "caskit_to_ready_s": ip_ready,
+        "caskit_to_ready_min_s": min((s["to_ready_s"] for s in samples["inproc"] if s["to_ready_s"]), default=None),
+        "caskit_to_ready_from_cell_start_s": ip_ready_cs,
+        "ratio_to_ready": rnd(ip_ready / raw_ready) if ip_ready and raw_ready else None,
+        "ratio_to_ready_from_cell_start": rnd(ip_ready_cs / raw_ready) if ip_ready_cs and raw_ready else None,
+        "ratio_target": TARGET_RATIO,
+        "raw_qemu_cpu_at_ready_s": med(s["qemu_cpu_at_ready_s"] for s in samples["raw"]),
+        "caskit_qemu_cpu_at_ready_s": med(s["qemu_cpu_at_ready_s"] for s in samples["inproc"]),
+        "caskit_whole_cell_s": med(s["whole_cell_s"] for s in samples["inproc"]),
+        "caskit_harness_cpu_per_cell_s": med(s["harness_cpu_s"] for s in samples["inproc"]),
+        "caskit_phases_median_s": {k: med(s["phases"].get(k) for s in samples["inproc"]) for k in phase_names},
+        "cli_wall_s": med(s["wall_s"] for s in samples["cli"]),
+        "cli_cell_duration_s": med(s["duration_s"] for s in samples["cli"]),
+        "cli_cpu_s": med(s["cpu_s"] for s in samples["cli"]),
+        "cli_phases_median_s": {k: med(s["phases"].get(k) for s in samples["cli"]) for k in cli_phase_names},
+    }
+    cpu_r, cpu_c = summary["raw_qemu_cpu_at_ready_s"], summary["caskit_qemu_cpu_at_ready_s"]
+    summary["raw_qemu_cores_busy_to_ready"] = rnd(cpu_r / raw_ready, 2) if cpu_r and raw_ready else None
+    summary["ratio_qemu_cpu_at_ready"] = rnd(cpu_c / cpu_r) if cpu_r and cpu_c else None
+    return {"cell": cell, "matrix_file": str(mfile), "caskit_argv": caskit_argv, "raw_argv": rargv,
+            "raw_argv_changes": changes, "inproc_setup_s": inproc.setup,
+            "warmup_cli": {"wall_s": warm["wall_s"], "cell_duration_s": wrec["duration_s"], "verdict": wrec["verdict"]},
+            "samples": samples, "summary": summary}
+
+
+def part_matrix(work: Path, log, order=("1", "2")) -> dict:
+    runs = {}
+    for n in order:
+        out = work / f"matrix-n{n}"
+        log(f"quick matrix, -n {n} ...")
+        before = load_snapshot()
+        r = run_caskit(["-n", n], out, timeout=900)
+        cells = r["results"]["cells"] if r["results"] else []
+        tls = {c["id"]: cell_timeline(out, c) for c in cells}
+        starts = [t["t"]["start"] for t in tls.values() if t.get("t")]
+        ends = [t["t"]["end"] for t in tls.values() if t.get("t")]
+        workers = {}
+        for c in cells:
+            workers.setdefault(c.get("worker", "?"), []).append(c["duration_s"])
+        runs[n] = {
+            "wall_s": r["wall_s"], "exit": r["exit"], "cpu_s": r["cpu_s"], "timed_out": r["timed_out"],
+            "avg_cores_busy": round(r["cpu_s"] / r["wall_s"], 2) if r["wall_s"] else None,
+            "summary": r["results"]["summary"] if r["results"] else None,
+            "cells": {c["id"]: {"verdict": c["verdict"], "duration_s": c["duration_s"], "worker": c.get("worker"),
+                                "phases": tls[c["id"]].get("phases", {})} for c in cells},
+            "cell_duration_median_s": med(c["duration_s"] for c in cells),
+            "cell_duration_sum_s": round(sum(c["duration_s"] for c in cells), 2),
+            "booting_cell_duration_median_s": med(c["duration_s"] for c in cells if c["verdict"] == "PASS"),
+            "startup_to_first_cell_s": rnd(min(starts) - r["t_start"]) if starts else None,
+            "last_cell_to_exit_s": rnd(r["t_end"] - max(ends)) if ends else None,
+            "cells_span_s": rnd(max(ends) - min(starts)) if starts else None,
+            "per_worker_busy_s": {w: round(sum(d), 2) for w, d in sorted(workers.items())},
+            # lease wait + argv + spawn + attach: seconds above ~0.5 are a slot lease held by someone else
+            "prelaunch_sum_s": round(sum(t.get("phases", {}).get("start_to_qmp_greeting", 0) for t in tls.values()), 2),
+            "prelaunch_max_s": max((t.get("phases", {}).get("start_to_qmp_greeting", 0) for t in tls.values()), default=None),
+            "load_before": before, "load_after": load_snapshot(), "output_tail": r["output_tail"][-600:],
+        }
+        log(f"  -n {n}: wall {r['wall_s']:.1f}s, exit {r['exit']}, {runs[n]['summary']}, "
+            f"cell median {runs[n]['cell_duration_median_s']}s (load {before['loadavg_1m']}, other QEMUs {before['foreign_qemu']})")
+    t1, t2 = runs.get("1", {}).get("wall_s"), runs.get("2", {}).get("wall_s")
+    ids = list(runs.get("1", runs.get("2", {})).get("cells", {}))
+    return {"runs": runs, "speedup": rnd(t1 / t2) if t1 and t2 else None, "speedup_target": TARGET_SPEEDUP,
+            "cells_span_speedup": rnd(runs["1"]["cells_span_s"] / runs["2"]["cells_span_s"])
+            if t1 and t2 and runs["1"]["cells_span_s"] and runs["2"]["cells_span_s"] else None,
+            "per_cell": {i: {n: runs[n]["cells"].get(i, {}).get("duration_s") for n in runs} for i in ids}}
+
+
+def cli_fixed_costs(mfile: Path, n: int = 3) -> dict:
+    """What every `caskit run` pays before its first cell, boots aside: interpreter and imports,
+    then `caskit matrix` (imports, plan, host probe: one paused QEMU), median of n."""
+    imp, mat = [], []
+    for _ in range(n):
+        t = time.monotonic()
+        subprocess.run([sys.executable, "-c", "import harness.cli, harness.pytest_plugin, harness.cellrun, pytest, xdist"],
+                       cwd=ROOT, capture_output=True)
+        imp.append(time.monotonic() - t)
+        t = time.monotonic()
+        subprocess.run(caskit_cmd() + ["matrix", str(mfile)], cwd=ROOT, capture_output=True)
+        mat.append(time.monotonic() - t)
+    t = time.monotonic()
+    subprocess.run([sys.executable, "-c", "pass"], capture_output=True)
+    bare = time.monotonic() - t
+    return {"python_bare_s": rnd(bare), "python_imports_s": med(imp), "caskit_matrix_probe_s": med(mat)}
+
+
+def verify_no_qemu(log) -> dict:
+    """pgrep for every QEMU this script started (by PID or run tag); kill any by PID."""
+    left = [(p, c) for p, c in qemu_processes() if is_own(p, c)]
+    killed = []
+    for pid, _ in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+    time.sleep(0.2 if killed else 0)
+    still = [p for p, c in qemu_processes() if is_own(p, c)]
+    if left:
+        log(f"WARNING: {len(left)} of our QEMU processes were still running; killed {killed}")
+    return {"own_qemu_left": [p for p, _ in left], "killed": killed, "still_running": still,
+            "tags_checked": sorted(OWN_TAGS), "foreign_qemu_now": load_snapshot()["foreign_qemu"]}
+
+
+def cleanup_all():
+    for pid in list(OWN_PIDS):
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    for pg in list(OWN_GROUPS):
+        stop_caskit_run(pg, Path("/nonexistent"))
+    with contextlib.suppress(Exception):
+        from harness.hosts import kill_tagged
+        for t in OWN_TAGS:
+            kill_tagged(t)
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+def fmt(x, unit="s"):
+    return "-" if x is None else f"{x:.2f}{unit}" if isinstance(x, float) else str(x)
+
+
+def print_table(res: dict) -> None:
+    m = res["machine"]
+    print()
+    print(f"machine: {m['nproc']} CPUs, {m['cpu_model']}, {m['qemu_version']}"
+          + ("   (private slot-lock dir)" if res["args"].get("private_locks") else ""))
+    s = res.get("single")
+    if s:
+        su = s["summary"]
+        n = len(s["samples"]["raw"])
+        print(f"\n== 1. one cell ({s['cell']['id']}), median of {n} ==")
+        print(f"{'':44}{'raw qemu':>12}{'caskit':>12}{'ratio':>8}")
+        print(f"{'launch -> CASKIT-READY (wall)':44}{fmt(su['raw_to_ready_s']):>12}{fmt(su['caskit_to_ready_s']):>12}"
+              f"{fmt(su['ratio_to_ready'], ''):>8}   target <= {TARGET_RATIO}"
+              f" {'MET' if su['ratio_to_ready'] and su['ratio_to_ready'] <= TARGET_RATIO else 'MISSED'}")
+        print(f"{'  min of the repeats':44}{fmt(su['raw_to_ready_min_s']):>12}{fmt(su['caskit_to_ready_min_s']):>12}")
+        print(f"{'cell start -> CASKIT-READY (incl. lease)':44}{'':>12}{fmt(su['caskit_to_ready_from_cell_start_s']):>12}"
+              f"{fmt(su['ratio_to_ready_from_cell_start'], ''):>8}")
+        print(f"{'QEMU CPU time at CASKIT-READY':44}{fmt(su['raw_qemu_cpu_at_ready_s']):>12}"
+              f"{fmt(su['caskit_qemu_cpu_at_ready_s']):>12}{fmt(su['ratio_qemu_cpu_at_ready'], ''):>8}")
+        print(f"{'QEMU cores busy, launch -> ready':44}{fmt(su['raw_qemu_cores_busy_to_ready'], ''):>12}")
+        print(f"{'whole cell, in process (run_cell)':44}{'':>12}{fmt(su['caskit_whole_cell_s']):>12}")
+        print(f"{'whole `caskit run` of a 1-cell matrix (wall)':44}{'':>12}{fmt(su['cli_wall_s']):>12}")
+        print(f"{'  its cell duration_s':44}{'':>12}{fmt(su['cli_cell_duration_s']):>12}")
+        print(f"{'harness CPU per cell (controller python)':44}{'':>12}{fmt(su['caskit_harness_cpu_per_cell_s']):>12}")
+        print("\n  caskit cell phases, in process (median s):")
+        for k, v in su["caskit_phases_median_s"].items():
+            print(f"    {k:36}{fmt(v):>10}")
+        print("  `caskit run` phases, from qmp.jsonl stamps (median s):")
+        for k, v in su["cli_phases_median_s"].items():
+            print(f"    {k:36}{fmt(v):>10}")
+    mx = res.get("matrix")
+    if mx:
+        r1, r2 = mx["runs"].get("1", {}), mx["runs"].get("2", {})
+        print("\n== 2. quick matrix ==")
+        print(f"{'':36}{'-n 1':>10}{'-n 2':>10}")
+        for label, key in (("wall time", "wall_s"), ("cell duration median", "cell_duration_median_s"),
+                           ("booting (PASS) cell median", "booting_cell_duration_median_s"),
+                           ("sum of cell durations", "cell_duration_sum_s"), ("startup -> first cell", "startup_to_first_cell_s"),
+                           ("last cell -> exit", "last_cell_to_exit_s"), ("cell start -> QEMU up, max", "prelaunch_max_s"),
+                           ("cell start -> QEMU up, sum", "prelaunch_sum_s"), ("CPU time (all processes)", "cpu_s"),
+                           ("avg cores busy", "avg_cores_busy")):
+            print(f"{label:36}{fmt(r1.get(key), '' if key == 'avg_cores_busy' else 's'):>10}"
+                  f"{fmt(r2.get(key), '' if key == 'avg_cores_busy' else 's'):>10}")
+        print(f"{'verdicts':36}{str(r1.get('summary', {}) and {k: v for k, v in r1['summary'].items() if v}):>10}")
+        sp = mx["speedup"]
+        print(f"speedup t1/t2 = {fmt(sp, '')}   target >= {TARGET_SPEEDUP} {'MET' if sp and sp >= TARGET_SPEEDUP else 'MISSED'}")
+        print("  per cell duration_s:            -n 1     -n 2")
+        for cid, d in mx["per_cell"].items():
+            print(f"    {cid[:60]:60}{fmt(d.get('1')):>8}{fmt(d.get('2')):>8}")
+    if res.get("cli_fixed_costs"):
+        print(f"\nCLI fixed costs (median s): {res['cli_fixed_costs']}")
+    v = res["verify"]
+    print(f"\nQEMU left running by this benchmark: {len(v['still_running'])} (pgrep); other QEMUs on the machine now: "
+          f"{v['foreign_qemu_now']}")
+    if res["load"]["max_foreign_qemu"]:
+        print(f"NOTE: other QEMU processes (up to {res['load']['max_foreign_qemu']}) ran during the benchmark; "
+              f"load average up to {res['load']['max_loadavg']}. The figures are contaminated by that load.")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeat", type=int, default=5, help="repeats of the single-cell comparison (default 5)")
+    ap.add_argument("--skip-matrix", action="store_true", help="skip the quick matrix -n 1 / -n 2 part")
+    ap.add_argument("--skip-single", action="store_true", help="skip the single-cell part")
+    ap.add_argument("--matrix-order", default="1,2", help="order of the matrix runs (default 1,2)")
+    ap.add_argument("--wait-quiet", type=float, default=0, metavar="S",
+                    help="first wait up to S seconds for other QEMU processes to finish")
+    ap.add_argument("--private-locks", action="store_true",
+                    help="give our runs their own slot-lock directory (CASKIT_LOCK_DIR), so that other caskit "
+                         "users of this host cannot hold our cells in the slot lease (the CPUs stay shared)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (run outputs)")
+    ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "latest.json"), help="where to write the figures")
+    a = ap.parse_args(argv)
+
+    def log(msg):
+        print(f"[{time.monotonic() - T0:6.1f}s] {msg}", flush=True)
+
+    T0 = time.monotonic()
+    def on_term(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    work = Path(tempfile.mkdtemp(prefix="caskit-bench-"))
+    res: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine_info(),
+                 "git": git_sha(), "args": vars(a), "work_dir": str(work)}
+    loads = []
+    if a.private_locks:
+        os.environ["CASKIT_LOCK_DIR"] = str(work / "locks")  # read by harness.hosts.lock_dir(), here and in our CLIs
+    try:
+        if a.wait_quiet:
+            w = wait_quiet(a.wait_quiet)
+            log(f"waited {w:.0f}s for other QEMUs; now {load_snapshot()}")
+        loads.append(load_snapshot())
+        t = time.monotonic()
+        kb = subprocess.run(caskit_cmd() + ["kit", "build"], cwd=ROOT, capture_output=True, text=True)
+        if kb.returncode:
+            raise SystemExit(f"bench: caskit kit build failed:\n{kb.stderr[-2000:]}")
+        res["kit"] = {**json.loads(kb.stdout), "build_or_lookup_s": round(time.monotonic() - t, 2)}
+        log(f"kit {res['kit']['key']} ({res['kit']['build_or_lookup_s']}s)")
+        if not a.skip_single:
+            res["single"] = part_single(work, a.repeat, log)
+            res["cli_fixed_costs"] = cli_fixed_costs(Path(res["single"]["matrix_file"]))
+            log(f"CLI fixed costs: {res['cli_fixed_costs']}")
+        loads.append(load_snapshot())
+        if not a.skip_matrix:
+            res["matrix"] = part_matrix(work, log, tuple(x.strip() for x in a.matrix_order.split(",")))
+        loads.append(load_snapshot())
+    except KeyboardInterrupt:
+        log("interrupted; stopping everything started here")
+        res["interrupted"] = True
+    finally:
+        cleanup_all()
+        res["verify"] = verify_no_qemu(log)
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    samples = [s[k] for part in ("raw", "inproc", "cli") for s in res.get("single", {}).get("samples", {}).get(part, [])
+               for k in ("load_before", "load_after")]
+    for r in res.get("matrix", {}).get("runs", {}).values():
+        samples += [r["load_before"], r["load_after"]]
+    samples += loads
+    res["load"] = {"max_foreign_qemu": max((x["foreign_qemu"] for x in samples), default=0),
+                   "max_loadavg": max((x["loadavg_1m"] for x in samples), default=0)}
+    res["total_s"] = round(time.monotonic() - T0, 1)
+    out = Path(a.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(res, indent=2, default=str) + "\n"
+    out.write_text(text)
+    if out.name == "latest.json":
+        (out.parent / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(text)
+    print_table(res)
+    print(f"\nfigures: {out}   total {res['total_s']}s" + (f"   work dir kept: {work}" if a.keep else ""))
+    return 1 if res["verify"]["still_running"] or res.get("interrupted") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The pytest plugin used directly, user-supplied kits, and the cached kit."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, run_cli, write_matrix
+from harness import kit as kitmod
+from integration.helpers import assert_no_qemu_left
+
+pytestmark = pytest.mark.guest
+
+
+def test_plain_pytest_with_a_matrix_file(tmp_path, kit):
+    m = write_matrix(tmp_path / "two.yaml", """
+name: two
+axes: {ic_mode: [xics, xive], firmware: [vof], smp: [1]}
+""")
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", "--caskit-matrix",
+                        str(m), "--caskit-out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert {c["axes"]["ic_mode"]: c["observed"]["mode"] for c in res["cells"]} == {"xics": "xics", "xive": "xive"}
+    assert "2 passed" in p.stdout
+    assert_no_qemu_left(res["run"]["id"])
+
+
+def test_user_supplied_kernel_and_initrd(tmp_path, kit):
+    m = write_matrix(tmp_path / "own.yaml", f"""
+name: own-kit
+axes: {{ic_mode: [dual], guest_xive: ["off"], firmware: [vof], smp: [1]}}
+kit: {{kernel: {kit.kernel}, initrd: {kit.initrd}}}
+""")
+    r = run_cli(["run", str(m)], tmp_path / "out")
+    assert r.rc == 0, r.stderr
+    assert r.results["run"]["kit"]["key"] == "user"
+    (c,) = r.results["cells"]
+    assert (c["verdict"], c["observed"]["mode"]) == ("PASS", "xics")
+
+
+def test_missing_user_kernel_is_a_config_error(tmp_path):
+    m = write_matrix(tmp_path / "own.yaml", "kit: {kernel: /nonexistent/vmlinux}\n")
+    r = run_cli(["matrix", str(m)], None, timeout=60)
+    assert r.rc == 2
+    assert "kit.kernel" in r.stderr and "no such file" in r.stderr
+
+
+def test_warm_kit_is_the_cached_one_and_its_manifest_is_true(kit):
+    again = kitmod.build(log=lambda m: pytest.fail(f"a warm build must not fetch anything: {m}"))
+    assert again.key == kit.key and again.kernel == kit.kernel
+    man = again.manifest
+    assert man["kernel_release"].endswith("powerpc64le")
+    assert set(man["packages"]) >= {"busybox-static"}
+    assert any(p.startswith("linux-image-") for p in man["packages"])
+    for name, digest in man["files"].items():
+        assert hashlib.sha256((again.kernel.parent / name).read_bytes()).hexdigest() == digest
+    assert "init" in man["initrd_files"] and "bin/busybox" in man["initrd_files"]
+    assert man["modules"], "virtio modules are carried for the workloads"
+
+
+def test_changing_guest_tests_changes_the_kit_key():
+    files = kitmod._guest_files()
+    changed = dict(files, init=files["init"] + b"\n# changed\n")
+    assert kitmod.recipe_key(changed) != kitmod.recipe_key(files)
+    assert kitmod.recipe_key(dict(files)) == kitmod.recipe_key(files)
+
+
+def test_kit_build_command_prints_the_kit(kit):
+    r = run_cli(["kit", "build"], None, timeout=120)
+    assert r.rc == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["key"] == kit.key and info["kernel"] == str(kit.kernel)
+
+
+def test_hosts_probe_reads_qemu_defaults():
+    r = run_cli(["hosts", "probe", "local"], None, timeout=120)
+    assert r.rc == 0, r.stderr
+    facts = json.loads(r.stdout)["local"]
+    (system,) = [b for b in facts["qemu"] if b["name"] == "system"]
+    assert system["default_ic_mode"] == "dual"
+    assert system["machine"].startswith("pseries-")
+    assert {"POWER8", "POWER9", "POWER10"} <= set(system["cpu_models"])

@@ -1,0 +1,122 @@
+"""The quick matrix end to end on the local TCG host, through the real CLI with -n 2."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from conftest import run_cli
+from integration.helpers import assert_no_qemu_left
+
+pytestmark = pytest.mark.guest
+
+# What real QEMU 7.2 guests negotiate (cas-rules.md sections 1-3), keyed by
+# (ic_mode, cpu_compat, guest_xive): (verdict, observed mode, byte 23).
+TRUTH = {
+    ("dual", "default", "default"): ("PASS", "xive", "0x80"),
+    ("dual", "default", "off"): ("PASS", "xics", "0x80"),
+    ("dual", "power8", "default"): ("PASS", "xics", "0x00"),
+    ("dual", "power8", "off"): ("PASS", "xics", "0x00"),
+    ("xics", "default", "default"): ("PASS", "xics", "0x00"),
+    ("xics", "default", "off"): ("PASS", "xics", "0x00"),
+    ("xics", "power8", "default"): ("PASS", "xics", "0x00"),
+    ("xics", "power8", "off"): ("PASS", "xics", "0x00"),
+    ("xive", "default", "default"): ("PASS", "xive", "0x40"),
+    ("xive", "default", "off"): ("PASS", "xive", "0x40"),  # xive=off cannot be honoured
+    ("xive", "power8", "default"): ("XFAIL", None, None),
+    ("xive", "power8", "off"): ("XFAIL", None, None),
+}
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory, kit):
+    out = tmp_path_factory.mktemp("quick") / "run"
+    r = run_cli(["run", "quick", "-n", "2"], out)
+    return r
+
+
+def test_exit_status_and_progress(quick):
+    assert quick.rc == 0, quick.stderr[-3000:] + quick.stdout[-3000:]
+    assert "caskit [12/12]" in quick.stdout  # progress lines while it runs
+    assert_no_qemu_left(quick.results["run"]["id"])
+
+
+def test_every_cell_matches_the_measured_truth(quick):
+    cells = quick.results["cells"]
+    assert len(cells) == 12
+    seen = set()
+    for c in cells:
+        a = c["axes"]
+        key = (a["ic_mode"], a["cpu_compat"], a["guest_xive"])
+        seen.add(key)
+        verdict, mode, byte23 = TRUTH[key]
+        assert c["verdict"] == verdict, (key, c["reason"])
+        assert c["observed"]["mode"] == mode, key
+        assert c["observed"]["platform_support"] == byte23, key
+        if mode:
+            # both views, and every guest signal, agree
+            g, h = c["observed"]["guest"], c["observed"]["host"]
+            assert g["mode_from_chips"] == g["mode_from_dt"] == g["mode_from_dmesg"] == h["mode"] == mode
+            assert h["irqchip"] == "emulated"
+            # QEMU downgrades dual to xics below POWER9 at machine init (spapr_irq_check()),
+            # and qom-get reports the downgraded value.
+            downgraded = a["ic_mode"] == "dual" and a["cpu_compat"] == "power8"
+            assert h["configured_ic_mode"] == ("xics" if downgraded else a["ic_mode"])
+    assert seen == set(TRUTH)
+
+
+def test_refusal_is_xfail_with_the_qemu_message(quick):
+    refused = [c for c in quick.results["cells"] if c["verdict"] == "XFAIL"]
+    assert len(refused) == 2
+    for c in refused:
+        assert c["observed"]["stage"] == "qemu-start"
+        assert c["observed"]["error"] == "XIVE-only machines require a POWER9 CPU"
+        assert c["observed"]["exit_code"] == 1
+        assert c["expected"]["rule"] == "xive-needs-power9"
+
+
+def test_results_json_contract(quick):
+    res = quick.results
+    run = res["run"]
+    for k in ("id", "start", "end", "caskit_version", "matrices", "hosts"):
+        assert k in run, k
+    facts = run["hosts"]["local"]
+    assert facts["qemu"][0]["default_ic_mode"] == "dual"
+    assert facts["kvm_mode"] == "none"
+    for c in res["cells"]:
+        for k in ("id", "axes", "host", "expected", "observed", "verdict", "duration_s", "logs"):
+            assert k in c, k
+        assert set(c["axes"]) == {"accel", "ic_mode", "kernel_irqchip", "cpu", "cpu_compat", "guest_xive",
+                                  "smp", "firmware", "qemu"}
+        assert set(c["expected"]) >= {"mode", "error", "rule"}
+        assert set(c["observed"]) >= {"mode", "platform_support", "error"}
+        for rel in c["logs"].values():
+            assert (quick.out / rel).is_file(), rel
+        assert "qemu_stderr" in c["logs"] and "argv" in c["logs"]
+        if c["verdict"] == "PASS":
+            assert "console" in c["logs"] and "qmp" in c["logs"]
+
+
+def test_junit_has_one_testcase_per_cell(quick):
+    root = ET.parse(quick.out / "junit.xml").getroot()
+    cases = root.findall("testcase")
+    assert sorted(tc.get("name") for tc in cases) == sorted(c["id"] for c in quick.results["cells"])
+    skipped = [tc for tc in cases if tc.find("skipped") is not None]
+    assert len(skipped) == 2  # the two XFAIL refusals
+    assert not [tc for tc in cases if tc.find("failure") is not None or tc.find("error") is not None]
+
+
+def test_html_report_has_every_cell(quick):
+    html = (quick.out / "report.html").read_text()
+    for c in quick.results["cells"]:
+        assert f'id="{c["id"]}"' in html
+        assert c["logs"]["qemu_stderr"] in html
+
+
+def test_console_transcript_shows_the_guest(quick):
+    c = next(c for c in quick.results["cells"] if c["verdict"] == "PASS")
+    text = (quick.out / c["logs"]["console"]).read_text(errors="replace")
+    assert "CASKIT-READY" in text and "== interrupts" in text
+    qmp = (quick.out / c["logs"]["qmp"]).read_text()
+    assert "info pic" in qmp and "qom-get" in qmp
