@@ -3,6 +3,7 @@
 The harness sends "<id> <command>" on one line; the guest answers
     @@CK-BEGIN <id>
     <output>
+    (a newline of the guest's own, so output without a final one cannot hide the marker)
     @@CK-END <id> <status>
 Ids carry a per-session nonce, so output of an earlier, timed-out command can never be taken for
 the answer to a later one. Parsing is a pure function (`parse_frame`) so it is unit-tested apart
@@ -53,7 +54,9 @@ def parse_frame(text: str, frame_id: str) -> tuple[int, str]:
     end = re.compile(rf"^@@CK-END {re.escape(frame_id)} (\d+)$", re.M).search(text, begin.end())
     if not end:
         raise FrameError(f"no end marker for frame {frame_id}")
-    return int(end.group(1)), text[begin.end():end.start()]
+    output = text[begin.end():end.start()]
+    # The guest prints a newline of its own before the end marker (output may lack a final one).
+    return int(end.group(1)), output[:-1] if output.endswith("\n") else output
 
 
 class Console:
@@ -107,7 +110,7 @@ class Console:
         self.counter += 1
         fid = f"{self.nonce}.{self.counter}"
         self.child.send(f"{fid} {command}\n".encode())
-        end = re.compile(rf"@@CK-END {re.escape(fid)} \d+\r?\n".encode())
+        end = re.compile(rf"\n@@CK-END {re.escape(fid)} \d+\r?\n".encode())
         i = self.child.expect([end, PANIC_RE, pexpect.EOF, pexpect.TIMEOUT], timeout=timeout)
         if i == 0:
             raw = (self.child.before + self.child.after).decode(errors="replace")

@@ -41,8 +41,8 @@ RULES: dict[str, Rule] = {r.name: r for r in (
        "ic-mode=xive with a CPU or max-cpu-compat below POWER9 is refused at start"),
     _r("compat-above-cpu", "target/ppc/compat.c ppc_set_compat(); measured on 7.2",
        "max-cpu-compat above the CPU model is refused at start"),
-    _r("kernel-irqchip-split", "hw/ppc/spapr_irq.c spapr_irq_check()",
-       "kernel-irqchip=split is refused on pseries"),
+    _r("legacy-machine-no-ic-mode", "hw/ppc/spapr_irq.c spapr_irq_check(); measured on pseries-3.0",
+       "machine versions whose default ic-mode is legacy are XICS-only and refuse an ic-mode option"),
     _r("ic-mode-default", "hw/ppc/spapr.c machine class compat options; qom-get /machine ic-mode, probed",
        "ic-mode not given is the machine version's default"),
     _r("offer-xics-only", "hw/ppc/spapr.c spapr_dt_ov5_platform_support(); measured byte 23 = 0x00",
@@ -102,12 +102,20 @@ def expect(cell: Cell, facts: HostFacts) -> Expected:
     # Refusals at QEMU start, in the order QEMU checks them.
     if build.max_cpus is not None and int(a["smp"]) > build.max_cpus:
         return _fail("smp-max-cpus", notes, Stage.QEMU_START, rf"Invalid SMP CPUs {a['smp']}\b.*max CPUs supported by machine")
-    if a["kernel_irqchip"] == "split":  # not an axis value today; kept for user builds' matrices
-        return _fail("kernel-irqchip-split", notes, Stage.QEMU_START, r"kernel_irqchip split mode not supported on pseries")
 
     ic_mode = a["ic_mode"]
+    if build.default_ic_mode == "legacy":
+        # Machine versions before XIVE (pseries-3.0 and older) have only XICS and no choice.
+        if ic_mode != DEFAULT:
+            return _fail("legacy-machine-no-ic-mode", notes, Stage.QEMU_START,
+                         r"This machine only uses the legacy XICS backend, don't pass ic-mode")
+        ic_mode = "xics"
+        notes.append("legacy-machine-no-ic-mode")
     if ic_mode == DEFAULT:
-        ic_mode = build.default_ic_mode or "dual"
+        if build.default_ic_mode is None:
+            return _expected("ic-mode-default", notes, mode=None,
+                             skip=f"{build.name} QEMU: the probe could not read the default ic-mode")
+        ic_mode = build.default_ic_mode
         notes.append("ic-mode-default")
     cpu_level = CPU_LEVEL[str(a["cpu"])]
     compat = a["cpu_compat"]
@@ -148,18 +156,30 @@ def expect(cell: Cell, facts: HostFacts) -> Expected:
     if kirq == "off":
         notes.append("kvm-irqchip-off")
         return _expected(rule, notes, mode=mode, byte23=byte23, irqchip="emulated")
-    in_kernel = facts.kvm_xive if mode == "xive" else facts.kvm_xics
-    if in_kernel:
+    # KVM: which in-kernel device is connected when. A XIVE-only or XICS-only machine connects
+    # its one controller at init; a dual machine activates XICS at machine reset (during QEMU
+    # start, before any CAS) and switches to XIVE only when CAS picks it.
+    at_start = "xics" if ic_mode in ("dual", "xics") else "xive"
+    if kirq == "on" and not _in_kernel(facts, at_start):
+        return _fail("kvm-irqchip-required", notes, Stage.QEMU_START, KVM_REQUIRED_ERROR[at_start])
+    if kirq == "on" and not _in_kernel(facts, mode):
+        return _fail("kvm-irqchip-required", notes, Stage.CAS, KVM_REQUIRED_ERROR[mode])
+    if _in_kernel(facts, mode):
         notes.append("kvm-in-kernel")
         return _expected(rule, notes, mode=mode, byte23=byte23, irqchip="in-kernel")
-    if kirq == "on":
-        cap = "IRQ_XIVE" if mode == "xive" else "IRQ_XICS"
-        # XIVE-only machines connect at init; dual ones when CAS picks the controller.
-        stage = Stage.QEMU_START if ic_mode == mode else Stage.CAS
-        return _fail("kvm-irqchip-required", notes, stage,
-                     rf"kernel_irqchip requested but unavailable: {cap} capability must be present for KVM")
     notes.append("kvm-fallback-emulated")
     return _expected(rule, notes, mode=mode, byte23=byte23, irqchip="emulated")
+
+
+def _in_kernel(facts: HostFacts, mode: str) -> bool:
+    return facts.kvm_xive if mode == "xive" else facts.kvm_xics
+
+
+# spapr_irq_init_kvm() prefixes the connect function's own message (spapr_xive_kvm.c, xics_kvm.c).
+KVM_REQUIRED_ERROR = {
+    "xive": r"kernel_irqchip requested but unavailable: IRQ_XIVE capability must be present for KVM",
+    "xics": r"kernel_irqchip requested but unavailable: KVM and IRQ_XICS capability must be present for in-kernel XICS",
+}
 
 
 def explain(e: Expected) -> str:

@@ -18,6 +18,7 @@ from .domain import HostFacts, QemuBuild
 from .errors import CaskitError, LaunchFailure
 from .hosts import Host, LocalHost
 from .machine import GuestMachine, MachineFiles
+from .qmp import QmpCommandError
 
 
 def _qemu_version(binary: str) -> str:
@@ -44,7 +45,10 @@ def probe_build(host: Host, spec: QemuBuildSpec, log_dir: Path) -> QemuBuild:
     try:
         with GuestMachine(host, argv, MachineFiles(log_dir, sock_dir)) as m:
             assert m.qmp is not None
-            ic_mode = m.qmp.execute("qom-get", path="/machine", property="ic-mode")
+            try:
+                ic_mode = m.qmp.execute("qom-get", path="/machine", property="ic-mode")
+            except QmpCommandError:
+                ic_mode = "legacy"  # QEMU older than the ic-mode property: XICS only
             machines = m.qmp.execute("query-machines")
             cpus = m.qmp.execute("query-cpu-definitions")
     except (LaunchFailure, CaskitError) as e:

@@ -87,10 +87,23 @@ def test_smp_is_unchecked_when_the_probe_found_no_max_cpus():
     assert expect(make_cell(smp=100000), facts).mode == "xive"
 
 
-def test_kernel_irqchip_split_is_refused_on_pseries():
-    # Not an axis value the validator lets through, but the model keeps the rule for user builds.
-    e = expect(make_cell(kernel_irqchip="split"), TCG_HOST)
-    assert_refused(e, "kernel-irqchip-split", Stage.QEMU_START, "kernel_irqchip split mode not supported on pseries")
+@pytest.mark.parametrize("ic_mode,expected", [("default", "xics"), ("dual", None)])
+def test_legacy_machine_versions_are_xics_only_and_refuse_ic_mode(ic_mode, expected):
+    # Measured: pseries-3.0 and older report ic-mode "legacy" and refuse any ic-mode option.
+    host = make_facts(builds=(make_build(default_ic_mode="legacy"),))
+    e = expect(make_cell(ic_mode=ic_mode), host)
+    if expected:
+        assert (e.mode, e.byte23, e.error) == ("xics", "0x00", None)
+        assert "legacy-machine-no-ic-mode" in e.notes
+    else:
+        assert_refused(e, "legacy-machine-no-ic-mode", Stage.QEMU_START,
+                       "This machine only uses the legacy XICS backend, don't pass ic-mode")
+
+
+def test_unknown_default_ic_mode_is_skipped_not_guessed():
+    host = make_facts(builds=(make_build(default_ic_mode=None),))
+    e = expect(make_cell(), host)
+    assert e.skip and "default ic-mode" in e.skip
 
 
 def test_xive_with_power8_compat_is_refused_with_qemus_message():
@@ -227,17 +240,11 @@ def test_nested_hv_xics_is_in_kernel(ic_mode, guest_xive, kirq):
     assert (e.mode, e.irqchip, e.error) == ("xics", "in-kernel", None)
 
 
-@pytest.mark.xfail(reason="bug: kvm-irqchip-required uses the XIVE wording for XICS; QEMU's xics_kvm_connect() "
-                          "says 'KVM and IRQ_XICS capability must be present for in-kernel XICS'",
-                   raises=AssertionError, strict=True)
 def test_xics_required_but_unavailable_matches_qemus_xics_message():
     e = expect(make_cell(accel="kvm", ic_mode="xics", kernel_irqchip="on"), PR_BARE_HOST)
     assert_refused(e, "kvm-irqchip-required", Stage.QEMU_START, KVM_XICS_REQUIRED)
 
 
-@pytest.mark.xfail(reason="bug: a dual machine activates XICS at machine reset (ov5_cas empty), so "
-                          "kernel-irqchip=on without in-kernel XICS fails at start, not at CAS",
-                   raises=AssertionError, strict=True)
 @pytest.mark.parametrize("guest_xive", ["default", "off"])
 def test_dual_without_in_kernel_xics_fails_at_start_when_required(guest_xive):
     # hw/ppc/spapr_irq.c spapr_irq_update_active_intc(), called by spapr_irq_reset() at start.
@@ -300,7 +307,7 @@ EXAMPLES = [
     (make_cell(qemu="nope"), TCG_HOST),
     (make_cell(cpu="POWER10"), make_facts(builds=(make_build(cpu_models=("POWER9",)),))),
     (make_cell(smp=9999), TCG_HOST),
-    (make_cell(kernel_irqchip="split"), TCG_HOST),
+    (make_cell(ic_mode="xics"), make_facts(builds=(make_build(default_ic_mode="legacy"),))),
     (make_cell(ic_mode="xive", cpu_compat="power8"), TCG_HOST),
     (make_cell(cpu_compat="power10"), TCG_HOST),
     (make_cell(), TCG_HOST),
