@@ -291,6 +291,43 @@ def raw_argv(caskit_argv: list[str]) -> tuple[list[str], list[str]]:
     return out, changes
 
 
+def run_raw_pair(argv: list[str], timeout: float, k: int = 2) -> dict:
+    """k raw QEMUs started together: how long until all of them printed the ready line. This is
+    the ceiling for `-n k` on this machine: whatever the harness does, k guests cannot boot
+    faster side by side than this."""
+    t0 = time.monotonic()
+    procs = [subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+             for _ in range(k)]
+    OWN_PIDS.update(p.pid for p in procs)
+    bufs = {p.stdout.fileno(): b"" for p in procs}
+    ready: dict[int, float] = {}
+    try:
+        while len(ready) < k and time.monotonic() - t0 < timeout:
+            fds = [fd for fd in bufs if fd not in ready]
+            r, _, _ = select.select(fds, [], [], 0.5)
+            for fd in r:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    ready[fd] = float("nan")  # EOF: this QEMU died
+                    continue
+                bufs[fd] += chunk
+                if READY_RE.search(bufs[fd]):
+                    ready[fd] = time.monotonic() - t0
+    finally:
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGKILL)
+            os.waitpid(p.pid, 0)
+            p.returncode = -signal.SIGKILL
+            OWN_PIDS.discard(p.pid)
+            for f in (p.stdin, p.stdout):
+                with contextlib.suppress(OSError):
+                    f.close()
+    times = sorted(ready.values())
+    ok = len(times) == k and all(t == t for t in times)
+    return {"to_ready_s": [rnd(t) for t in times], "all_ready_s": rnd(max(times)) if ok else None, "ok": ok}
+
+
 def run_raw(argv: list[str], timeout: float) -> dict:
     """Popen -> the ready line on stdout; then SIGKILL by PID. Times in seconds."""
     t0 = time.monotonic()
@@ -548,15 +585,17 @@ def part_single(work: Path, repeat: int, log) -> dict:
     log("raw argv changes: " + "; ".join(changes))
 
     inproc = InProc(mfile, work)
-    samples = {"raw": [], "inproc": [], "cli": []}
-    kinds = ["raw", "inproc", "cli"]
+    samples = {"raw": [], "inproc": [], "cli": [], "raw_pair": []}
+    kinds = ["raw", "inproc", "cli", "raw_pair"]
     try:
         for i in range(repeat):
-            order = kinds[i % 3:] + kinds[:i % 3]  # rotate, so each kind runs first, second and third alike
+            order = kinds[i % len(kinds):] + kinds[:i % len(kinds)]  # rotate: each kind runs first, second... alike
             for k in order:
                 before = load_snapshot()
                 if k == "raw":
                     s = run_raw(rargv, timeout=180)
+                elif k == "raw_pair":
+                    s = run_raw_pair(rargv, timeout=240)
                 elif k == "inproc":
                     s = inproc.run(i)
                 else:
@@ -573,7 +612,7 @@ def part_single(work: Path, repeat: int, log) -> dict:
                 s["iter"], s["load_before"], s["load_after"] = i, before, load_snapshot()
                 samples[k].append(s)
                 log(f"  [{i + 1}/{repeat}] {k:6} " + ", ".join(
-                    f"{x}={s[x]}" for x in ("to_ready_s", "whole_cell_s", "wall_s", "duration_s", "verdict") if s.get(x) is not None)
+                    f"{x}={s[x]}" for x in ("to_ready_s", "all_ready_s", "whole_cell_s", "wall_s", "duration_s", "verdict") if s.get(x) is not None)
                     + f"  (load {s['load_before']['loadavg_1m']}, other QEMUs {s['load_before']['foreign_qemu']})")
     finally:
         inproc.close()
@@ -604,6 +643,10 @@ def part_single(work: Path, repeat: int, log) -> dict:
     }
     cpu_r, cpu_c = summary["raw_qemu_cpu_at_ready_s"], summary["caskit_qemu_cpu_at_ready_s"]
     summary["raw_qemu_cores_busy_to_ready"] = rnd(cpu_r / raw_ready, 2) if cpu_r and raw_ready else None
+    pair = med(s["all_ready_s"] for s in samples["raw_pair"])
+    summary["raw_pair_all_ready_s"] = pair
+    # Two boots one after the other take 2 x raw; side by side they take `pair`: the best -n 2 can do.
+    summary["raw_parallel_speedup_ceiling"] = rnd(2 * raw_ready / pair) if pair and raw_ready else None
     summary["ratio_qemu_cpu_at_ready"] = rnd(cpu_c / cpu_r) if cpu_r and cpu_c else None
     return {"cell": cell, "matrix_file": str(mfile), "caskit_argv": caskit_argv, "raw_argv": rargv,
             "raw_argv_changes": changes, "inproc_setup_s": inproc.setup,
@@ -634,6 +677,7 @@ def part_matrix(work: Path, log, order=("1", "2")) -> dict:
             "cell_duration_median_s": med(c["duration_s"] for c in cells),
             "cell_duration_sum_s": round(sum(c["duration_s"] for c in cells), 2),
             "booting_cell_duration_median_s": med(c["duration_s"] for c in cells if c["verdict"] == "PASS"),
+            "boot_and_observe_median_s": med(t.get("phases", {}).get("boot_and_observe") for t in tls.values()),
             "startup_to_first_cell_s": rnd(min(starts) - r["t_start"]) if starts else None,
             "last_cell_to_exit_s": rnd(r["t_end"] - max(ends)) if ends else None,
             "cells_span_s": rnd(max(ends) - min(starts)) if starts else None,
@@ -648,6 +692,8 @@ def part_matrix(work: Path, log, order=("1", "2")) -> dict:
     t1, t2 = runs.get("1", {}).get("wall_s"), runs.get("2", {}).get("wall_s")
     ids = list(runs.get("1", runs.get("2", {})).get("cells", {}))
     return {"runs": runs, "speedup": rnd(t1 / t2) if t1 and t2 else None, "speedup_target": TARGET_SPEEDUP,
+            "worker_startup_extra_s": rnd(runs["2"]["startup_to_first_cell_s"] - runs["1"]["startup_to_first_cell_s"])
+            if "1" in runs and "2" in runs and runs["1"]["startup_to_first_cell_s"] and runs["2"]["startup_to_first_cell_s"] else None,
             "cells_span_speedup": rnd(runs["1"]["cells_span_s"] / runs["2"]["cells_span_s"])
             if t1 and t2 and runs["1"]["cells_span_s"] and runs["2"]["cells_span_s"] else None,
             "per_cell": {i: {n: runs[n]["cells"].get(i, {}).get("duration_s") for n in runs} for i in ids}}
@@ -728,6 +774,8 @@ def print_table(res: dict) -> None:
         print(f"{'QEMU CPU time at CASKIT-READY':44}{fmt(su['raw_qemu_cpu_at_ready_s']):>12}"
               f"{fmt(su['caskit_qemu_cpu_at_ready_s']):>12}{fmt(su['ratio_qemu_cpu_at_ready'], ''):>8}")
         print(f"{'QEMU cores busy, launch -> ready':44}{fmt(su['raw_qemu_cores_busy_to_ready'], ''):>12}")
+        print(f"{'2 raw QEMUs side by side, both ready':44}{fmt(su['raw_pair_all_ready_s']):>12}"
+              f"{'':>12}  -> -n 2 ceiling 2*raw/pair = {fmt(su['raw_parallel_speedup_ceiling'], '')}")
         print(f"{'whole cell, in process (run_cell)':44}{'':>12}{fmt(su['caskit_whole_cell_s']):>12}")
         print(f"{'whole `caskit run` of a 1-cell matrix (wall)':44}{'':>12}{fmt(su['cli_wall_s']):>12}")
         print(f"{'  its cell duration_s':44}{'':>12}{fmt(su['cli_cell_duration_s']):>12}")
@@ -745,6 +793,7 @@ def print_table(res: dict) -> None:
         print(f"{'':36}{'-n 1':>10}{'-n 2':>10}")
         for label, key in (("wall time", "wall_s"), ("cell duration median", "cell_duration_median_s"),
                            ("booting (PASS) cell median", "booting_cell_duration_median_s"),
+                           ("  of which cont -> info pic, median", "boot_and_observe_median_s"),
                            ("sum of cell durations", "cell_duration_sum_s"), ("startup -> first cell", "startup_to_first_cell_s"),
                            ("last cell -> exit", "last_cell_to_exit_s"), ("cell start -> QEMU up, max", "prelaunch_max_s"),
                            ("cell start -> QEMU up, sum", "prelaunch_sum_s"), ("CPU time (all processes)", "cpu_s"),
@@ -752,8 +801,14 @@ def print_table(res: dict) -> None:
             print(f"{label:36}{fmt(r1.get(key), '' if key == 'avg_cores_busy' else 's'):>10}"
                   f"{fmt(r2.get(key), '' if key == 'avg_cores_busy' else 's'):>10}")
         print(f"{'verdicts':36}{str(r1.get('summary', {}) and {k: v for k, v in r1['summary'].items() if v}):>10}")
+        if max(r.get("prelaunch_max_s") or 0 for r in mx["runs"].values()) > 2:
+            print("NOTE: some cells waited > 2s between their start and QEMU's QMP greeting: a host slot lease "
+                  "held by another caskit run on this host (see --private-locks)")
         sp = mx["speedup"]
-        print(f"speedup t1/t2 = {fmt(sp, '')}   target >= {TARGET_SPEEDUP} {'MET' if sp and sp >= TARGET_SPEEDUP else 'MISSED'}")
+        ceil = (res.get("single") or {}).get("summary", {}).get("raw_parallel_speedup_ceiling")
+        print(f"speedup t1/t2 = {fmt(sp, '')}   target >= {TARGET_SPEEDUP} {'MET' if sp and sp >= TARGET_SPEEDUP else 'MISSED'}"
+              f"   (raw QEMU ceiling on this machine: {fmt(ceil, '')}; span of the cells alone: "
+              f"{fmt(mx.get('cells_span_speedup'), '')}; xdist worker start-up: +{fmt(mx.get('worker_startup_extra_s'))})")
         print("  per cell duration_s:            -n 1     -n 2")
         for cid, d in mx["per_cell"].items():
             print(f"    {cid[:60]:60}{fmt(d.get('1')):>8}{fmt(d.get('2')):>8}")
@@ -823,7 +878,7 @@ def main(argv=None) -> int:
         res["verify"] = verify_no_qemu(log)
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)
-    samples = [s[k] for part in ("raw", "inproc", "cli") for s in res.get("single", {}).get("samples", {}).get(part, [])
+    samples = [s[k] for part in ("raw", "inproc", "cli", "raw_pair") for s in res.get("single", {}).get("samples", {}).get(part, [])
                for k in ("load_before", "load_after")]
     for r in res.get("matrix", {}).get("runs", {}).values():
         samples += [r["load_before"], r["load_after"]]
