@@ -88,6 +88,7 @@ class PrivateApt:
 
     def __init__(self, root: Path, arch: str, suites: list[str]):
         self.root, self.arch, self.suites = Path(root), arch, suites
+        self.warnings: list[str] = []
 
     def _sources_text(self) -> str:
         lines: list[str] = []
@@ -124,6 +125,7 @@ class PrivateApt:
             "-o", f"APT::Architectures::={self.arch}",
             "-o", "Debug::NoLocking=1",
             "-o", "Acquire::Languages=none",
+            "-o", "Acquire::Retries=3",
             "-q",
         ]
 
@@ -138,10 +140,21 @@ class PrivateApt:
             (self.root / d).mkdir(parents=True, exist_ok=True)
         (self.root / "state/status").touch()
         (self.root / "sources.list").write_text(self._sources_text())
-        self._run(["apt-get", "update"])
+        try:
+            self._run(["apt-get", "update"])
+        except KitError as e:
+            # A mirror mid-sync fails one suite's index now and then (seen: bookworm-security
+            # "File has unexpected size"). apt keeps the indexes it did get; go on with those
+            # if the base suite is among them, and say so.
+            if not self.has_suite(self.suites[0]):
+                raise
+            self.warnings.append(f"apt-get update was partial, using the indexes it got: {e}")
 
     def has_lists(self) -> bool:
         return any((self.root / "state/lists").glob("*Packages*"))
+
+    def has_suite(self, suite: str) -> bool:
+        return any((self.root / "state/lists").glob(f"*_dists_{suite}_*Packages*"))
 
     def candidate(self, pkg: str) -> tuple[str, str]:
         """(version, Depends) of a package's candidate."""

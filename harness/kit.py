@@ -123,6 +123,8 @@ def _build_locked(key: str, root: Path, refresh: bool, log) -> Kit:
     if refresh or not apt.has_lists():
         log(f"kit: apt-get update ({ARCH}, private state in {apt.root})")
         apt.update()
+        for w in apt.warnings:
+            log(f"kit: warning: {w}")
     meta_ver, deps = apt.candidate(KERNEL_META)
     kpkg = next((d.split()[0] for d in deps.split(",") if d.strip().startswith("linux-image-")), None)
     if not kpkg:
