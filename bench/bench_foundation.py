@@ -600,10 +600,13 @@ def part_single(work: Path, repeat: int, log) -> dict:
                     s = inproc.run(i)
                 else:
                     out = work / f"cli-{i}"
+                    key = kit_key()  # a kit changed under us is built here, not in the timed run
                     r = run_caskit([str(mfile)], out, timeout=240)
                     rec = r["results"]["cells"][0] if r["results"] and r["results"]["cells"] else None
                     tl = cell_timeline(out, rec) if rec else {}
-                    s = {"wall_s": r["wall_s"], "exit": r["exit"], "cpu_s": r["cpu_s"],
+                    prep = run_prepare_times(out, r)
+                    s = {"wall_s": r["wall_s"], "exit": r["exit"], "cpu_s": r["cpu_s"], "kit": prep.get("kit"),
+                         "kit_rebuilt_during_run": bool(key and prep.get("kit") != key),
                          "verdict": rec["verdict"] if rec else None, "duration_s": rec["duration_s"] if rec else None,
                          "phases": tl.get("phases", {})}
                     if tl.get("t"):
@@ -640,6 +643,7 @@ def part_single(work: Path, repeat: int, log) -> dict:
         "cli_cell_duration_s": med(s["duration_s"] for s in samples["cli"]),
         "cli_cpu_s": med(s["cpu_s"] for s in samples["cli"]),
         "cli_phases_median_s": {k: med(s["phases"].get(k) for s in samples["cli"]) for k in cli_phase_names},
+        "cli_runs_with_kit_rebuild": sum(1 for s in samples["cli"] if s.get("kit_rebuilt_during_run")),
     }
     cpu_r, cpu_c = summary["raw_qemu_cpu_at_ready_s"], summary["caskit_qemu_cpu_at_ready_s"]
     summary["raw_qemu_cores_busy_to_ready"] = rnd(cpu_r / raw_ready, 2) if cpu_r and raw_ready else None
@@ -654,13 +658,32 @@ def part_single(work: Path, repeat: int, log) -> dict:
             "samples": samples, "summary": summary}
 
 
+def kit_key() -> str | None:
+    """Build (or find cached) the kit now, so that no timed run pays for a build."""
+    kb = subprocess.run(caskit_cmd() + ["kit", "build"], cwd=ROOT, capture_output=True, text=True)
+    with contextlib.suppress(ValueError):
+        return json.loads(kb.stdout)["key"]
+    return None
+
+
+def run_prepare_times(out: Path, r: dict) -> dict:
+    """When the run's controller had written run.json (probe, kit, plan done), and which kit."""
+    try:
+        rj = out / "run.json"
+        return {"run_json_written": rj.stat().st_mtime, "kit": json.loads(rj.read_text())["kit"]["key"]}
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
 def part_matrix(work: Path, log, order=("1", "2")) -> dict:
     runs = {}
     for n in order:
         out = work / f"matrix-n{n}"
+        key = kit_key()
         log(f"quick matrix, -n {n} ...")
         before = load_snapshot()
         r = run_caskit(["-n", n], out, timeout=900)
+        prep = run_prepare_times(out, r)
         cells = r["results"]["cells"] if r["results"] else []
         tls = {c["id"]: cell_timeline(out, c) for c in cells}
         starts = [t["t"]["start"] for t in tls.values() if t.get("t")]
@@ -679,6 +702,11 @@ def part_matrix(work: Path, log, order=("1", "2")) -> dict:
             "booting_cell_duration_median_s": med(c["duration_s"] for c in cells if c["verdict"] == "PASS"),
             "boot_and_observe_median_s": med(t.get("phases", {}).get("boot_and_observe") for t in tls.values()),
             "startup_to_first_cell_s": rnd(min(starts) - r["t_start"]) if starts else None,
+            # process start -> run.json (imports, plan, host probe, kit lookup) and run.json -> first cell
+            # (pytest-xdist starting its workers, their collection, the first fixture)
+            "startup_prepare_s": rnd(prep["run_json_written"] - r["t_start"]) if prep else None,
+            "startup_workers_s": rnd(min(starts) - prep["run_json_written"]) if prep and starts else None,
+            "kit": prep.get("kit"), "kit_rebuilt_during_run": bool(prep and key and prep.get("kit") != key),
             "last_cell_to_exit_s": rnd(r["t_end"] - max(ends)) if ends else None,
             "cells_span_s": rnd(max(ends) - min(starts)) if starts else None,
             "per_worker_busy_s": {w: round(sum(d), 2) for w, d in sorted(workers.items())},
@@ -692,8 +720,8 @@ def part_matrix(work: Path, log, order=("1", "2")) -> dict:
     t1, t2 = runs.get("1", {}).get("wall_s"), runs.get("2", {}).get("wall_s")
     ids = list(runs.get("1", runs.get("2", {})).get("cells", {}))
     return {"runs": runs, "speedup": rnd(t1 / t2) if t1 and t2 else None, "speedup_target": TARGET_SPEEDUP,
-            "worker_startup_extra_s": rnd(runs["2"]["startup_to_first_cell_s"] - runs["1"]["startup_to_first_cell_s"])
-            if "1" in runs and "2" in runs and runs["1"]["startup_to_first_cell_s"] and runs["2"]["startup_to_first_cell_s"] else None,
+            "worker_startup_extra_s": rnd(runs["2"]["startup_workers_s"] - runs["1"]["startup_workers_s"])
+            if "1" in runs and "2" in runs and runs["1"]["startup_workers_s"] and runs["2"]["startup_workers_s"] else None,
             "cells_span_speedup": rnd(runs["1"]["cells_span_s"] / runs["2"]["cells_span_s"])
             if t1 and t2 and runs["1"]["cells_span_s"] and runs["2"]["cells_span_s"] else None,
             "per_cell": {i: {n: runs[n]["cells"].get(i, {}).get("duration_s") for n in runs} for i in ids}}
@@ -795,12 +823,18 @@ def print_table(res: dict) -> None:
                            ("booting (PASS) cell median", "booting_cell_duration_median_s"),
                            ("  of which cont -> info pic, median", "boot_and_observe_median_s"),
                            ("sum of cell durations", "cell_duration_sum_s"), ("startup -> first cell", "startup_to_first_cell_s"),
+                           ("  of which prepare (probe, kit)", "startup_prepare_s"),
+                           ("  of which workers + collection", "startup_workers_s"),
                            ("last cell -> exit", "last_cell_to_exit_s"), ("cell start -> QEMU up, max", "prelaunch_max_s"),
                            ("cell start -> QEMU up, sum", "prelaunch_sum_s"), ("CPU time (all processes)", "cpu_s"),
                            ("avg cores busy", "avg_cores_busy")):
             print(f"{label:36}{fmt(r1.get(key), '' if key == 'avg_cores_busy' else 's'):>10}"
                   f"{fmt(r2.get(key), '' if key == 'avg_cores_busy' else 's'):>10}")
         print(f"{'verdicts':36}{str(r1.get('summary', {}) and {k: v for k, v in r1['summary'].items() if v}):>10}")
+        for n, r in mx["runs"].items():
+            if r.get("kit_rebuilt_during_run"):
+                print(f"NOTE: the -n {n} run rebuilt the guest kit (guest_tests/ changed under it): its start-up "
+                      "includes a kit build")
         if max(r.get("prelaunch_max_s") or 0 for r in mx["runs"].values()) > 2:
             print("NOTE: some cells waited > 2s between their start and QEMU's QMP greeting: a host slot lease "
                   "held by another caskit run on this host (see --private-locks)")

@@ -13,17 +13,18 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import model, observe
+from . import model, observe, workloads
 from .console import GuestPanic
 from .domain import Cell, Expected, HostFacts, HostView, Observed, Stage
 from .errors import GuestTimeout, InfraError, LaunchFailure, QemuDied
 from .hosts import Host
+from .interrupts import InterruptsFormatError
 from .kit import Kit
 from .machine import GuestMachine, MachineFiles
 from .qemu_cmd import qemu_argv
 from .qmp import QmpCommandError, QmpLost
 from .results import RunStore
-from .verdict import decide
+from .verdict import combine, decide
 
 # Panics that mean the kit cannot boot at all (a wrong init, no root): ours to fix, not the SUT's.
 KIT_PANICS = re.compile(r"No working init found|Requested init \S+ failed|VFS: Unable to mount root")
@@ -89,15 +90,36 @@ def _observe_qemu_gone(m: GuestMachine, o: Observed, e: Exception) -> None:
         o.error, o.stage, o.infra = f"QEMU went away (exit code {code}): {msg or e}", Stage.GUEST.value, True
 
 
-def execute(ctx: CellContext, expected: Expected, log_dir: Path) -> Observed:
+def _run_workloads(m: GuestMachine, ctx: CellContext, mode: str | None) -> list[dict]:
+    """Every workload of the cell in this one boot; infrastructure failures end the series."""
+    assert m.console is not None and m.qmp is not None
+    g = workloads.GuestSession(ctx.cell, m.console, m.qmp, ctx.timeouts["command"], m.console.wait_ready,
+                               ctx.timeouts["boot"], mode=mode)
+    out: list[dict] = []
+    todo = workloads.ordered(ctx.cell.workloads)
+    for i, w in enumerate(todo):
+        try:
+            out.append(workloads.execute(w, g).to_dict())
+        except (GuestTimeout, QemuDied, QmpLost, GuestPanic, InterruptsFormatError) as e:
+            verdict = "FAIL" if isinstance(e, GuestPanic) and not KIT_PANICS.search(e.tail) else "ERROR"
+            out.append(workloads.WorkloadResult(w.name, verdict, f"{type(e).__name__}: {e}",
+                                                excerpt=getattr(e, "tail", None)).to_dict())
+            out += [workloads.WorkloadResult(x.name, "ERROR", f"not run: {w.name} lost the guest").to_dict()
+                    for x in todo[i + 1:]]
+            break
+    return out
+
+
+def execute(ctx: CellContext, expected: Expected, log_dir: Path, wl_results: list[dict]) -> Observed:
     o = Observed()
     cell, build = ctx.cell, ctx.facts.build(str(ctx.cell.axis("qemu")))
     assert build is not None
     with ctx.host.lease():
         sock_dir = ctx.host.tempdir("ck-")
+        extra = workloads.device_args(cell.workloads, workloads.LaunchContext(cell, sock_dir))
         argv = qemu_argv(cell, build, ctx.kit.kernel, ctx.kit.initrd,
                          qmp_sock=sock_dir / "qmp.sock", console_sock=sock_dir / "console.sock",
-                         run_tag=run_tag(ctx.run_id, cell.id), append=cell.append)
+                         run_tag=run_tag(ctx.run_id, cell.id), append=cell.append, extra_args=tuple(extra))
         m = GuestMachine(ctx.host, argv, MachineFiles(log_dir, sock_dir), shutdown_timeout=ctx.timeouts["shutdown"])
         try:
             m.launch()
@@ -106,6 +128,8 @@ def execute(ctx: CellContext, expected: Expected, log_dir: Path) -> Observed:
             return o
         try:
             _observe_guest(m, ctx, o)
+            if cell.workloads and o.guest is not None:
+                wl_results.extend(_run_workloads(m, ctx, o.guest.mode))
         except GuestPanic as e:
             o.error, o.stage, o.log_excerpt = e.message, Stage.GUEST.value, e.tail
             o.infra = bool(KIT_PANICS.search(e.tail))
@@ -129,17 +153,18 @@ def run_cell(ctx: CellContext) -> dict:
     log_dir = ctx.store.cell_dir(cell.id)
     log_dir.mkdir(parents=True, exist_ok=True)
     expected = model.expect(cell, ctx.facts)
+    wl_results: list[dict] = []
     if expected.skip:
         observed = Observed()
     else:
         try:
-            observed = execute(ctx, expected, log_dir)
+            observed = execute(ctx, expected, log_dir, wl_results)
         except InfraError as e:
             observed = Observed(error=str(e), infra=True)
         except Exception as e:  # a harness bug must not take the run down; it is an ERROR with its trace
             (log_dir / "harness-error.txt").write_text(traceback.format_exc())
             observed = Observed(error=f"harness error: {e!r} (see harness-error.txt)", infra=True)
-    verdict, reason = decide(expected, observed)
+    verdict, reason = combine(decide(expected, observed), wl_results, cell.workloads)
     build = ctx.facts.build(str(cell.axis("qemu")))
     logs = {name: str(p.relative_to(ctx.store.out)) for name, p in (
         ("console", log_dir / "console.log"), ("qemu_stderr", log_dir / "qemu-stderr.log"),
@@ -157,6 +182,7 @@ def run_cell(ctx: CellContext) -> dict:
         "kit": ctx.kit.key,
         "worker": ctx.worker,
         "logs": logs,
+        "workloads": wl_results,
     }
     ctx.store.write_cell(record)
     return record

@@ -21,8 +21,16 @@ CONFIGS = ROOT / "configs"
 MATRICES = CONFIGS / "matrices"
 DEFAULT_HOSTS = CONFIGS / "hosts.yaml"
 
-# Workloads and migration plans this version can run. Later issues extend these tables.
-WORKLOADS: dict[str, str] = {}
+# Workloads and migration plans this version can run (harness/workloads/ implements each
+# workload named here; a unit test keeps the two in step).
+WORKLOADS: dict[str, str] = {
+    "ipi": "cross-CPU wakeups between processes pinned to CPU 0 and 1",
+    "virtio-net": "ping through a MSI-X and an INTx (LSI) virtio-net NIC",
+    "virtio-blk": "direct-I/O write and read-back on a virtio disk",
+    "affinity": "the NIC's RX interrupt steered to each online CPU",
+    "cpu-hotplug": "CPU 1 offline and back under traffic",
+    "reboot": "system_reset three times: CAS again, same mode",
+}
 MIGRATIONS: dict[str, str] = {"none": "no migration"}
 HOST_KINDS = ("local",)
 MATRIX_KEYS = ("name", "hosts", "axes", "exclude", "workloads", "migration", "timeouts", "kit", "append", "description")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from . import interrupts
 from .domain import GuestView, HostView
 
 CHIP_MODE = {"XIVE-IPI": "xive", "XIVE-IRQ": "xive", "XICS": "xics"}
@@ -33,29 +34,14 @@ def sections(text: str) -> dict[str, str]:
 
 def parse_interrupts(text: str) -> tuple[list[str], str | None, int | None]:
     """(chip names, the IPI line's chip, total spurious count) from /proc/interrupts."""
-    lines = [l for l in text.splitlines() if l.strip()]
-    if not lines or "CPU0" not in lines[0]:
-        raise ObserveError(f"/proc/interrupts has no CPU header: {text[:200]!r}")
-    ncpu = len(lines[0].split())
-    chips: list[str] = []
-    ipi_chip = None
-    spurious = None
-    for l in lines[1:]:
-        parts = l.split()
-        if not parts:
-            continue
-        label = parts[0].rstrip(":")
-        counts = parts[1:1 + ncpu]
-        if label == "SPU":
-            spurious = sum(int(c) for c in counts if c.isdigit())
-        if not label.isdigit() or len(parts) <= ncpu + 1:
-            continue
-        chip = parts[1 + ncpu]
-        if chip not in chips:
-            chips.append(chip)
-        if parts[-1].startswith("IPI"):
-            ipi_chip = chip
-    return chips, ipi_chip, spurious
+    try:
+        table = interrupts.parse(text)
+    except interrupts.InterruptsFormatError as e:
+        raise ObserveError(str(e)) from None
+    chips = list(dict.fromkeys(l.chip for l in table.lines if l.chip))
+    ipi = next((l.chip for l in table.lines if l.chip and l.name.startswith("IPI")), None)
+    spu = table.by_label("SPU")
+    return chips, ipi, spu.total if spu else None
 
 
 def parse_platform_support(text: str) -> str | None:

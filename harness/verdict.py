@@ -46,3 +46,25 @@ def decide(e: Expected, o: Observed) -> tuple[Verdict, str]:
     if problems:
         return Verdict.FAIL, "; ".join(problems)
     return Verdict.PASS, f"{o.mode} as predicted by {e.rule}"
+
+
+def combine(cas: tuple[Verdict, str], workloads: list[dict], asked: tuple[str, ...] = ()) -> tuple[Verdict, str]:
+    """The cell's verdict from its CAS verdict and its workloads' verdicts.
+
+    A workload can only make a PASS cell worse: FAIL if any workload failed, else ERROR if any
+    could not be judged. A SKIP workload (e.g. too few vCPUs) leaves the cell as it is.
+    """
+    verdict, reason = cas
+    if verdict not in (Verdict.PASS, Verdict.FAIL) or not asked:
+        return cas
+    if not workloads and verdict == Verdict.PASS:
+        return Verdict.ERROR, "the workloads did not run"
+    failed = [w for w in workloads if w["verdict"] == Verdict.FAIL.value]
+    errors = [w for w in workloads if w["verdict"] == Verdict.ERROR.value]
+    if verdict == Verdict.FAIL:
+        return cas
+    if failed:
+        return Verdict.FAIL, "; ".join(f"workload {w['name']}: {w['reason']}" for w in failed)
+    if errors:
+        return Verdict.ERROR, "; ".join(f"workload {w['name']}: {w['reason']}" for w in errors)
+    return cas

@@ -86,3 +86,21 @@ def test_hosts_probe_reads_qemu_defaults():
     assert system["default_ic_mode"] == "dual"
     assert system["machine"].startswith("pseries-")
     assert {"POWER8", "POWER9", "POWER10"} <= set(system["cpu_models"])
+
+
+def test_resume_keeps_finished_cells_and_refuses_to_overwrite(tmp_path, kit):
+    m = write_matrix(tmp_path / "one.yaml", "axes: {ic_mode: [xics], firmware: [vof], smp: [1]}\n")
+    out = tmp_path / "out"
+    first = run_cli(["run", str(m)], out)
+    assert first.rc == 0, first.stderr
+    (c1,) = first.results["cells"]
+    first_id = first.results["run"]["id"]
+
+    again = run_cli(["run", str(m)], out)
+    assert again.rc == 2 and "--resume" in again.stderr
+
+    resumed = run_cli(["run", str(m), "--resume"], out)
+    assert resumed.rc == 0, resumed.stderr
+    (c2,) = resumed.results["cells"]
+    assert c2["started"] == c1["started"] and c2["duration_s"] == c1["duration_s"]  # not run again
+    assert resumed.results["run"]["id"] != first_id

@@ -1,0 +1,36 @@
+"""ipi: cross-CPU wakeups; the IPI line must grow on every CPU involved."""
+
+from __future__ import annotations
+
+import re
+
+from .base import GuestSession, Workload, WorkloadFailed
+
+ROUNDS = 300
+
+
+def ipi_line(table):
+    # XIVE names it "IPI-0" on chip XIVE-IPI, XICS plain "IPI".
+    return next((l for l in table.lines if l.chip and re.fullmatch(r"IPI(-\d+)?", l.name)), None)
+
+
+def run(g: GuestSession, rounds: int = ROUNDS) -> dict:
+    before = g.interrupts()
+    line = ipi_line(before)
+    if line is None:
+        raise WorkloadFailed("no IPI line in /proc/interrupts", g.sh("cat /proc/interrupts").output)
+    out = g.sh(f"ck-ipi {rounds} 0 1", timeout=max(g.command_timeout, rounds / 5 + 30))
+    after = g.interrupts()
+    kv = dict(re.findall(r"(\w+)=([\d.]+)", out.output))
+    seconds = float(kv["t1"]) - float(kv["t0"])
+    grown = {cpu: after.per_cpu(after.by_label(line.label))[cpu] - before.per_cpu(line).get(cpu, 0)
+             for cpu in after.cpus}
+    metrics = {"line": f"{line.label}:{line.chip}:{line.name}", "rounds": rounds, "seconds": round(seconds, 2),
+               "ipi_delta": grown, "ipis_per_s": round(sum(grown.values()) / seconds, 1) if seconds > 0 else None}
+    cold = [cpu for cpu in (0, 1) if grown.get(cpu, 0) <= 0]
+    if cold:
+        raise WorkloadFailed(f"IPI line {line.name} did not grow on CPU {cold}", out.output, metrics)
+    return metrics
+
+
+WORKLOAD = Workload("ipi", "token ping-pong between processes pinned to CPU 0 and 1", run, needs_smp=2)
