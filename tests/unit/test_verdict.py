@@ -182,3 +182,40 @@ def test_error_when_info_pic_shows_no_mode():
 def test_skip_whatever_was_observed(o):
     e = Expected(mode=None, rule="host-has-kvm", source="test", skip="host local has no KVM")
     assert decide(e, o) == (Verdict.SKIP, "host local has no KVM")
+
+
+# ---------------------------------------------------------------- workloads make a cell's verdict
+
+
+from harness.verdict import combine  # noqa: E402
+
+
+def _w(name, verdict, reason="r"):
+    return {"name": name, "verdict": verdict, "reason": reason}
+
+
+@pytest.mark.parametrize("cas,wls,want", [
+    ((Verdict.PASS, "ok"), [_w("ipi", "PASS"), _w("virtio-net", "PASS")], Verdict.PASS),
+    ((Verdict.PASS, "ok"), [_w("ipi", "PASS"), _w("virtio-net", "FAIL")], Verdict.FAIL),
+    ((Verdict.PASS, "ok"), [_w("ipi", "ERROR"), _w("virtio-net", "FAIL")], Verdict.FAIL),
+    ((Verdict.PASS, "ok"), [_w("ipi", "ERROR"), _w("virtio-net", "PASS")], Verdict.ERROR),
+    ((Verdict.PASS, "ok"), [_w("ipi", "SKIP"), _w("virtio-net", "PASS")], Verdict.PASS),
+    ((Verdict.PASS, "ok"), [], Verdict.ERROR),  # asked for workloads, none ran
+    ((Verdict.FAIL, "wrong mode"), [_w("ipi", "PASS")], Verdict.FAIL),
+    ((Verdict.XFAIL, "refused"), [], Verdict.XFAIL),
+    ((Verdict.ERROR, "timeout"), [], Verdict.ERROR),
+])
+def test_combine(cas, wls, want):
+    v, reason = combine(cas, wls, ("ipi", "virtio-net"))
+    assert v == want
+    if want == Verdict.FAIL and cas[0] == Verdict.PASS:
+        assert "workload virtio-net" in reason
+
+
+def test_combine_without_workloads_is_the_cas_verdict():
+    assert combine((Verdict.PASS, "ok"), [], ()) == (Verdict.PASS, "ok")
+
+
+def test_config_workload_names_match_the_registry():
+    from harness import config, workloads
+    assert set(config.WORKLOADS) == set(workloads.REGISTRY)
