@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 from .base import GuestSession, Workload, WorkloadFailed
 from .devices import device_argv, line_delta
@@ -36,12 +37,15 @@ def verify(g: GuestSession, dev: str) -> dict:
 def run(g: GuestSession) -> dict:
     dev, virtio = find_disk(g)
     before = g.interrupts()
+    t0 = time.monotonic()
     write(g, dev)
     kv = verify(g, dev)
+    seconds = time.monotonic() - t0
     after = g.interrupts()
     d = line_delta(before, after, [l for l in after.lines if l.name == virtio or l.name.startswith(virtio + "-")])
     total = sum(sum(x.values()) for x in d.values())
-    metrics = {"device": dev, "mib": MIB, "sha256": kv.get("read"), "irq_deltas": d, "irq_total": total}
+    metrics = {"device": dev, "mib": MIB, "sha256": kv.get("read"), "irq_deltas": d, "irq_total": total,
+               "seconds": round(seconds, 2), "irqs_per_s": round(total / seconds, 1) if seconds > 0 else None}
     if total <= 0:
         raise WorkloadFailed(f"{virtio}'s interrupt lines did not grow", "", metrics)
     return metrics

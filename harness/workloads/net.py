@@ -5,6 +5,8 @@ LSI takes a different path in XIVE (a level-sensitive source), so both are exerc
 
 from __future__ import annotations
 
+import time
+
 from .base import GuestSession, LaunchContext, Workload, WorkloadFailed
 from .devices import Nic, device_argv, line_delta, nic_lines, nic_up, ping
 
@@ -14,13 +16,16 @@ PINGS = 40
 def traffic(g: GuestSession, nic: Nic, count: int = PINGS) -> dict:
     """Ping with zero loss and the NIC's interrupt lines growing; FAIL otherwise."""
     before = g.interrupts()
+    t0 = time.monotonic()
     sent, received = ping(g, nic, count)
+    seconds = time.monotonic() - t0
     after = g.interrupts()
     lines = nic_lines(after, nic)
     deltas = line_delta(before, after, lines)
     total = sum(sum(d.values()) for d in deltas.values())
     m = {"iface": nic.iface, "kind": nic.spec.kind, "sent": sent, "received": received,
-         "irq_deltas": deltas, "irq_total": total,
+         "irq_deltas": deltas, "irq_total": total, "seconds": round(seconds, 2),
+         "irqs_per_s": round(total / seconds, 1) if seconds > 0 else None,
          "triggers": sorted({l.trigger for l in lines if l.trigger}), "chips": sorted({l.chip for l in lines if l.chip})}
     if not lines:
         raise WorkloadFailed(f"no interrupt line for {nic.virtio} in /proc/interrupts", "", m)
