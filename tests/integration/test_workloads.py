@@ -28,7 +28,7 @@ def run(tmp_path_factory, kit):
 
 
 def by_mode(run):
-    return {c["axes"]["ic_mode"]: {w["name"]: w for w in c["workloads"]} for c in run.results["cells"]}
+    return {c["observed"]["mode"]: {w["name"]: w for w in c["workloads"]} for c in run.results["cells"]}
 
 
 def test_both_modes_pass_every_workload(run):
