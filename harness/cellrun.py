@@ -10,21 +10,21 @@ from __future__ import annotations
 import re
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import model, observe, workloads
+from . import known_issues, model, observe, plans, workloads
 from .console import GuestPanic
 from .domain import Cell, Expected, HostFacts, HostView, Observed, Stage
 from .errors import GuestTimeout, InfraError, LaunchFailure, QemuDied
 from .hosts import Host
 from .interrupts import InterruptsFormatError
 from .kit import Kit
-from .machine import GuestMachine, MachineFiles
-from .qemu_cmd import qemu_argv
+from .machine import GuestMachine
+from .launcher import Launcher, run_tag  # noqa: F401  (run_tag: the tag tests and cleanup look for)
 from .qmp import QmpCommandError, QmpLost
 from .results import RunStore
-from .verdict import combine, decide
+from .verdict import combine, combine_migration, decide
 
 # Panics that mean the kit cannot boot at all (a wrong init, no root): ours to fix, not the SUT's.
 KIT_PANICS = re.compile(r"No working init found|Requested init \S+ failed|VFS: Unable to mount root")
@@ -41,16 +41,13 @@ class CellContext:
     run_id: str
     timeouts: dict[str, float]
     worker: str = "main"
+    known_issues: list = field(default_factory=list)
 
 
 def qemu_error(stderr: str) -> str | None:
     """QEMU's own error line(s), without its warnings."""
     lines = QEMU_ERROR_LINE.findall(stderr)
     return "; ".join(l.strip() for l in lines) if lines else None
-
-
-def run_tag(run_id: str, cell_id: str) -> str:
-    return f"caskit:{run_id}:{cell_id}"
 
 
 def _observe_launch_failure(o: Observed, e: LaunchFailure) -> None:
@@ -110,17 +107,40 @@ def _run_workloads(m: GuestMachine, ctx: CellContext, mode: str | None) -> list[
     return out
 
 
-def execute(ctx: CellContext, expected: Expected, log_dir: Path, wl_results: list[dict]) -> Observed:
+def _run_migration(launcher: Launcher, m: GuestMachine, ctx: CellContext, mode: str) -> dict:
+    cell = ctx.cell
+    build = ctx.facts.build(str(cell.axis("qemu")))
+    pc = plans.PlanContext(launcher, ctx.timeouts["liveness"], ctx.timeouts["command"], mode)
+    rec: dict = {"plan": cell.migration, "window_s": pc.window, "hops": []}
+    try:
+        plans.start_heartbeat(m, pc.timeout)
+        plans.start_background_traffic(m, cell.workloads, pc.timeout)
+        hops, _final = plans.PLANS[cell.migration](pc, m)
+    except (InfraError, LaunchFailure, QmpLost, QmpCommandError, GuestTimeout, observe.ObserveError,
+            workloads.WorkloadFailed) as e:
+        rec.update(verdict="ERROR", reason=f"migration could not be carried out: {e}")
+        return rec
+    rec["hops"] = [h.to_dict() for h in hops]
+    facts = known_issues.CellFacts(build.version if build else "", str(cell.axis("accel")), cell.migration,
+                                   "workload" if cell.workloads else "idle", int(cell.axis("smp")), mode)
+    rec.update(known_issues.classify(ctx.known_issues, facts, rec["hops"]))
+    bad = [h for h in rec["hops"] if h["verdict"] != "PASS"]
+    rec["reason"] = "; ".join(f"hop {h['name']}: {'; '.join(h['problems'] or h['infra'])}"
+                              + (f" [known issue {h['known_issue']}]" if h.get("known_issue") else "")
+                              for h in bad) or f"{len(hops)} hop(s) healthy"
+    return rec
+
+
+def execute(ctx: CellContext, expected: Expected, log_dir: Path, wl_results: list[dict],
+            mig: dict) -> Observed:
     o = Observed()
     cell, build = ctx.cell, ctx.facts.build(str(ctx.cell.axis("qemu")))
     assert build is not None
     with ctx.host.lease():
-        sock_dir = ctx.host.tempdir("ck-")
-        extra = workloads.device_args(cell.workloads, workloads.LaunchContext(cell, sock_dir))
-        argv = qemu_argv(cell, build, ctx.kit.kernel, ctx.kit.initrd,
-                         qmp_sock=sock_dir / "qmp.sock", console_sock=sock_dir / "console.sock",
-                         run_tag=run_tag(ctx.run_id, cell.id), append=cell.append, extra_args=tuple(extra))
-        m = GuestMachine(ctx.host, argv, MachineFiles(log_dir, sock_dir), shutdown_timeout=ctx.timeouts["shutdown"])
+        scratch = ctx.host.tempdir("ck-s-")
+        launcher = Launcher(ctx.host, cell, build, ctx.kit, ctx.run_id, log_dir, scratch,
+                            ctx.timeouts["shutdown"], heartbeat=cell.migration != "none")
+        m = launcher.machine()
         try:
             m.launch()
         except LaunchFailure as e:
@@ -130,6 +150,8 @@ def execute(ctx: CellContext, expected: Expected, log_dir: Path, wl_results: lis
             _observe_guest(m, ctx, o)
             if cell.workloads and o.guest is not None:
                 wl_results.extend(_run_workloads(m, ctx, o.guest.mode))
+            if cell.migration != "none" and o.guest is not None and o.guest.mode:
+                mig.update(_run_migration(launcher, m, ctx, o.guest.mode))
         except GuestPanic as e:
             o.error, o.stage, o.log_excerpt = e.message, Stage.GUEST.value, e.tail
             o.infra = bool(KIT_PANICS.search(e.tail))
@@ -142,6 +164,8 @@ def execute(ctx: CellContext, expected: Expected, log_dir: Path, wl_results: lis
         finally:
             code = m.shutdown()
             o.exit_code = o.exit_code if o.exit_code is not None else code
+            launcher.shutdown_all()
+            ctx.host.remove_tree(scratch)
     return o
 
 
@@ -154,17 +178,19 @@ def run_cell(ctx: CellContext) -> dict:
     log_dir.mkdir(parents=True, exist_ok=True)
     expected = model.expect(cell, ctx.facts)
     wl_results: list[dict] = []
+    mig: dict = {}
     if expected.skip:
         observed = Observed()
     else:
         try:
-            observed = execute(ctx, expected, log_dir, wl_results)
+            observed = execute(ctx, expected, log_dir, wl_results, mig)
         except InfraError as e:
             observed = Observed(error=str(e), infra=True)
         except Exception as e:  # a harness bug must not take the run down; it is an ERROR with its trace
             (log_dir / "harness-error.txt").write_text(traceback.format_exc())
             observed = Observed(error=f"harness error: {e!r} (see harness-error.txt)", infra=True)
     verdict, reason = combine(decide(expected, observed), wl_results, cell.workloads)
+    verdict, reason = combine_migration((verdict, reason), mig, cell.migration)
     build = ctx.facts.build(str(cell.axis("qemu")))
     logs = {name: str(p.relative_to(ctx.store.out)) for name, p in (
         ("console", log_dir / "console.log"), ("qemu_stderr", log_dir / "qemu-stderr.log"),
@@ -183,6 +209,7 @@ def run_cell(ctx: CellContext) -> dict:
         "worker": ctx.worker,
         "logs": logs,
         "workloads": wl_results,
+        "migration": mig or None,
     }
     ctx.store.write_cell(record)
     return record

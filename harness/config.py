@@ -31,10 +31,15 @@ WORKLOADS: dict[str, str] = {
     "cpu-hotplug": "CPU 1 offline and back under traffic",
     "reboot": "system_reset three times: CAS again, same mode",
 }
-MIGRATIONS: dict[str, str] = {"none": "no migration"}
+MIGRATIONS: dict[str, str] = {
+    "none": "no migration",
+    "roundtrip": "A -> B -> fresh A', judged by the guest after each hop",
+    "file": "to a file (exec:), source stopped, restored into a new QEMU",
+    "mismatch": "into a destination that cannot take the state; must fail, source must live on",
+}
 HOST_KINDS = ("local",)
 MATRIX_KEYS = ("name", "hosts", "axes", "exclude", "workloads", "migration", "timeouts", "kit", "append", "description")
-TIMEOUT_KEYS = {"boot": 90.0, "command": 30.0, "shutdown": 10.0}
+TIMEOUT_KEYS = {"boot": 90.0, "command": 30.0, "shutdown": 10.0, "liveness": 10.0}
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .console import Console
 from .errors import InfraError, LaunchFailure
+from .heartbeat import HeartbeatReader
 from .hosts import Host, Process
 from .qmp import QmpClient, QmpLost
 
@@ -31,6 +32,14 @@ class MachineFiles:
     @property
     def console_sock(self) -> Path:
         return self.sock_dir / "console.sock"
+
+    @property
+    def heartbeat_sock(self) -> Path:
+        return self.sock_dir / "heartbeat.sock"
+
+    @property
+    def heartbeat_log(self) -> Path:
+        return self.log_dir / "heartbeat.log"
 
     @property
     def stderr(self) -> Path:
@@ -59,6 +68,8 @@ class GuestMachine:
     proc: Process | None = None
     qmp: QmpClient | None = None
     console: Console | None = None
+    heartbeat: HeartbeatReader | None = None
+    with_heartbeat: bool = False  # the argv has a second console for the guest's heartbeat
     exit_code: int | None = None
     started_at: float = field(default_factory=time.monotonic)
 
@@ -87,7 +98,8 @@ class GuestMachine:
         # QEMU creates its listening sockets before machine init; a refused configuration
         # exits right after. Wait for both sockets, or the exit, whichever comes first.
         deadline = time.monotonic() + self.launch_timeout
-        while not (self.host.path_exists(self.files.qmp_sock) and self.host.path_exists(self.files.console_sock)):
+        socks = [self.files.qmp_sock, self.files.console_sock] + ([self.files.heartbeat_sock] if self.with_heartbeat else [])
+        while not all(self.host.path_exists(p) for p in socks):
             if self.proc.poll() is not None:
                 raise self._fail_launch("QEMU exited at start")
             if time.monotonic() > deadline:
@@ -96,6 +108,9 @@ class GuestMachine:
         try:
             # Console first: with -S the guest has not run, so nothing it prints is missed.
             self.console = Console(self.host.connect_unix(self.files.console_sock, 5), self.files.transcript)
+            if self.with_heartbeat:
+                self.heartbeat = HeartbeatReader(self.host.connect_unix(self.files.heartbeat_sock, 5),
+                                                 self.files.heartbeat_log)
             self.qmp = QmpClient(self.host.connect_unix(self.files.qmp_sock, 5), self.files.qmp_log)
             # Machine init finishes before QMP answers; a late refusal shows up as an exit here.
             self.qmp.execute("query-status")
@@ -118,6 +133,9 @@ class GuestMachine:
         if self.console is not None:
             self.console.close()
             self.console = None
+        if self.heartbeat is not None:
+            self.heartbeat.close()
+            self.heartbeat = None
         if self.proc.poll() is None and self.qmp is not None:
             try:
                 self.qmp.execute("quit")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .config import ROOT
+from .config import ROOT, TIMEOUT_KEYS
 from .domain import Cell, HostFacts, Verdict
 from .errors import CaskitError, ConfigError
 
@@ -97,8 +97,9 @@ def caskit_cell(request):
     if record is None or record.get("verdict") == Verdict.ERROR.value:
         spec = load_hosts(request.config.getoption("caskit_hosts"))[cell.host]
         worker = getattr(request.config, "workerinput", {}).get("workerid", "main")
+        from . import known_issues
         ctx = CellContext(cell, HostFacts.from_dict(run["hosts"][cell.host]), make_host(spec), kit_from_run(run),
-                          store, run["id"], run["timeouts"], worker)
+                          store, run["id"], {**TIMEOUT_KEYS, **run["timeouts"]}, worker, known_issues.load())
         record = run_cell(ctx)
     request.node.user_properties.append(("caskit_verdict", record["verdict"]))
     request.node.user_properties.append(("caskit_mode", str(record["observed"].get("mode"))))

@@ -22,7 +22,8 @@ def guest_cmdline(cell: Cell, append: str = "") -> str:
 
 
 def qemu_argv(cell: Cell, build: QemuBuild, kernel: Path, initrd: Path | None, *, qmp_sock: Path,
-              console_sock: Path, run_tag: str, append: str = "", extra_args: tuple[str, ...] = ()) -> list[str]:
+              console_sock: Path, run_tag: str, append: str = "", extra_args: tuple[str, ...] = (),
+              heartbeat_sock: Path | None = None) -> list[str]:
     a = cell.axes_dict
     return render_lines(
         "qemu-pseries.argv.j2",
@@ -36,6 +37,7 @@ def qemu_argv(cell: Cell, build: QemuBuild, kernel: Path, initrd: Path | None, *
         memory=f"{memory_mib(int(a['smp']))}M",
         console_sock=console_sock,
         qmp_sock=qmp_sock,
+        heartbeat_sock=heartbeat_sock,
         kernel=kernel,
         initrd=initrd,
         cmdline=guest_cmdline(cell, append),

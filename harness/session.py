@@ -39,6 +39,8 @@ def plan(matrix_args: list[str], hosts_file: str | None) -> Plan:
     kits = {tuple(sorted(m.kit.items())) if m.kit else None for m in matrices}
     if len(kits) > 1:
         raise ConfigError(matrices[-1].path, "kit", "matrices of one run must use the same guest kit")
+    from . import known_issues
+    known_issues.load()  # a broken known-issues file is a config error before anything boots
     return Plan(matrices, hosts, matrixmod.expand_all(matrices))
 
 

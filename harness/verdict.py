@@ -68,3 +68,16 @@ def combine(cas: tuple[Verdict, str], workloads: list[dict], asked: tuple[str, .
     if errors:
         return Verdict.ERROR, "; ".join(f"workload {w['name']}: {w['reason']}" for w in errors)
     return cas
+
+
+def combine_migration(cell: tuple[Verdict, str], mig: dict, plan: str) -> tuple[Verdict, str]:
+    """Fold the migration's verdict into a cell whose boot and workloads passed."""
+    verdict, reason = cell
+    if plan == "none" or verdict != Verdict.PASS:
+        return cell
+    if not mig:
+        return Verdict.ERROR, "the migration did not run"
+    v = mig.get("verdict", "ERROR")
+    if v == "PASS":
+        return Verdict.PASS, f"{reason}; migration {plan}: {mig.get('reason', 'ok')}"
+    return Verdict(v), f"migration {plan}: {mig.get('reason', '')}"

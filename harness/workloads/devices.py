@@ -39,9 +39,12 @@ class Nic:
 
 
 def device_argv(names: set[str], scratch: Path) -> list[str]:
-    if "disk" in names:
-        with open(scratch / "disk.raw", "wb") as f:
-            f.truncate(DISK_MIB << 20)  # sparse; made per cell so no state leaks between cells
+    disk = scratch / "disk.raw"
+    if "disk" in names and not disk.exists():
+        # Sparse, one per cell (no state leaks between cells); a migration destination of the
+        # same cell finds it and shares it, as hosts of a migration domain share storage.
+        with open(disk, "wb") as f:
+            f.truncate(DISK_MIB << 20)
     return render_lines("workload-devices.argv.j2", devices=sorted(names), scratch=scratch,
                         nic_mac=NIC_MAC, nic_lsi_mac=NIC_LSI_MAC)
 

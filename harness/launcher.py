@@ -1,0 +1,61 @@
+"""Making the QEMU machines of one cell: its first boot, and the destinations of its migrations.
+
+Every machine of a cell shares the cell's devices and scratch directory (its disk image, its
+migration files) but has its own sockets and its own log directory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from . import workloads
+from .domain import Cell, QemuBuild
+from .hosts import Host
+from .kit import Kit
+from .machine import GuestMachine, MachineFiles
+from .qemu_cmd import qemu_argv
+
+
+def run_tag(run_id: str, cell_id: str) -> str:
+    return f"caskit:{run_id}:{cell_id}"
+
+
+@dataclass
+class Launcher:
+    host: Host
+    cell: Cell
+    build: QemuBuild
+    kit: Kit
+    run_id: str
+    log_dir: Path
+    scratch: Path
+    shutdown_timeout: float = 10.0
+    heartbeat: bool = False
+    created: list[GuestMachine] = field(default_factory=list)
+
+    def shutdown_all(self) -> None:
+        """Stop every machine this cell made (safe for ones already stopped)."""
+        for m in self.created:
+            m.shutdown()
+
+    def machine(self, name: str = "", *, axes: dict | None = None, incoming: bool = False,
+                build: QemuBuild | None = None) -> GuestMachine:
+        """A machine for this cell; `axes` overrides some of the cell's (a mismatched destination),
+        `incoming` starts it waiting for a migration stream (-incoming defer)."""
+        cell = self.cell
+        if axes:
+            cell = replace(cell, axes=tuple((k, axes.get(k, v)) for k, v in cell.axes))
+        sock_dir = self.host.tempdir("ck-")
+        extra = workloads.device_args(self.cell.workloads, workloads.LaunchContext(self.cell, self.scratch))
+        if incoming:
+            extra += ["-incoming", "defer"]
+        files = MachineFiles(self.log_dir / name if name else self.log_dir, sock_dir)
+        argv = qemu_argv(cell, build or self.build, self.kit.kernel, self.kit.initrd, qmp_sock=files.qmp_sock,
+                         console_sock=files.console_sock, heartbeat_sock=files.heartbeat_sock if self.heartbeat else None,
+                         run_tag=run_tag(self.run_id, self.cell.id) + (f":{name}" if name else ""),
+                         append=self.cell.append, extra_args=tuple(extra))
+        m = GuestMachine(self.host, argv, files, shutdown_timeout=self.shutdown_timeout,
+                         with_heartbeat=self.heartbeat)
+        self.created.append(m)
+        return m

@@ -1,0 +1,181 @@
+"""Migration hops, judged by the guest itself.
+
+A hop: destination started with -incoming defer, stream over a unix socket or a file (`exec:`),
+QMP's own account recorded (status, total time, downtime, bytes). Then the health check:
+1. a liveness window in which the harness only watches the destination's heartbeat console:
+   no console input, no QMP command;
+2. the guest kernel's log from the hop on (relayed on the heartbeat console, the main console,
+   and dmesg afterwards): panics, Oopses, BUG, lockups, RCU stalls;
+3. then it talks to the guest: the mode in both views unchanged, IPIs and device interrupts
+   still flowing, nothing lost;
+4. the destination process alive, and the source where the plan expects it.
+QMP saying "completed" and "running" decides nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+
+from . import guestlog, heartbeat, observe
+from .errors import GuestTimeout, InfraError, QemuDied
+from .machine import GuestMachine
+from .qmp import QmpCommandError, QmpLost
+
+MIGRATE_TIMEOUT = 120.0
+STALL_S = 3.0  # 15 heartbeat periods of silence once beats have resumed
+
+
+@dataclass
+class Hop:
+    name: str
+    source: str
+    destination: str
+    uri: str
+    qmp: dict = field(default_factory=dict)  # status, total-time, downtime, ram.transferred, error-desc
+    destination_status: str | None = None  # query-status after the hop (recorded, never decides)
+    liveness: dict = field(default_factory=dict)
+    kernel_log: list[dict] = field(default_factory=list)
+    mode_before: dict = field(default_factory=dict)
+    mode_after: dict = field(default_factory=dict)
+    progress: dict = field(default_factory=dict)
+    destination_alive: bool | None = None
+    source_alive: bool | None = None
+    harness_s: float | None = None  # wall time of the hop as the harness saw it, window excluded
+    window_s: float | None = None
+    problems: list[str] = field(default_factory=list)
+    infra: list[str] = field(default_factory=list)
+    symptoms: list[str] = field(default_factory=list)  # for known-issue matching
+    verdict: str = "PASS"
+    known_issue: str | None = None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def views(m: GuestMachine, timeout: float) -> dict:
+    assert m.console and m.qmp
+    g = observe.guest_view(m.console.run("ck-observe", timeout).output)
+    h = observe.host_view(m.qmp.hmp("info pic"))
+    return {"guest": g.mode, "host": h.mode, "platform_support": g.platform_support,
+            "spurious": g.spurious, "irqchip": h.irqchip}
+
+
+def migrate(src: GuestMachine, dst: GuestMachine, uri: str, *, incoming_uri: str | None = None,
+            timeout: float = MIGRATE_TIMEOUT, on_active=None) -> dict:
+    """Run one migration to its end as QMP tells it; returns the final query-migrate."""
+    assert src.qmp and dst.qmp
+    dst.qmp.execute("migrate-incoming", uri=incoming_uri or uri)
+    src.qmp.execute("migrate", uri=uri)
+    deadline = time.monotonic() + timeout
+    while True:
+        info = src.qmp.execute("query-migrate")
+        status = info.get("status")
+        if status == "active" and on_active is not None:
+            on_active()
+            on_active = None
+        if status in ("completed", "failed", "cancelled"):
+            return info
+        if time.monotonic() > deadline:
+            src.qmp.execute("migrate_cancel")
+            raise InfraError(f"migration still {status} after {timeout:.0f}s")
+        time.sleep(0.05)  # QMP has no blocking wait for a status; MIGRATION events race the poll
+
+
+def qmp_account(info: dict) -> dict:
+    ram = info.get("ram") or {}
+    return {"status": info.get("status"), "total_time_ms": info.get("total-time"),
+            "downtime_ms": info.get("downtime"), "setup_time_ms": info.get("setup-time"),
+            "transferred_bytes": ram.get("transferred"), "error": info.get("error-desc")}
+
+
+def watch(m: GuestMachine, window: float) -> tuple[float, float]:
+    """The liveness window: only watch. Returns (start, end) in host monotonic time."""
+    start = time.monotonic()
+    if m.console:
+        m.console.note(f"liveness window of {window:.0f}s starts: watching only")
+    deadline = start + window
+    while time.monotonic() < deadline:
+        if not m.alive():
+            break
+        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))  # the window is a duration, not a wait for a condition
+    return start, time.monotonic()
+
+
+def kernel_lines(m: GuestMachine, since: float) -> list[str]:
+    """Kernel log lines seen since `since` on the heartbeat relay, plus the console's tail."""
+    lines: list[str] = []
+    if m.heartbeat:
+        s = m.heartbeat.snapshot()
+        lines += [t for when, t in s.kmsg if when >= since]
+    if m.console:
+        lines += m.console.tail(8000).splitlines()
+    return lines
+
+
+def health(hop: Hop, dst: GuestMachine, *, window: float, timeout: float, since: float,
+           probe_progress=None) -> None:
+    """Steps 1-4 of the module doc on the destination `dst`; fills in the hop."""
+    w0, w1 = watch(dst, window)
+    hop.window_s = round(w1 - w0, 3)
+    beats = dst.heartbeat.snapshot().beats if dst.heartbeat else []
+    hop.liveness = heartbeat.liveness(beats, since, w1)
+    if hop.liveness["beats"] == 0:
+        hop.problems.append(f"no heartbeat within {window:.0f}s of the hop")
+        hop.symptoms.append("no-heartbeat")
+    else:
+        if hop.liveness["seq_gaps"]:
+            hop.problems.append(f"heartbeat sequence gaps {hop.liveness['seq_gaps'][:5]}")
+            hop.symptoms.append("heartbeat-gap")
+        if hop.liveness["max_silence_after_first_s"] > STALL_S:
+            hop.problems.append(f"heartbeat stalled: {hop.liveness['max_silence_after_first_s']:.1f}s without a beat "
+                                f"after the guest resumed")
+            hop.symptoms.append("heartbeat-stall")
+    hop.destination_alive = dst.alive()
+    if not hop.destination_alive:
+        hop.problems.append(f"destination QEMU exited (code {dst.proc.poll() if dst.proc else None})")
+        hop.symptoms.append("destination-exited")
+    hop.kernel_log = guestlog.findings(kernel_lines(dst, since))
+    for f in hop.kernel_log:
+        hop.symptoms.append(f"kernel:{f['kind']}")
+    if hop.kernel_log:
+        hop.problems.append("guest kernel log: " + "; ".join(f["line"] for f in hop.kernel_log[:3]))
+    if not hop.destination_alive or hop.liveness["beats"] == 0:
+        return  # nobody to talk to
+    try:
+        assert dst.qmp
+        hop.destination_status = dst.qmp.execute("query-status").get("status")
+        hop.mode_after = views(dst, timeout)
+        if probe_progress:
+            hop.progress = probe_progress(dst)
+        dmesg = dst.console.run("dmesg", timeout).output.splitlines() if dst.console else []
+        extra = [f for f in guestlog.findings(dmesg) if f not in hop.kernel_log]
+        if extra:
+            hop.kernel_log += extra
+            hop.symptoms += [f"kernel:{f['kind']}" for f in extra]
+            hop.problems.append("guest kernel log (dmesg): " + "; ".join(f["line"] for f in extra[:3]))
+    except (GuestTimeout, QemuDied, QmpLost) as e:
+        hop.problems.append(f"the guest stopped answering after the hop: {e}")
+        hop.symptoms.append("unresponsive")
+        return
+    except (observe.ObserveError, QmpCommandError) as e:
+        hop.infra.append(f"cannot judge the guest after the hop: {e}")
+        return
+    for side in ("guest", "host"):
+        if hop.mode_after.get(side) != hop.mode_before.get(side):
+            hop.problems.append(f"{side} view: mode {hop.mode_before.get(side)} before the hop, "
+                                f"{hop.mode_after.get(side)} after")
+            hop.symptoms.append("mode-changed")
+    for p in hop.progress.get("problems", []):
+        hop.problems.append(p)
+        hop.symptoms.append("no-progress")
+
+
+def judge(hop: Hop) -> None:
+    hop.verdict = "ERROR" if hop.infra and not hop.problems else ("FAIL" if hop.problems else "PASS")
+
+
+def error_lines(stderr: str) -> str | None:
+    lines = re.findall(r"^qemu-system-\w+: (?!warning:)(.+)$", stderr, re.M)
+    return "; ".join(lines) if lines else None

@@ -1,0 +1,207 @@
+"""Migration plans (the `migration` axis): sequences of hops, each judged by migrate.health()."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from . import migrate, workloads
+from .errors import InfraError
+from .launcher import Launcher
+from .machine import GuestMachine
+from .workloads import blk, ipi, net
+from .workloads.devices import nic_up
+
+# Destinations that cannot take a guest's interrupt state (cas-rules.md section 7, measured on
+# 7.2): a XIVE guest into a XICS-only machine is refused by the destination ("Unknown savevm
+# section"); a XICS guest into a dual machine is not refused up front.
+MISMATCH = {"xive": {"ic_mode": "xics"}, "xics": {"ic_mode": "dual"}}
+
+
+@dataclass
+class PlanContext:
+    launcher: Launcher
+    window: float
+    timeout: float
+    mode: str  # negotiated before the first hop
+
+
+def start_heartbeat(m: GuestMachine, timeout: float) -> None:
+    assert m.console and m.heartbeat
+    r = m.console.run("ck-heartbeat", timeout)
+    if not r.ok:
+        raise InfraError(f"the guest could not start its heartbeat: {r.output.strip()}")
+    deadline = time.monotonic() + 10
+    while not m.heartbeat.snapshot().beats:
+        if time.monotonic() > deadline:
+            raise InfraError("the guest's heartbeat never arrived on its second console")
+        time.sleep(0.05)
+
+
+def start_background_traffic(m: GuestMachine, names: tuple[str, ...], timeout: float) -> None:
+    """Interrupts in flight during the hop: a ping stream and an IPI ping-pong in the background."""
+    assert m.console
+    if "virtio-net" in names:
+        g = _session(m, names, timeout)
+        nic = nic_up(g, "nic")
+        m.console.run(f"(ping -I {nic.iface} -i 0.05 -c 100000 {nic.spec.gateway} > /tmp/ck-bg-ping.log 2>&1 &)", timeout)
+    if "ipi" in names:
+        m.console.run("(ck-ipi 1000000 0 1 > /tmp/ck-bg-ipi.log 2>&1 &)", timeout)
+    if "virtio-blk" in names:
+        g = _session(m, names, timeout)
+        dev, _ = blk.find_disk(g)
+        blk.write(g, dev)
+
+
+def _session(m: GuestMachine, names, timeout: float) -> workloads.GuestSession:
+    from .domain import Cell
+    assert m.console and m.qmp
+    cell = Cell("migration", (("smp", 2),), tuple(names))
+    return workloads.GuestSession(cell, m.console, m.qmp, timeout, m.console.wait_ready, timeout, modules_loaded=True)
+
+
+def progress_probe(names: tuple[str, ...], smp: int, timeout: float) -> Callable[[GuestMachine], dict]:
+    """After a hop: the workloads still make progress and lose nothing."""
+
+    def probe(m: GuestMachine) -> dict:
+        g = _session(m, names, timeout)
+        out: dict = {"problems": []}
+        if smp >= 2:
+            try:
+                out["ipi"] = ipi.run(g, rounds=50)
+            except workloads.WorkloadFailed as e:
+                out["problems"].append(f"IPIs after the hop: {e.reason}")
+        if "virtio-net" in names:
+            try:
+                out["net"] = net.traffic(g, nic_up(g, "nic"), 10)
+            except workloads.WorkloadFailed as e:
+                out["problems"].append(f"network after the hop: {e.reason}")
+            log = m.console.run("tail -n 1 /tmp/ck-bg-ping.log", timeout).output if m.console else ""
+            out["background_ping_last"] = log.strip()
+        if "virtio-blk" in names:
+            try:
+                dev, _ = blk.find_disk(g)
+                out["blk"] = blk.verify(g, dev)  # the pattern written before the first hop
+            except workloads.WorkloadFailed as e:
+                out["problems"].append(f"disk after the hop: {e.reason}")
+        return out
+
+    return probe
+
+
+def _hop(pc: PlanContext, src: GuestMachine, name: str, *, axes: dict | None = None) -> tuple[migrate.Hop, GuestMachine]:
+    """One live hop over a unix socket to a new destination. The caller owns both machines."""
+    dst = pc.launcher.machine(name, axes=axes, incoming=True)
+    dst.launch()
+    uri = f"unix:{dst.files.sock_dir}/migration.sock"
+    hop = migrate.Hop(name, src.files.log_dir.name or "A", name, uri)
+    hop.mode_before = migrate.views(src, pc.timeout)
+    t0 = time.monotonic()
+    info = migrate.migrate(src, dst, uri)
+    hop.qmp = migrate.qmp_account(info)
+    hop.source_alive = src.alive()
+    return hop, dst
+
+
+def _resume_and_check(pc: PlanContext, hop: migrate.Hop, dst: GuestMachine, t_start: float) -> None:
+    assert dst.qmp
+    if hop.qmp.get("status") != "completed":
+        hop.problems.append(f"migration {hop.qmp.get('status')}: {hop.qmp.get('error')}")
+        hop.symptoms.append("migration-failed")
+        migrate.judge(hop)
+        return
+    try:
+        dst.qmp.execute("cont")
+    except Exception as e:  # the destination may already be gone: health() will say so
+        hop.problems.append(f"cont on the destination failed: {e}")
+    since = time.monotonic()
+    hop.harness_s = round(since - t_start, 3)
+    migrate.health(hop, dst, window=pc.window, timeout=pc.timeout, since=since,
+                   probe_progress=progress_probe(pc.launcher.cell.workloads, int(pc.launcher.cell.axis("smp")), pc.timeout))
+    migrate.judge(hop)
+
+
+def roundtrip(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], GuestMachine]:
+    """A -> B -> A'. Returns the hops and the machine the guest lives in at the end."""
+    hops = []
+    current = a
+    for name in ("B", "A2"):
+        t0 = time.monotonic()
+        hop, dst = _hop(pc, current, name)
+        hops.append(hop)
+        _resume_and_check(pc, hop, dst, t0)
+        if current is not a:
+            current.shutdown()
+        else:
+            current.shutdown()  # the source's job ends with a completed hop
+        current = dst
+        if hop.verdict != "PASS":
+            break
+    return hops, current
+
+
+def to_file(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], GuestMachine]:
+    """Save to a file with exec:, stop the source, restore into a new QEMU from the file."""
+    path = pc.launcher.scratch / "state.bin"
+    uri_out = "exec:cat > " + shlex.quote(str(path))
+    hop = migrate.Hop("file", "A", "restore", uri_out)
+    hop.mode_before = migrate.views(a, pc.timeout)
+    t0 = time.monotonic()
+    assert a.qmp
+    a.qmp.execute("migrate", uri=uri_out)
+    deadline = time.monotonic() + migrate.MIGRATE_TIMEOUT
+    while (info := a.qmp.execute("query-migrate")).get("status") not in ("completed", "failed", "cancelled"):
+        if time.monotonic() > deadline:
+            raise InfraError("migration to file did not end")
+        time.sleep(0.05)
+    hop.qmp = migrate.qmp_account(info)
+    hop.qmp["file_bytes"] = path.stat().st_size if path.exists() else None
+    hop.source_alive = a.alive()
+    a.shutdown()
+    dst = pc.launcher.machine("restore", incoming=True)
+    dst.launch()
+    assert dst.qmp
+    dst.qmp.execute("migrate-incoming", uri="exec:cat " + shlex.quote(str(path)))
+    while (st := dst.qmp.execute("query-status").get("status")) == "inmigrate":
+        if time.monotonic() > deadline or not dst.alive():
+            break
+        time.sleep(0.05)
+    _resume_and_check(pc, hop, dst, t0)
+    return [hop], dst
+
+
+def mismatch(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], GuestMachine]:
+    """Into a destination that cannot take the state: the migration must fail and the source
+    must keep running with working interrupts. A mismatch that "succeeds" is judged on the
+    destination like any hop, and fails the cell if it leaves a broken guest."""
+    axes = MISMATCH[pc.mode]
+    name = "B-" + "-".join(f"{k}-{v}" for k, v in axes.items())
+    t0 = time.monotonic()
+    hop, dst = _hop(pc, a, name, axes=axes)
+    hop.qmp["destination_axes"] = axes
+    if hop.qmp.get("status") == "completed":
+        # QEMU let it through. Judge the guest where it now is.
+        hop.problems.append(f"the migration into {axes} completed; it should have been refused")
+        hop.symptoms.append("mismatch-accepted")
+        _resume_and_check(pc, hop, dst, t0)
+        hop.verdict = "FAIL" if hop.verdict != "ERROR" else hop.verdict
+        a.shutdown()
+        return [hop], dst
+    # Refused, as it should be: record both sides' words, then the source must live on.
+    dst.proc.wait(5.0) if dst.proc else None
+    hop.qmp["destination_error"] = migrate.error_lines(dst.stderr_text())
+    hop.qmp["destination_exit"] = dst.proc.poll() if dst.proc else None
+    hop.destination_alive = dst.alive()
+    dst.shutdown()
+    since = time.monotonic()
+    migrate.health(hop, a, window=pc.window, timeout=pc.timeout, since=since,
+                   probe_progress=progress_probe(pc.launcher.cell.workloads, int(pc.launcher.cell.axis("smp")), pc.timeout))
+    hop.source_alive = a.alive()
+    hop.destination_alive = False
+    migrate.judge(hop)
+    return [hop], a
+
+
+PLANS = {"roundtrip": roundtrip, "file": to_file, "mismatch": mismatch}
