@@ -42,6 +42,7 @@ class CellContext:
     timeouts: dict[str, float]
     worker: str = "main"
     known_issues: list = field(default_factory=list)
+    max_bandwidth: int | None = None
 
 
 def qemu_error(stderr: str) -> str | None:
@@ -110,7 +111,7 @@ def _run_workloads(m: GuestMachine, ctx: CellContext, mode: str | None) -> list[
 def _run_migration(launcher: Launcher, m: GuestMachine, ctx: CellContext, mode: str) -> dict:
     cell = ctx.cell
     build = ctx.facts.build(str(cell.axis("qemu")))
-    pc = plans.PlanContext(launcher, ctx.timeouts["liveness"], ctx.timeouts["command"], mode)
+    pc = plans.PlanContext(launcher, ctx.timeouts["liveness"], ctx.timeouts["command"], mode, ctx.max_bandwidth)
     rec: dict = {"plan": cell.migration, "window_s": pc.window, "hops": []}
     try:
         plans.start_heartbeat(m, pc.timeout)

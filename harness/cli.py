@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output directory (default reports/<run-id>)")
     r.add_argument("-n", dest="workers", default="1", help="parallel workers (pytest-xdist), or auto")
     r.add_argument("--resume", action="store_true", help="keep finished cells found in --out")
+    r.add_argument("--known-issues", help="known-issues file (default configs/known-issues.yaml)")
     r.add_argument("-v", "--verbose", action="store_true")
     m = sub.add_parser("matrix", help="list cells and expected outcomes; boots nothing")
     m.add_argument("matrices", nargs="+")
@@ -66,7 +67,7 @@ def cmd_run(a) -> int:
     from . import session
 
     try:
-        session.plan(a.matrices, a.hosts)  # validate before anything boots
+        session.plan(a.matrices, a.hosts, a.known_issues)  # validate before anything boots
     except ConfigError as e:
         print(f"caskit: config error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -87,6 +88,8 @@ def cmd_run(a) -> int:
         args += ["--caskit-hosts", a.hosts]
     if a.resume:
         args.append("--caskit-resume")
+    if a.known_issues:
+        args += ["--caskit-known-issues", str(Path(a.known_issues).resolve())]
     if a.workers not in ("0", "1"):
         args += ["-n", a.workers]
     if not a.verbose:

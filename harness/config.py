@@ -38,7 +38,7 @@ MIGRATIONS: dict[str, str] = {
     "mismatch": "into a destination that cannot take the state; must fail, source must live on",
 }
 HOST_KINDS = ("local",)
-MATRIX_KEYS = ("name", "hosts", "axes", "exclude", "workloads", "migration", "timeouts", "kit", "append", "description")
+MATRIX_KEYS = ("name", "hosts", "axes", "exclude", "workloads", "migration", "timeouts", "kit", "append", "migration_max_bandwidth", "description")
 TIMEOUT_KEYS = {"boot": 90.0, "command": 30.0, "shutdown": 10.0, "liveness": 10.0}
 
 
@@ -54,6 +54,7 @@ class Matrix:
     timeouts: dict[str, float] = field(default_factory=lambda: dict(TIMEOUT_KEYS))
     kit: dict[str, str] | None = None  # user-supplied {kernel, initrd}
     append: str = ""  # extra guest kernel command line
+    migration_max_bandwidth: int | None = None  # bytes/s for every hop (a slow link)
 
 
 @dataclass(frozen=True)
@@ -212,8 +213,12 @@ def parse_matrix(data: Any, path: str, known_hosts: set[str] | None = None) -> M
     if not isinstance(append, str) or "\n" in append:
         raise ConfigError(path, "append", "must be one line of guest kernel command line")
 
+    bw = data.get("migration_max_bandwidth")
+    if bw is not None and (not isinstance(bw, int) or isinstance(bw, bool) or bw <= 0):
+        raise ConfigError(path, "migration_max_bandwidth", f"{bw!r} is not a positive number of bytes per second")
+
     return Matrix(name, path, tuple(hosts), axes, tuple(excl), tuple(workloads), tuple(migration), timeouts, kit,
-                  append.strip())
+                  append.strip(), bw)
 
 
 def resolve_matrix_path(arg: str) -> Path:

@@ -12,8 +12,10 @@ from any guest.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
+import time
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +67,8 @@ class Console:
     def __init__(self, sock: socket.socket, transcript: Path):
         self.sock = sock
         self.log: BinaryIO = open(transcript, "ab")
+        # Every byte sent to the guest, with the wall time, so a run can prove when it sent nothing.
+        self.sent_log = open(transcript.with_name("console-sent.jsonl"), "a")
         self.child = pexpect.fdpexpect.fdspawn(sock.fileno(), timeout=30, logfile=None)
         self.child.logfile_read = self.log
         self.nonce = secrets.token_hex(3)
@@ -75,6 +79,7 @@ class Console:
             self.sock.close()
         finally:
             self.log.close()
+            self.sent_log.close()
 
     def note(self, text: str) -> None:
         """A harness line in the transcript, set apart from guest output."""
@@ -109,7 +114,10 @@ class Console:
             raise ValueError("a framed command is one line of at most %d bytes" % MAX_COMMAND)
         self.counter += 1
         fid = f"{self.nonce}.{self.counter}"
-        self.child.send(f"{fid} {command}\n".encode())
+        line = f"{fid} {command}\n"
+        self.sent_log.write(json.dumps({"t": round(time.time(), 3), "sent": line}) + "\n")
+        self.sent_log.flush()
+        self.child.send(line.encode())
         end = re.compile(rf"\n@@CK-END {re.escape(fid)} \d+\r?\n".encode())
         i = self.child.expect([end, PANIC_RE, pexpect.EOF, pexpect.TIMEOUT], timeout=timeout)
         if i == 0:

@@ -44,6 +44,7 @@ class Hop:
     source_alive: bool | None = None
     harness_s: float | None = None  # wall time of the hop as the harness saw it, window excluded
     window_s: float | None = None
+    window_wall: list[float] = field(default_factory=list)  # [start, end] as time.time(), for audits
     problems: list[str] = field(default_factory=list)
     infra: list[str] = field(default_factory=list)
     symptoms: list[str] = field(default_factory=list)  # for known-issue matching
@@ -63,9 +64,11 @@ def views(m: GuestMachine, timeout: float) -> dict:
 
 
 def migrate(src: GuestMachine, dst: GuestMachine, uri: str, *, incoming_uri: str | None = None,
-            timeout: float = MIGRATE_TIMEOUT, on_active=None) -> dict:
+            timeout: float = MIGRATE_TIMEOUT, on_active=None, max_bandwidth: int | None = None) -> dict:
     """Run one migration to its end as QMP tells it; returns the final query-migrate."""
     assert src.qmp and dst.qmp
+    if max_bandwidth:
+        src.qmp.execute("migrate-set-parameters", **{"max-bandwidth": int(max_bandwidth)})
     dst.qmp.execute("migrate-incoming", uri=incoming_uri or uri)
     src.qmp.execute("migrate", uri=uri)
     deadline = time.monotonic() + timeout
@@ -117,8 +120,10 @@ def kernel_lines(m: GuestMachine, since: float) -> list[str]:
 def health(hop: Hop, dst: GuestMachine, *, window: float, timeout: float, since: float,
            probe_progress=None) -> None:
     """Steps 1-4 of the module doc on the destination `dst`; fills in the hop."""
+    wall0 = time.time()
     w0, w1 = watch(dst, window)
     hop.window_s = round(w1 - w0, 3)
+    hop.window_wall = [round(wall0, 3), round(wall0 + (w1 - w0), 3)]
     beats = dst.heartbeat.snapshot().beats if dst.heartbeat else []
     hop.liveness = heartbeat.liveness(beats, since, w1)
     if hop.liveness["beats"] == 0:
@@ -173,7 +178,8 @@ def health(hop: Hop, dst: GuestMachine, *, window: float, timeout: float, since:
 
 
 def judge(hop: Hop) -> None:
-    hop.verdict = "ERROR" if hop.infra and not hop.problems else ("FAIL" if hop.problems else "PASS")
+    # Infrastructure trouble wins: a guest on a killed QEMU cannot be judged.
+    hop.verdict = "ERROR" if hop.infra else ("FAIL" if hop.problems else "PASS")
 
 
 def error_lines(stderr: str) -> str | None:

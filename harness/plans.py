@@ -26,6 +26,7 @@ class PlanContext:
     window: float
     timeout: float
     mode: str  # negotiated before the first hop
+    max_bandwidth: int | None = None  # bytes/s; None: QEMU's default
 
 
 def start_heartbeat(m: GuestMachine, timeout: float) -> None:
@@ -99,17 +100,28 @@ def _hop(pc: PlanContext, src: GuestMachine, name: str, *, axes: dict | None = N
     hop = migrate.Hop(name, src.files.log_dir.name or "A", name, uri)
     hop.mode_before = migrate.views(src, pc.timeout)
     t0 = time.monotonic()
-    info = migrate.migrate(src, dst, uri)
+    info = migrate.migrate(src, dst, uri, max_bandwidth=pc.max_bandwidth)
     hop.qmp = migrate.qmp_account(info)
     hop.source_alive = src.alive()
     return hop, dst
 
 
-def _resume_and_check(pc: PlanContext, hop: migrate.Hop, dst: GuestMachine, t_start: float) -> None:
+def _resume_and_check(pc: PlanContext, hop: migrate.Hop, dst: GuestMachine, t_start: float,
+                      src: GuestMachine | None = None) -> None:
     assert dst.qmp
     if hop.qmp.get("status") != "completed":
-        hop.problems.append(f"migration {hop.qmp.get('status')}: {hop.qmp.get('error')}")
-        hop.symptoms.append("migration-failed")
+        code = dst.proc.wait(2.0) if dst.proc else None
+        if code is not None and code < 0:
+            # The destination was killed (or crashed on a signal): the host failed, not the guest.
+            hop.infra.append(f"destination QEMU died (signal {-code}) during the migration")
+            hop.destination_alive = False
+            hop.qmp["destination_exit"] = code
+        else:
+            hop.problems.append(f"migration {hop.qmp.get('status')}: {hop.qmp.get('error')}")
+            hop.symptoms.append("migration-failed")
+        hop.source_alive = src.alive() if src is not None else None
+        if src is not None and not hop.source_alive:
+            hop.problems.append("the source QEMU died when the migration failed")
         migrate.judge(hop)
         return
     try:
@@ -131,11 +143,10 @@ def roundtrip(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], Gues
         t0 = time.monotonic()
         hop, dst = _hop(pc, current, name)
         hops.append(hop)
-        _resume_and_check(pc, hop, dst, t0)
-        if current is not a:
-            current.shutdown()
-        else:
-            current.shutdown()  # the source's job ends with a completed hop
+        _resume_and_check(pc, hop, dst, t0, current)
+        if hop.qmp.get("status") != "completed":
+            break  # the guest is still on the source; the launcher stops every machine at the end
+        current.shutdown()  # the source's job ends with a completed hop
         current = dst
         if hop.verdict != "PASS":
             break

@@ -31,6 +31,8 @@ def pytest_addoption(parser):
     g.addoption("--caskit-hosts", default=None, metavar="FILE", help="host inventory (default configs/hosts.yaml)")
     g.addoption("--caskit-out", default=None, metavar="DIR", help="output directory (default reports/<run-id>)")
     g.addoption("--caskit-run-id", default=None, help="run id (default: time and a random suffix)")
+    g.addoption("--caskit-known-issues", default=None, metavar="FILE",
+                help="known-issues file (default configs/known-issues.yaml)")
     g.addoption("--caskit-resume", action="store_true", help="reuse finished cells' results found in --caskit-out")
 
 
@@ -52,7 +54,8 @@ def pytest_configure(config):
         config.args[:] = [CELLTEST]  # xdist hands workers the original arguments, not ours
         return
     try:
-        p = session.plan(config.getoption("caskit_matrix"), config.getoption("caskit_hosts"))
+        p = session.plan(config.getoption("caskit_matrix"), config.getoption("caskit_hosts"),
+                         config.getoption("caskit_known_issues"))
     except ConfigError as e:
         raise pytest.UsageError(str(e)) from None
     run_id = config.getoption("caskit_run_id") or session.new_run_id()
@@ -61,7 +64,8 @@ def pytest_configure(config):
     config.option.caskit_run_id = run_id
     tw = config.get_terminal_writer()
     try:
-        run = session.prepare(p, out, run_id, log=lambda m: tw.line(m))
+        run = session.prepare(p, out, run_id, log=lambda m: tw.line(m),
+                              known_issues_file=config.getoption("caskit_known_issues"))
     except CaskitError as e:
         raise pytest.UsageError(f"caskit: cannot prepare the run: {e}") from None
     config.stash[KEY] = {"run": run, "out": out, "t0": time.monotonic(), "counts": {}, "done": 0}
@@ -99,7 +103,9 @@ def caskit_cell(request):
         worker = getattr(request.config, "workerinput", {}).get("workerid", "main")
         from . import known_issues
         ctx = CellContext(cell, HostFacts.from_dict(run["hosts"][cell.host]), make_host(spec), kit_from_run(run),
-                          store, run["id"], {**TIMEOUT_KEYS, **run["timeouts"]}, worker, known_issues.load())
+                          store, run["id"], {**TIMEOUT_KEYS, **run["timeouts"]}, worker,
+                          known_issues.load(Path(run["known_issues_file"]) if run.get("known_issues_file") else None),
+                          run.get("migration_max_bandwidth"))
         record = run_cell(ctx)
     request.node.user_properties.append(("caskit_verdict", record["verdict"]))
     request.node.user_properties.append(("caskit_mode", str(record["observed"].get("mode"))))

@@ -32,7 +32,7 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
 
 
-def plan(matrix_args: list[str], hosts_file: str | None) -> Plan:
+def plan(matrix_args: list[str], hosts_file: str | None, known_issues_file: str | None = None) -> Plan:
     """Load and validate everything; raises ConfigError before anything boots."""
     hosts = load_hosts(hosts_file)
     matrices = [load_matrix(m, set(hosts)) for m in (matrix_args or [DEFAULT_MATRIX])]
@@ -40,7 +40,9 @@ def plan(matrix_args: list[str], hosts_file: str | None) -> Plan:
     if len(kits) > 1:
         raise ConfigError(matrices[-1].path, "kit", "matrices of one run must use the same guest kit")
     from . import known_issues
-    known_issues.load()  # a broken known-issues file is a config error before anything boots
+    if known_issues_file and not Path(known_issues_file).is_file():
+        raise ConfigError(known_issues_file, None, "no such known-issues file")
+    known_issues.load(Path(known_issues_file) if known_issues_file else None)  # broken: a config error now
     return Plan(matrices, hosts, matrixmod.expand_all(matrices))
 
 
@@ -52,7 +54,7 @@ def git_sha() -> str | None:
         return None
 
 
-def prepare(p: Plan, out: Path, run_id: str, log=print) -> dict:
+def prepare(p: Plan, out: Path, run_id: str, log=print, known_issues_file: str | None = None) -> dict:
     """Probe the hosts, build the kit, write run.json. Returns the run record."""
     store = RunStore(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -75,6 +77,8 @@ def prepare(p: Plan, out: Path, run_id: str, log=print) -> dict:
         "user": getpass.getuser(),
         "matrices": [{"name": m.name, "path": m.path} for m in p.matrices],
         "timeouts": m0.timeouts,
+        "migration_max_bandwidth": m0.migration_max_bandwidth,
+        "known_issues_file": str(Path(known_issues_file).resolve()) if known_issues_file else None,
         "hosts": {h: f.to_dict() for h, f in facts.items()},
         "kit": {"key": k.key, "kernel": str(k.kernel), "initrd": str(k.initrd) if k.initrd else None,
                 "manifest": {x: k.manifest.get(x) for x in ("kernel_release", "packages", "suite", "files", "user_supplied")

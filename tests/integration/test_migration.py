@@ -1,0 +1,146 @@
+"""Migration judged by the guest itself, on the system QEMU (7.2): its known defects are seen as
+failures, become XFAIL only through a known-issues entry, and a refused mismatch leaves a
+healthy source. (Clean round trips on QEMU 10 are in test_migration_builds.py.)"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from conftest import run_cli, write_matrix
+from harness import config, probe
+from harness.cellrun import CellContext, run_cell, run_tag
+from harness.domain import Cell
+from harness.hosts import LocalHost, tagged_pids
+from harness.results import RunStore
+from integration.helpers import assert_no_qemu_left, pid_alive
+from integration.test_failures import AXES
+
+pytestmark = pytest.mark.guest
+
+IDLE = """
+name: {name}
+axes: {{ic_mode: [dual], guest_xive: [default, "off"], smp: [2], firmware: [vof]}}
+migration: [roundtrip]
+timeouts: {{liveness: 6}}
+"""
+
+
+@pytest.fixture(scope="module")
+def no_known_issues(tmp_path_factory):
+    p = tmp_path_factory.mktemp("ki") / "none.yaml"
+    p.write_text("issues: []\n")
+    return p
+
+
+@pytest.fixture(scope="module")
+def idle_7_2(tmp_path_factory, kit, no_known_issues):
+    d = tmp_path_factory.mktemp("idle72")
+    m = write_matrix(d / "idle.yaml", IDLE.format(name="idle72"))
+    bare = run_cli(["run", str(m), "-n", "2", "--known-issues", str(no_known_issues)], d / "bare")
+    known = run_cli(["run", str(m), "-n", "2"], d / "known")
+    return bare, known
+
+
+def test_a_guest_that_never_resumes_is_not_pass(idle_7_2):
+    bare, _ = idle_7_2
+    assert bare.rc == 1, bare.stdout[-2000:]  # FAIL: a new failure pages people
+    for c in bare.results["cells"]:
+        assert c["verdict"] == "FAIL", c["reason"]
+        (hop,) = c["migration"]["hops"]  # the round trip stops at the first failed hop
+        assert hop["qmp"]["status"] == "completed"  # QMP said all was well...
+        assert hop["liveness"]["beats"] == 0  # ...the guest said otherwise
+        assert "no-heartbeat" in hop["symptoms"] and hop["known_issue"] is None
+        assert hop["mode_before"]["guest"] == c["observed"]["mode"]
+    assert_no_qemu_left(bare.results["run"]["id"])
+
+
+def test_the_same_failure_is_xfail_once_a_known_issue_matches(idle_7_2):
+    _, known = idle_7_2
+    assert known.rc == 0, known.stdout[-2000:]
+    for c in known.results["cells"]:
+        assert c["verdict"] == "XFAIL", c["reason"]
+        assert c["migration"]["known_issues"] == ["qemu7.2-tcg-guest-timers-stop-after-migration"]
+        assert "qemu7.2-tcg-guest-timers-stop-after-migration" in c["reason"]
+    html = (known.out / "report.html").read_text()
+    assert "qemu7.2-tcg-guest-timers-stop-after-migration" in html
+
+
+def test_the_liveness_window_sends_nothing_to_the_guest(idle_7_2):
+    for run in idle_7_2:
+        for c in run.results["cells"]:
+            for hop in c["migration"]["hops"]:
+                t0, t1 = hop["window_wall"]
+                assert t1 - t0 >= 5.5
+                d = run.out / "cells" / c["id"] / hop["destination"]
+                qmp_sent = [json.loads(l)["t"] for l in (d / "qmp.jsonl").read_text().splitlines() if '"send"' in l]
+                console = d / "console-sent.jsonl"
+                con_sent = [json.loads(l)["t"] for l in console.read_text().splitlines()] if console.exists() else []
+                assert not [t for t in qmp_sent + con_sent if t0 <= t <= t1], (c["id"], hop["name"])
+                assert qmp_sent and qmp_sent[-1] > t1  # it did talk to QEMU afterwards (quit at least)
+
+
+def test_a_refused_mismatch_leaves_the_source_running(tmp_path, kit):
+    m = write_matrix(tmp_path / "mm.yaml", """
+name: mismatch
+axes: {ic_mode: [dual], smp: [2], firmware: [vof]}
+workloads: [ipi, virtio-net]
+migration: [mismatch]
+timeouts: {liveness: 5}
+""")
+    r = run_cli(["run", str(m)], tmp_path / "out")
+    (c,) = r.results["cells"]
+    assert c["observed"]["mode"] == "xive"
+    assert c["verdict"] == "PASS", c["reason"]
+    (hop,) = c["migration"]["hops"]
+    assert hop["qmp"]["status"] == "failed"
+    assert hop["qmp"]["destination_axes"] == {"ic_mode": "xics"}
+    assert "Unknown savevm section or instance 'xive-source'" in hop["qmp"]["destination_error"]
+    assert hop["qmp"]["destination_exit"] == 1
+    assert hop["source_alive"] is True and hop["destination_alive"] is False
+    assert hop["liveness"]["beats"] > 10 and not hop["liveness"]["seq_gaps"]  # the source never stopped
+    assert hop["mode_after"]["guest"] == hop["mode_after"]["host"] == "xive"
+    assert hop["progress"]["ipi"]["ipi_delta"]["1"] > 0
+    assert hop["progress"]["net"]["received"] == hop["progress"]["net"]["sent"] > 0
+    assert_no_qemu_left(r.results["run"]["id"])
+
+
+def test_destination_killed_mid_migration_is_error_and_the_source_survives(tmp_path, kit):
+    facts = probe.probe(config.load_hosts()["local"], tmp_path / "probe")
+    ax = {**AXES, "smp": 1}
+    cell = Cell("local", tuple((n, ax[n]) for n in config.AXIS_NAMES), migration="roundtrip")
+    store = RunStore(tmp_path)
+    run_id = "faulttest"
+    killed: list[int] = []
+
+    def killer():
+        deadline = time.monotonic() + 120
+        src_qmp = store.cell_dir(cell.id) / "qmp.jsonl"
+        while time.monotonic() < deadline:
+            pids = tagged_pids(run_tag(run_id, cell.id) + ":B")
+            if pids and src_qmp.exists() and '"execute": "migrate"' in src_qmp.read_text():
+                import os
+                import signal
+                time.sleep(0.3)  # well inside a migration throttled to several seconds
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+                return
+            time.sleep(0.02)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    timeouts = {**config.TIMEOUT_KEYS, "liveness": 4}
+    rec = run_cell(CellContext(cell, facts, LocalHost("local", 2), kit, store, run_id, timeouts,
+                               max_bandwidth=16 << 20))
+    t.join()
+    assert killed, "the destination was never seen migrating"
+    assert rec["verdict"] == "ERROR", rec["reason"]
+    (hop,) = rec["migration"]["hops"]
+    assert hop["verdict"] == "ERROR" and "destination QEMU died (signal 9)" in hop["infra"][0]
+    assert hop["source_alive"] is True
+    assert not pid_alive(killed[0])
+    assert (tmp_path / "cells" / cell.id / "B" / "qemu-stderr.log").exists()
+    assert_no_qemu_left(run_id)
