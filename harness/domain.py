@@ -77,7 +77,7 @@ class Cell:
             "host": self.host,
             "axes": self.axes_dict,
             "workloads": list(self.workloads),
-            "migration": self.migration,
+            "migration_plan": self.migration,
             "matrix": self.matrix,
             "append": self.append,
         }
@@ -85,7 +85,8 @@ class Cell:
     @staticmethod
     def from_dict(d: dict) -> "Cell":
         axes = tuple((n, d["axes"][n]) for n in AXIS_NAMES)
-        return Cell(d["host"], axes, tuple(d.get("workloads", ())), d.get("migration", "none"),
+        plan = d.get("migration_plan") or (d["migration"] if isinstance(d.get("migration"), str) else "none")
+        return Cell(d["host"], axes, tuple(d.get("workloads", ())), plan,
                     d.get("matrix", ""), d.get("append", ""))
 
 

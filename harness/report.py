@@ -64,8 +64,12 @@ def html_report(results: dict) -> str:
     cells = results["cells"]
     col, cols, row_axes, rows, grid = matrix_layout(cells)
     fixed = {a: str(cells[0]["axes"][a]) for a in AXIS_NAMES if cells and a not in row_axes and a != col}
+    migrations = [c for c in cells if isinstance(c.get("migration"), dict)]
+    known = [c for c in migrations if c["migration"].get("known_issues")]
+    stale = [c for c in migrations if c["migration"].get("no_longer_reproduces")]
     return render_html("report.html.j2", run=results["run"], summary=results.get("summary", {}), cells=cells,
-                       col=col, cols=cols, row_axes=row_axes, rows=rows, grid=grid, fixed=fixed)
+                       col=col, cols=cols, row_axes=row_axes, rows=rows, grid=grid, fixed=fixed,
+                       known=known, stale=stale)
 
 
 def write_reports(out: Path, results: dict) -> None:
