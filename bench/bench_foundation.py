@@ -390,9 +390,13 @@ class Probe:
         self.qemu_pid: int | None = None
         self.qemu_cpu_at_ready: float | None = None
         self._undo: list = []
+        self.missing: list[str] = []  # harness names this version does not have (the harness moves on)
 
     def wrap(self, owner, attr: str, name: str | None = None, after=None):
-        orig = getattr(owner, attr)
+        orig = getattr(owner, attr, None)
+        if orig is None:
+            self.missing.append(f"{getattr(owner, '__name__', owner)}.{attr}")
+            return
         label = name or attr
         ev = self.events
 
@@ -410,7 +414,10 @@ class Probe:
 
     def wrap_cm(self, owner, attr: str, name: str):
         """A context-manager method: time from the call to entering the block."""
-        orig = getattr(owner, attr)
+        orig = getattr(owner, attr, None)
+        if orig is None:
+            self.missing.append(f"{getattr(owner, '__name__', owner)}.{attr}")
+            return
         ev = self.events
 
         @contextlib.contextmanager
@@ -424,15 +431,21 @@ class Probe:
         self._undo.append((owner, attr, orig))
 
     def install(self):
+        import importlib
+
         from harness import cellrun, console, hosts, machine, qmp
 
         self.wrap(cellrun, "run_cell", "run_cell")
         self.wrap(cellrun, "execute", "execute")
-        self.wrap(cellrun, "qemu_argv", "argv_render")
+        for mod in ("harness.cellrun", "harness.launcher"):  # wherever the argv is rendered from
+            with contextlib.suppress(ImportError):
+                m = importlib.import_module(mod)
+                if hasattr(m, "qemu_argv"):
+                    self.wrap(m, "qemu_argv", "argv_render")
         self.wrap_cm(hosts.LocalHost, "lease", "lease_wait")
         self.wrap(hosts.LocalHost, "spawn", "spawn")
         self.wrap(hosts.LocalHost, "connect_unix", "connect_unix")
-        self.wrap(hosts.LocalHost, "remove_tree", "remove_sock_dir")
+        self.wrap(hosts.LocalHost, "remove_tree", "remove_tree")
 
         def note_pid(a):
             m = a[0]
@@ -510,9 +523,9 @@ class Probe:
             waits = [e for e in self.events if e[0] == "proc_wait" and e[1] >= sd[1] and e[2] <= sd[2]]
             if waits:
                 ph["shutdown.wait_exit"] = sum(e[2] - e[1] for e in waits)
-            rm = [e for e in self.events if e[0] == "remove_sock_dir" and e[1] >= sd[1]]
+            rm = [e for e in self.events if e[0] == "remove_tree" and e[1] >= sd[1]]
             if rm:
-                ph["shutdown.remove_sock_dir"] = rm[0][2] - rm[0][1]
+                ph["remove_dirs"] = sum(e[2] - e[1] for e in rm)
         ph["post_execute"] = rc[2] - ex[2]  # verdict, result.json
         if ready:
             ph["to_ready_from_spawn"] = ready[2] - launch[1]
@@ -669,7 +682,7 @@ def part_single(work: Path, repeat: int, log) -> dict:
                                                          if pair_min and summary["raw_to_ready_min_s"] else None)
     summary["ratio_qemu_cpu_at_ready"] = rnd(cpu_c / cpu_r) if cpu_r and cpu_c else None
     return {"cell": cell, "matrix_file": str(mfile), "caskit_argv": caskit_argv, "raw_argv": rargv,
-            "raw_argv_changes": changes, "inproc_setup_s": inproc.setup,
+            "raw_argv_changes": changes, "inproc_setup_s": inproc.setup, "inproc_probes_missing": inproc.probe.missing,
             "warmup_cli": {"wall_s": warm["wall_s"], "cell_duration_s": wrec["duration_s"], "verdict": wrec["verdict"]},
             "samples": samples, "summary": summary}
 

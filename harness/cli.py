@@ -5,6 +5,7 @@ caskit matrix MATRIX ...          cells and their expected outcomes; boots nothi
 caskit kit build [--refresh]      the guest kit, cached
 caskit hosts probe [NAME]         HostFacts as JSON
 caskit report DIR [--baseline DIR]
+caskit domain NAME                machine options pinning a migration domain's common capabilities
 caskit cleanup [RUN_ID]           stop QEMU processes left by a crashed run (by PID)
 
 Exit status: 0 all PASS/XFAIL/SKIP, 1 any FAIL, 2 usage or config error, 3 any ERROR without FAIL.
@@ -56,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rewrite junit.xml and report.html from results.json")
     rep.add_argument("dir")
     rep.add_argument("--baseline", help="an earlier run's directory to compare with")
+    d = sub.add_parser("domain", help="the machine options that pin a migration domain's common capabilities")
+    d.add_argument("name")
+    d.add_argument("--hosts")
     c = sub.add_parser("cleanup", help="stop QEMU processes left by caskit runs")
     c.add_argument("run_id", nargs="?", default="")
     return p
@@ -191,6 +195,26 @@ def cmd_report(a) -> int:
     return exit_status(results["cells"])
 
 
+def cmd_domain(a) -> int:
+    import tempfile
+
+    from . import probe, session
+    from .config import load_domains, load_hosts
+
+    hosts, domains = load_hosts(a.hosts), load_domains(a.hosts)
+    if a.name not in domains:
+        raise ConfigError(a.hosts or "configs/hosts.yaml", "domains",
+                          f"unknown domain {a.name!r}; domains: {', '.join(sorted(domains)) or '(none)'}")
+    spec = domains[a.name]
+    with tempfile.TemporaryDirectory(prefix="caskit-domain-") as tmp:
+        facts = {h: probe.probe(hosts[h], Path(tmp)) for h in spec.hosts}
+    pin = session.domain_pin(spec, facts)
+    print(json.dumps({"domain": a.name, "hosts": list(spec.hosts), "qemu": list(spec.qemu) or "all",
+                      **pin.to_dict()}, indent=2))
+    print(f"-machine {pin.to_dict()['machine_option']}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_cleanup(a) -> int:
     from .hosts import kill_tagged
 
@@ -207,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return {"run": cmd_run, "matrix": cmd_matrix, "kit": cmd_kit, "hosts": cmd_hosts,
-                "report": cmd_report, "cleanup": cmd_cleanup}[a.cmd](a)
+                "report": cmd_report, "cleanup": cmd_cleanup, "domain": cmd_domain}[a.cmd](a)
     except ConfigError as e:
         print(f"caskit: config error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -38,7 +38,7 @@ MIGRATIONS: dict[str, str] = {
     "mismatch": "into a destination that cannot take the state; must fail, source must live on",
 }
 HOST_KINDS = ("local",)
-MATRIX_KEYS = ("name", "hosts", "axes", "exclude", "workloads", "migration", "timeouts", "kit", "append", "migration_max_bandwidth", "description")
+MATRIX_KEYS = ("name", "hosts", "axes", "exclude", "workloads", "migration", "timeouts", "kit", "append", "migration_max_bandwidth", "domain", "description")
 TIMEOUT_KEYS = {"boot": 90.0, "command": 30.0, "shutdown": 10.0, "liveness": 10.0}
 
 
@@ -55,6 +55,7 @@ class Matrix:
     kit: dict[str, str] | None = None  # user-supplied {kernel, initrd}
     append: str = ""  # extra guest kernel command line
     migration_max_bandwidth: int | None = None  # bytes/s for every hop (a slow link)
+    domain: str | None = None  # run every cell with this migration domain's pinned options
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,8 @@ def _as_list(path: str, key: str, v: Any) -> list:
     return [v]
 
 
-def parse_matrix(data: Any, path: str, known_hosts: set[str] | None = None) -> Matrix:
+def parse_matrix(data: Any, path: str, known_hosts: set[str] | None = None,
+                 known_domains: set[str] | None = None) -> Matrix:
     if not isinstance(data, dict):
         raise ConfigError(path, None, "a matrix file must be a mapping with keys: " + _fmt(MATRIX_KEYS))
     for k in data:
@@ -217,8 +219,17 @@ def parse_matrix(data: Any, path: str, known_hosts: set[str] | None = None) -> M
     if bw is not None and (not isinstance(bw, int) or isinstance(bw, bool) or bw <= 0):
         raise ConfigError(path, "migration_max_bandwidth", f"{bw!r} is not a positive number of bytes per second")
 
+    domain = data.get("domain")
+    if domain is not None:
+        if known_domains is not None and domain not in known_domains:
+            raise ConfigError(path, "domain", f"unknown domain {domain!r}; domains in the inventory: "
+                                              f"{_fmt(sorted(known_domains)) or '(none)'}")
+        for a in ("ic_mode", "kernel_irqchip", "cpu_compat"):
+            if axes[a] != (DEFAULT,):
+                raise ConfigError(path, f"axes.{a}", f"the domain {domain!r} pins it; leave it out")
+
     return Matrix(name, path, tuple(hosts), axes, tuple(excl), tuple(workloads), tuple(migration), timeouts, kit,
-                  append.strip(), bw)
+                  append.strip(), bw, domain)
 
 
 def resolve_matrix_path(arg: str) -> Path:
@@ -229,12 +240,13 @@ def resolve_matrix_path(arg: str) -> Path:
     return MATRICES / f"{arg}.yaml"
 
 
-def load_matrix(path: str | os.PathLike, known_hosts: set[str] | None = None) -> Matrix:
+def load_matrix(path: str | os.PathLike, known_hosts: set[str] | None = None,
+                known_domains: set[str] | None = None) -> Matrix:
     p = resolve_matrix_path(str(path))
     if not p.exists():
         avail = sorted(x.stem for x in MATRICES.glob("*.yaml"))
         raise ConfigError(str(p), None, f"no such matrix file; shipped matrices: {_fmt(avail)}")
-    return parse_matrix(load_yaml(p), str(p), known_hosts)
+    return parse_matrix(load_yaml(p), str(p), known_hosts, known_domains)
 
 
 def parse_hosts(data: Any, path: str) -> dict[str, HostSpec]:
@@ -279,3 +291,39 @@ def load_hosts(path: str | os.PathLike | None = None) -> dict[str, HostSpec]:
     if not p.exists():
         raise ConfigError(str(p), None, "no such host inventory file")
     return parse_hosts(load_yaml(p), str(p))
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    name: str
+    hosts: tuple[str, ...]
+    qemu: tuple[str, ...] = ()  # builds taking part; empty: every build of every member host
+
+
+def parse_domains(data: Any, path: str, hosts: dict[str, HostSpec]) -> dict[str, DomainSpec]:
+    doms = (data or {}).get("domains") or {}
+    if not isinstance(doms, dict):
+        raise ConfigError(path, "domains", "must be a mapping of domain name to {hosts, qemu}")
+    out = {}
+    for name, d in doms.items():
+        key = f"domains.{name}"
+        if not isinstance(d, dict) or "hosts" not in d or set(d) - {"hosts", "qemu"}:
+            raise ConfigError(path, key, "must be a mapping with `hosts` (and optionally `qemu` builds)")
+        members = [str(h) for h in _as_list(path, f"{key}.hosts", d["hosts"])]
+        for h in members:
+            if h not in hosts:
+                raise ConfigError(path, f"{key}.hosts", f"unknown host {h!r}; hosts: {_fmt(sorted(hosts))}")
+        builds = [str(b) for b in (d.get("qemu") or [])]
+        for b in builds:
+            if not any(b == x.name for h in members for x in hosts[h].qemu):
+                raise ConfigError(path, f"{key}.qemu", f"no member host has a QEMU build {b!r}")
+        out[str(name)] = DomainSpec(str(name), tuple(members), tuple(builds))
+    return out
+
+
+def load_domains(path: str | os.PathLike | None = None) -> dict[str, DomainSpec]:
+    p = Path(path) if path else DEFAULT_HOSTS
+    if not p.exists():
+        return {}
+    data = load_yaml(p)
+    return parse_domains(data, str(p), parse_hosts(data, str(p)))

@@ -39,6 +39,7 @@ class Cell:
     migration: str = "none"
     matrix: str = ""
     append: str = ""  # extra guest kernel command line from the matrix file
+    pinned: tuple[str, ...] = ()  # a migration domain's machine type, then its cap-* options
 
     def axis(self, name: str) -> str | int:
         return dict(self.axes)[name]
@@ -68,6 +69,8 @@ class Cell:
         what = {"host": self.host, "axes": a, "workloads": list(self.workloads), "migration": self.migration}
         if self.append:
             what["append"] = self.append
+        if self.pinned:
+            what["pinned"] = list(self.pinned)
         payload = json.dumps(what, sort_keys=True)
         return f"{slug}-{hashlib.sha256(payload.encode()).hexdigest()[:6]}"
 
@@ -80,6 +83,7 @@ class Cell:
             "migration_plan": self.migration,
             "matrix": self.matrix,
             "append": self.append,
+            "pinned": list(self.pinned),
         }
 
     @staticmethod
@@ -87,7 +91,7 @@ class Cell:
         axes = tuple((n, d["axes"][n]) for n in AXIS_NAMES)
         plan = d.get("migration_plan") or (d["migration"] if isinstance(d.get("migration"), str) else "none")
         return Cell(d["host"], axes, tuple(d.get("workloads", ())), plan,
-                    d.get("matrix", ""), d.get("append", ""))
+                    d.get("matrix", ""), d.get("append", ""), tuple(d.get("pinned", ())))
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,8 @@ class QemuBuild:
     machine: str | None = None  # the concrete machine type "pseries" resolves to
     max_cpus: int | None = None
     cpu_models: tuple[str, ...] = ()
+    caps: tuple[tuple[str, str], ...] = ()  # spapr cap-* as this host can actually provide them
+    env: tuple[tuple[str, str], ...] = ()  # environment the binary needs (e.g. LD_LIBRARY_PATH)
     error: str | None = None  # why the probe could not use it
 
 
@@ -128,7 +134,9 @@ class HostFacts:
     def from_dict(d: dict) -> "HostFacts":
         d = dict(d)
         d["qemu"] = tuple(
-            QemuBuild(**{**b, "cpu_models": tuple(b.get("cpu_models", ()))}) for b in d.get("qemu", ())
+            QemuBuild(**{**b, "cpu_models": tuple(b.get("cpu_models", ())),
+                         "caps": tuple(tuple(x) for x in b.get("caps", ())),
+                         "env": tuple(tuple(x) for x in b.get("env", ()))}) for b in d.get("qemu", ())
         )
         return HostFacts(**d)
 

@@ -51,6 +51,11 @@ def probe_build(host: Host, spec: QemuBuildSpec, log_dir: Path) -> QemuBuild:
                 ic_mode = "legacy"  # QEMU older than the ic-mode property: XICS only
             machines = m.qmp.execute("query-machines")
             cpus = m.qmp.execute("query-cpu-definitions")
+            caps = {}
+            for prop in m.qmp.execute("qom-list", path="/machine"):
+                if prop["name"].startswith("cap-"):
+                    caps[prop["name"]] = m.qmp.execute("qom-get", path="/machine", property=prop["name"])
+            stderr = m.stderr_text()
     except (LaunchFailure, CaskitError) as e:
         return QemuBuild(spec.name, spec.binary, version, spec.firmware_dir, error=str(e)[:500])
     pseries = next((x for x in machines if x.get("alias") == "pseries"), None)
@@ -63,7 +68,17 @@ def probe_build(host: Host, spec: QemuBuildSpec, log_dir: Path) -> QemuBuild:
         machine=pseries["name"] if pseries else None,
         max_cpus=pseries.get("cpu-max") if pseries else None,
         cpu_models=tuple(sorted(c["name"].upper() for c in cpus if re.fullmatch(r"power\d+", c["name"], re.I))),
+        caps=tuple(sorted(effective_caps(caps, stderr).items())),
     )
+
+
+def effective_caps(defaults: dict, stderr: str) -> dict[str, str]:
+    """The cap-* levels the host really provides: QEMU's defaults, less what it warned it cannot
+    do ("TCG doesn't support requested feature, cap-cfpc=workaround", or KVM's equivalent)."""
+    out = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in defaults.items()}
+    for cap, _ in re.findall(r"doesn't support requested feature, (cap-[\w-]+)=(\S+)", stderr):
+        out[cap] = "false" if out.get(cap) in ("true", "false") else "broken"
+    return out
 
 
 def _kvm_local() -> tuple[str, bool, bool]:

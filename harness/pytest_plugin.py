@@ -72,7 +72,7 @@ def pytest_configure(config):
     _CONFIG["config"] = config
     # Collect the cells, not the project's own tests.
     config.args[:] = [CELLTEST]
-    tw.line(f"caskit: run {run_id}: {len(p.cells)} cells -> {out}")
+    tw.line(f"caskit: run {run_id}: {len(run['cells'])} cells -> {out}")
 
 
 def pytest_generate_tests(metafunc):
@@ -81,9 +81,10 @@ def pytest_generate_tests(metafunc):
     st = metafunc.config.stash.get(KEY, None)
     if st is None:
         raise pytest.UsageError("caskit cells need --caskit-matrix")
-    from .session import plan
-    p = plan(metafunc.config.getoption("caskit_matrix"), metafunc.config.getoption("caskit_hosts"))
-    metafunc.parametrize("caskit_cell", p.cells, ids=[c.id for c in p.cells], indirect=True)
+    # The controller wrote the final cells (domain-pinned where asked) to run.json: every worker
+    # collects exactly those.
+    cells = [Cell.from_dict(d) for d in st["run"]["cells"]]
+    metafunc.parametrize("caskit_cell", cells, ids=[c.id for c in cells], indirect=True)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ def memory_mib(smp: int) -> int:
 
 
 def machine_options(cell: Cell) -> list[str]:
-    return render_lines("machine-options.j2", **cell.axes_dict)
+    return render_lines("machine-options.j2", pinned=list(cell.pinned), **cell.axes_dict)
 
 
 def guest_cmdline(cell: Cell, append: str = "") -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__, kit as kitmod, matrix as matrixmod, probe
-from .config import ROOT, HostSpec, Matrix, load_hosts, load_matrix
+from .config import ROOT, DomainSpec, HostSpec, Matrix, load_domains, load_hosts, load_matrix
 from .domain import Cell, HostFacts
 from .errors import ConfigError
 from .results import RunStore
@@ -26,6 +26,7 @@ class Plan:
     matrices: list[Matrix]
     hosts: dict[str, HostSpec]
     cells: list[Cell]
+    domains: dict[str, DomainSpec]
 
 
 def new_run_id() -> str:
@@ -35,7 +36,8 @@ def new_run_id() -> str:
 def plan(matrix_args: list[str], hosts_file: str | None, known_issues_file: str | None = None) -> Plan:
     """Load and validate everything; raises ConfigError before anything boots."""
     hosts = load_hosts(hosts_file)
-    matrices = [load_matrix(m, set(hosts)) for m in (matrix_args or [DEFAULT_MATRIX])]
+    domains = load_domains(hosts_file)
+    matrices = [load_matrix(m, set(hosts), set(domains)) for m in (matrix_args or [DEFAULT_MATRIX])]
     kits = {tuple(sorted(m.kit.items())) if m.kit else None for m in matrices}
     if len(kits) > 1:
         raise ConfigError(matrices[-1].path, "kit", "matrices of one run must use the same guest kit")
@@ -43,7 +45,7 @@ def plan(matrix_args: list[str], hosts_file: str | None, known_issues_file: str 
     if known_issues_file and not Path(known_issues_file).is_file():
         raise ConfigError(known_issues_file, None, "no such known-issues file")
     known_issues.load(Path(known_issues_file) if known_issues_file else None)  # broken: a config error now
-    return Plan(matrices, hosts, matrixmod.expand_all(matrices))
+    return Plan(matrices, hosts, matrixmod.expand_all(matrices), domains)
 
 
 def git_sha() -> str | None:
@@ -58,11 +60,15 @@ def prepare(p: Plan, out: Path, run_id: str, log=print, known_issues_file: str |
     """Probe the hosts, build the kit, write run.json. Returns the run record."""
     store = RunStore(out)
     out.mkdir(parents=True, exist_ok=True)
-    used_hosts = sorted({c.host for c in p.cells})
+    used_hosts = {c.host for c in p.cells}
+    for m in p.matrices:
+        if m.domain:
+            used_hosts |= set(p.domains[m.domain].hosts)
     facts: dict[str, HostFacts] = {}
-    for h in used_hosts:
+    for h in sorted(used_hosts):
         log(f"caskit: probing host {h}")
         facts[h] = probe.probe(p.hosts[h], out / "hosts")
+    cells, pins = pin_cells(p, facts)
     m0 = p.matrices[0]
     if m0.kit:
         k = kitmod.user_kit(m0.kit["kernel"], m0.kit.get("initrd"))
@@ -83,7 +89,9 @@ def prepare(p: Plan, out: Path, run_id: str, log=print, known_issues_file: str |
         "kit": {"key": k.key, "kernel": str(k.kernel), "initrd": str(k.initrd) if k.initrd else None,
                 "manifest": {x: k.manifest.get(x) for x in ("kernel_release", "packages", "suite", "files", "user_supplied")
                              if x in k.manifest}},
-        "cell_order": [c.id for c in p.cells],
+        "cell_order": [c.id for c in cells],
+        "cells": [c.to_dict() for c in cells],
+        "domains": pins,
     }
     store.write_run(run)
     return run
@@ -92,3 +100,35 @@ def prepare(p: Plan, out: Path, run_id: str, log=print, known_issues_file: str |
 def kit_from_run(run: dict) -> kitmod.Kit:
     k = run["kit"]
     return kitmod.Kit(k["key"], Path(k["kernel"]), Path(k["initrd"]) if k["initrd"] else None, k.get("manifest", {}))
+
+
+def domain_pin(spec: DomainSpec, facts: dict[str, HostFacts]):
+    from . import migration_domain as md
+
+    members = [md.Member(facts[h], b) for h in spec.hosts for b in facts[h].qemu
+               if not b.error and (not spec.qemu or b.name in spec.qemu)]
+    return md.pin(members)
+
+
+def pin_cells(p: Plan, facts: dict[str, HostFacts]) -> tuple[list[Cell], dict]:
+    """Cells of matrices that name a migration domain get the domain's pinned machine options."""
+    from dataclasses import replace
+
+    from .axes import COMPAT_LEVEL, CPU_LEVEL
+
+    pins = {name: domain_pin(p.domains[name], facts) for name in {m.domain for m in p.matrices if m.domain}}
+    by_matrix = {m.name: m for m in p.matrices}
+    out = []
+    for c in p.cells:
+        m = by_matrix.get(c.matrix)
+        if m is None or not m.domain:
+            out.append(c)
+            continue
+        pin = pins[m.domain]
+        a = c.axes_dict
+        # Never above the cell's own CPU model: QEMU refuses a compat level the CPU lacks.
+        compat = min(pin.cpu_compat, f"power{CPU_LEVEL[str(a['cpu'])]}", key=lambda x: COMPAT_LEVEL[x])
+        a.update(ic_mode=pin.ic_mode, kernel_irqchip=pin.kernel_irqchip, cpu_compat=compat)
+        caps = [f"{k}={v}" for k, v in sorted(pin.caps.items())]
+        out.append(replace(c, axes=tuple(a.items()), pinned=(pin.machine, *caps)))
+    return out, {k: v.to_dict() for k, v in pins.items()}
