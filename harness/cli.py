@@ -122,7 +122,8 @@ def cmd_matrix(a) -> int:
     facts = {}
     with tempfile.TemporaryDirectory(prefix="caskit-matrix-") as tmp:
         for h in sorted({c.host for c in p.cells}):
-            facts[h] = probe.probe(p.hosts[h], Path(tmp))
+            facts[h] = probe.probe(p.hosts[h], Path(tmp), {str(c.axis("qemu")) for c in p.cells if c.host == h},
+                                   log=lambda m: print(m, file=sys.stderr))
     rows = []
     for c in p.cells:
         e = model.expect(c, facts[c.host])
@@ -165,7 +166,8 @@ def cmd_hosts(a) -> int:
         if n not in hosts:
             raise ConfigError(a.hosts or "configs/hosts.yaml", "hosts", f"unknown host {n!r}; known: {', '.join(sorted(hosts))}")
     with tempfile.TemporaryDirectory(prefix="caskit-probe-") as tmp:
-        print(json.dumps({n: probe.probe(hosts[n], Path(tmp)).to_dict() for n in names}, indent=2))
+        print(json.dumps({n: probe.probe(hosts[n], Path(tmp), {b.name for b in hosts[n].qemu},
+                                         log=lambda m: print(m, file=sys.stderr)).to_dict() for n in names}, indent=2))
     return EXIT_OK
 
 
@@ -207,7 +209,8 @@ def cmd_domain(a) -> int:
                           f"unknown domain {a.name!r}; domains: {', '.join(sorted(domains)) or '(none)'}")
     spec = domains[a.name]
     with tempfile.TemporaryDirectory(prefix="caskit-domain-") as tmp:
-        facts = {h: probe.probe(hosts[h], Path(tmp)) for h in spec.hosts}
+        facts = {h: probe.probe(hosts[h], Path(tmp), set(spec.qemu) or None, log=lambda m: print(m, file=sys.stderr))
+                 for h in spec.hosts}
     pin = session.domain_pin(spec, facts)
     print(json.dumps({"domain": a.name, "hosts": list(spec.hosts), "qemu": list(spec.qemu) or "all",
                       **pin.to_dict()}, indent=2))

@@ -63,6 +63,10 @@ class QemuBuildSpec:
     name: str
     binary: str
     firmware_dir: str | None = None
+    debian_suite: str | None = None  # fetched from this Debian suite on first use
+
+
+BACKPORTS = QemuBuildSpec("backports", "qemu-system-ppc64", None, "bookworm-backports")
 
 
 @dataclass(frozen=True)
@@ -272,15 +276,19 @@ def parse_hosts(data: Any, path: str) -> dict[str, HostSpec]:
         slots = spec.get("slots", os.cpu_count() or 1)
         if not isinstance(slots, int) or isinstance(slots, bool) or slots < 1:
             raise ConfigError(path, f"{key}.slots", f"{slots!r} is not a positive whole number")
-        builds = [QemuBuildSpec("system", "qemu-system-ppc64")]
+        builds = [QemuBuildSpec("system", "qemu-system-ppc64"), BACKPORTS]
         for bname, b in (spec.get("qemu") or {}).items():
             bkey = f"{key}.qemu.{bname}"
-            if not isinstance(b, dict) or "binary" not in b or set(b) - {"binary", "firmware_dir"}:
-                raise ConfigError(path, bkey, "must be a mapping with `binary` (and optionally `firmware_dir`)")
+            ok = isinstance(b, dict) and (("binary" in b) != ("debian_suite" in b)) and not set(b) - {"binary", "firmware_dir", "debian_suite"}
+            if not ok:
+                raise ConfigError(path, bkey, "must be a mapping with `binary` (and optionally `firmware_dir`), "
+                                              "or with `debian_suite` (e.g. bookworm-backports)")
             builds = [x for x in builds if x.name != bname]
-            builds.append(QemuBuildSpec(str(bname), str(b["binary"]), b.get("firmware_dir")))
+            builds.append(QemuBuildSpec(str(bname), str(b.get("binary", "qemu-system-ppc64")), b.get("firmware_dir"),
+                                        b.get("debian_suite")))
         out[str(name)] = HostSpec(str(name), kind, slots, tuple(builds))
-    out.setdefault("local", HostSpec("local", "local", os.cpu_count() or 1, (QemuBuildSpec("system", "qemu-system-ppc64"),)))
+    out.setdefault("local", HostSpec("local", "local", os.cpu_count() or 1,
+                                     (QemuBuildSpec("system", "qemu-system-ppc64"), BACKPORTS)))
     return out
 
 

@@ -86,8 +86,9 @@ def debian_codename() -> str:
 class PrivateApt:
     """apt-get and apt-cache confined to `root` for architecture `arch`."""
 
-    def __init__(self, root: Path, arch: str, suites: list[str]):
+    def __init__(self, root: Path, arch: str, suites: list[str], default_release: str | None = None):
         self.root, self.arch, self.suites = Path(root), arch, suites
+        self.default_release = default_release  # prefer this suite's versions (e.g. backports)
         self.warnings: list[str] = []
 
     def _sources_text(self) -> str:
@@ -127,7 +128,7 @@ class PrivateApt:
             "-o", "Acquire::Languages=none",
             "-o", "Acquire::Retries=3",
             "-q",
-        ]
+        ] + (["-o", f"APT::Default-Release={self.default_release}"] if self.default_release else [])
 
     def _run(self, argv: list[str], cwd: Path | None = None) -> str:
         p = subprocess.run(argv[:1] + self._opts() + argv[1:], cwd=cwd, capture_output=True, text=True)
@@ -184,3 +185,8 @@ def unpack(deb: Path, dest: Path) -> None:
     p = subprocess.run(["dpkg", "-x", str(deb), str(dest)], capture_output=True, text=True)
     if p.returncode != 0:
         raise KitError(f"dpkg -x {deb} failed: {p.stderr.strip()}")
+
+
+def host_arch() -> str:
+    p = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True)
+    return p.stdout.strip() or "amd64"

@@ -30,7 +30,14 @@ def _qemu_version(binary: str) -> str:
     return m.group(1) if m else out.strip()[:80]
 
 
-def probe_build(host: Host, spec: QemuBuildSpec, log_dir: Path) -> QemuBuild:
+def probe_build(host: Host, spec: QemuBuildSpec, log_dir: Path, log=print) -> QemuBuild:
+    if spec.debian_suite:
+        from .qemu_builds import suite_build
+        try:
+            binary, fw, _ = suite_build(spec.debian_suite, log=log)
+        except CaskitError as e:
+            return QemuBuild(spec.name, spec.binary, error=f"cannot fetch from {spec.debian_suite}: {e}")
+        spec = QemuBuildSpec(spec.name, str(binary), str(fw))
     try:
         version = _qemu_version(spec.binary)
     except CaskitError as e:
@@ -95,7 +102,7 @@ def _kvm_local() -> tuple[str, bool, bool]:
     return "none", False, False
 
 
-def probe_local(spec: HostSpec, log_dir: Path) -> HostFacts:
+def probe_local(spec: HostSpec, log_dir: Path, builds: set[str] | None = None, log=print) -> HostFacts:
     host = LocalHost(spec.name, spec.slots)
     cpu = ""
     for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
@@ -103,13 +110,16 @@ def probe_local(spec: HostSpec, log_dir: Path) -> HostFacts:
             cpu = line.split(":", 1)[1].strip()
             break
     kvm_mode, kvm_xics, kvm_xive = _kvm_local()
-    builds = tuple(probe_build(host, b, log_dir / f"probe-{spec.name}-{b.name}") for b in spec.qemu)
-    return HostFacts(spec.name, platform.machine(), cpu, kvm_mode, kvm_xics, kvm_xive, spec.slots, builds)
+    # Builds fetched on first use (backports) are probed only when asked for: no network otherwise.
+    wanted = [b for b in spec.qemu if (builds is None and not b.debian_suite) or (builds is not None and b.name in builds)]
+    probed = tuple(probe_build(host, b, log_dir / f"probe-{spec.name}-{b.name}", log) for b in wanted)
+    return HostFacts(spec.name, platform.machine(), cpu, kvm_mode, kvm_xics, kvm_xive, spec.slots, probed)
 
 
-def probe(spec: HostSpec, log_dir: Path) -> HostFacts:
+def probe(spec: HostSpec, log_dir: Path, builds: set[str] | None = None, log=print) -> HostFacts:
+    """Probe a host; `builds` limits which QEMU builds (None: every build that needs no fetch)."""
     if spec.kind == "local":
-        return probe_local(spec, log_dir)
+        return probe_local(spec, log_dir, builds, log)
     raise CaskitError(f"host {spec.name}: kind {spec.kind} cannot be probed")
 
 

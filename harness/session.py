@@ -67,7 +67,11 @@ def prepare(p: Plan, out: Path, run_id: str, log=print, known_issues_file: str |
     facts: dict[str, HostFacts] = {}
     for h in sorted(used_hosts):
         log(f"caskit: probing host {h}")
-        facts[h] = probe.probe(p.hosts[h], out / "hosts")
+        builds = {str(c.axis("qemu")) for c in p.cells if c.host == h}
+        for m in p.matrices:
+            if m.domain and h in p.domains[m.domain].hosts:
+                builds |= set(p.domains[m.domain].qemu) or {b.name for b in p.hosts[h].qemu if not b.debian_suite}
+        facts[h] = probe.probe(p.hosts[h], out / "hosts", builds, log)
     cells, pins = pin_cells(p, facts)
     m0 = p.matrices[0]
     if m0.kit:
