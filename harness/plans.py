@@ -84,7 +84,7 @@ def progress_probe(names: tuple[str, ...], smp: int, timeout: float) -> Callable
         if "virtio-blk" in names:
             try:
                 dev, _ = blk.find_disk(g)
-                out["blk"] = blk.verify(g, dev)  # the pattern written before the first hop
+                out["blk"] = blk.verify(g, dev, timeout)  # the pattern written before the first hop
             except workloads.WorkloadFailed as e:
                 out["problems"].append(f"disk after the hop: {e.reason}")
         return out

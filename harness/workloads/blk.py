@@ -25,8 +25,8 @@ def write(g: GuestSession, dev: str) -> str:
     return g.sh(f"ck-blk write {dev} {MIB}", timeout=120).output
 
 
-def verify(g: GuestSession, dev: str) -> dict:
-    r = g.sh(f"ck-blk verify {dev} {MIB}", timeout=120, check=False)
+def verify(g: GuestSession, dev: str, timeout: float = 120) -> dict:
+    r = g.sh(f"ck-blk verify {dev} {MIB}", timeout=timeout, check=False)
     kv = dict(re.findall(r"(\w+)=(\S+)", r.output))
     if r.status != 0:
         raise WorkloadFailed(f"read-back differs from what was written ({kv})" if "read" in kv

@@ -1,0 +1,108 @@
+"""Migration on QEMU 10.0 from bookworm-backports (fetched privately on first use): one-vCPU
+guests migrate cleanly in both modes, a XIVE guest with device interrupts in flight too; the
+defects measured on this build (XICS MSIs lost after the hop, the two-vCPU stall) are XFAIL only
+through their known-issues entries."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import run_cli, write_matrix
+from integration.helpers import assert_no_qemu_left
+
+pytestmark = pytest.mark.guest
+
+MATRICES = {
+    "idle": """
+name: bp-idle
+axes: {ic_mode: [dual], guest_xive: [default, "off"], smp: [1], firmware: [vof], qemu: [backports]}
+migration: [roundtrip, file]
+timeouts: {liveness: 5, command: 30}
+""",
+    "xive-devices": """
+name: bp-xive-devices
+axes: {ic_mode: [dual], smp: [1], firmware: [vof], qemu: [backports]}
+workloads: [virtio-net, virtio-blk]
+migration: [roundtrip]
+timeouts: {liveness: 5, command: 30}
+""",
+    "xics-devices": """
+name: bp-xics-devices
+axes: {ic_mode: [xics], smp: [1], firmware: [vof], qemu: [backports]}
+workloads: [virtio-net]
+migration: [roundtrip]
+timeouts: {liveness: 5, command: 30}
+""",
+    "smp2": """
+name: bp-smp2
+axes: {ic_mode: [dual], smp: [2], firmware: [vof], qemu: [backports]}
+migration: [roundtrip]
+timeouts: {liveness: 5, command: 30}
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def bp(tmp_path_factory, kit):
+    d = tmp_path_factory.mktemp("bp")
+    files = [str(write_matrix(d / f"{k}.yaml", v)) for k, v in MATRICES.items()]
+    r = run_cli(["run", *files, "-n", "2"], d / "out")
+    assert_no_qemu_left(r.results["run"]["id"])
+    return r
+
+
+def cells(bp, matrix):
+    return [c for c in bp.results["cells"] if c["matrix"] == matrix]
+
+
+def test_build_versions_are_recorded(bp):
+    builds = {b["name"]: b for b in bp.results["run"]["hosts"]["local"]["qemu"]}
+    assert builds["backports"]["version"].startswith("10.")
+    assert builds["backports"]["machine"].startswith("pseries-10")
+    assert all(c["qemu_version"].startswith("10.") for c in bp.results["cells"])
+
+
+def assert_clean(c):
+    assert c["verdict"] == "PASS", c["reason"]
+    for h in c["migration"]["hops"]:
+        assert h["verdict"] == "PASS" and h["qmp"]["status"] == "completed"
+        assert h["liveness"]["beats"] > 5 and h["liveness"]["first_beat_s"] < 5
+        assert not h["liveness"]["seq_gaps"] and not h["kernel_log"]
+        assert (h["mode_after"]["guest"], h["mode_after"]["host"]) == (c["observed"]["mode"],) * 2
+        assert h["qmp"]["downtime_ms"] is not None and h["qmp"]["transferred_bytes"] > 0
+        assert h["harness_s"] > 0 and h["window_s"] >= 4.5
+
+
+@pytest.mark.parametrize("plan", ["roundtrip", "file"])
+def test_idle_one_vcpu_guests_migrate_cleanly_in_both_modes(bp, plan):
+    cs = [c for c in cells(bp, "bp-idle") if c["migration_plan"] == plan]
+    assert {c["observed"]["mode"] for c in cs} == {"xive", "xics"}
+    for c in cs:
+        assert_clean(c)
+        assert [h["name"] for h in c["migration"]["hops"]] == (["B", "A2"] if plan == "roundtrip" else ["file"])
+    if plan == "file":
+        assert all(c["migration"]["hops"][0]["qmp"]["file_bytes"] > 1 << 20 for c in cs)
+
+
+def test_a_xive_guest_keeps_its_devices_across_the_round_trip(bp):
+    (c,) = cells(bp, "bp-xive-devices")
+    assert c["observed"]["mode"] == "xive"
+    assert_clean(c)
+    for h in c["migration"]["hops"]:
+        assert h["progress"]["net"]["received"] == h["progress"]["net"]["sent"] > 0
+        assert h["progress"]["blk"]["read"] == h["progress"]["blk"]["wrote"]  # written before the first hop
+
+
+def test_xics_guests_lose_their_msis_a_known_issue(bp):
+    (c,) = cells(bp, "bp-xics-devices")
+    assert c["observed"]["mode"] == "xics"
+    assert c["verdict"] == "XFAIL", c["reason"]
+    assert c["migration"]["known_issues"] == ["qemu10.0-tcg-xics-msi-lost-after-migration"]
+    (hop,) = c["migration"]["hops"]
+    assert hop["liveness"]["beats"] > 5  # the guest itself lives on; its devices do not
+
+
+def test_two_vcpu_stall_is_the_known_issue(bp):
+    (c,) = cells(bp, "bp-smp2")
+    assert c["verdict"] == "XFAIL", c["reason"]
+    assert c["migration"]["known_issues"] == ["qemu10.0-tcg-smp2-stall-after-migration"]
