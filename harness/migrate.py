@@ -42,7 +42,9 @@ class Hop:
     progress: dict = field(default_factory=dict)
     destination_alive: bool | None = None
     source_alive: bool | None = None
-    harness_s: float | None = None  # wall time of the hop as the harness saw it, window excluded
+    harness_s: float | None = None  # from `migrate` to the destination resumed, as the harness saw it
+    setup_s: float | None = None  # starting the destination QEMU, before the hop
+    t_migrate: float | None = None  # host monotonic time `migrate` was sent
     window_s: float | None = None
     window_wall: list[float] = field(default_factory=list)  # [start, end] as time.time(), for audits
     problems: list[str] = field(default_factory=list)

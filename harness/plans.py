@@ -94,12 +94,14 @@ def progress_probe(names: tuple[str, ...], smp: int, timeout: float) -> Callable
 
 def _hop(pc: PlanContext, src: GuestMachine, name: str, *, axes: dict | None = None) -> tuple[migrate.Hop, GuestMachine]:
     """One live hop over a unix socket to a new destination. The caller owns both machines."""
+    t_setup = time.monotonic()
     dst = pc.launcher.machine(name, axes=axes, incoming=True)
     dst.launch()
     uri = f"unix:{dst.files.sock_dir}/migration.sock"
     hop = migrate.Hop(name, src.files.log_dir.name or "A", name, uri)
+    hop.setup_s = round(time.monotonic() - t_setup, 3)
     hop.mode_before = migrate.views(src, pc.timeout)
-    t0 = time.monotonic()
+    hop.t_migrate = time.monotonic()
     info = migrate.migrate(src, dst, uri, max_bandwidth=pc.max_bandwidth)
     hop.qmp = migrate.qmp_account(info)
     hop.source_alive = src.alive()
@@ -129,7 +131,7 @@ def _resume_and_check(pc: PlanContext, hop: migrate.Hop, dst: GuestMachine, t_st
     except Exception as e:  # the destination may already be gone: health() will say so
         hop.problems.append(f"cont on the destination failed: {e}")
     since = time.monotonic()
-    hop.harness_s = round(since - t_start, 3)
+    hop.harness_s = round(since - (hop.t_migrate or t_start), 3)
     migrate.health(hop, dst, window=pc.window, timeout=pc.timeout, since=since,
                    probe_progress=progress_probe(pc.launcher.cell.workloads, int(pc.launcher.cell.axis("smp")), pc.timeout))
     migrate.judge(hop)
@@ -159,7 +161,7 @@ def to_file(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], GuestM
     uri_out = "exec:cat > " + shlex.quote(str(path))
     hop = migrate.Hop("file", "A", "restore", uri_out)
     hop.mode_before = migrate.views(a, pc.timeout)
-    t0 = time.monotonic()
+    t0 = hop.t_migrate = time.monotonic()
     assert a.qmp
     a.qmp.execute("migrate", uri=uri_out)
     deadline = time.monotonic() + migrate.MIGRATE_TIMEOUT

@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Migration: harness time per hop versus QEMU's own total migration time, and downtime per
+mode and QEMU build, in one run on one host.
+
+The harness time of a hop runs from QMP `migrate` to the destination resumed (`cont` answered);
+starting the destination QEMU before it and the liveness window after it are reported apart.
+Cells: dual machine, guest XIVE and XICS (xive=off), one vCPU, idle, round trip, on every build
+given (default: system and backports).
+
+    .venv/bin/python bench/bench_migration.py [--builds system backports] [--repeat N] [--window S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--builds", nargs="+", default=["system", "backports"])
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--window", type=float, default=3.0)
+    a = ap.parse_args()
+    rows: dict[tuple[str, str], dict[str, list]] = {}
+    for i in range(a.repeat):
+        with tempfile.TemporaryDirectory(prefix="caskit-benchmig-") as tmp:
+            m = Path(tmp) / "m.yaml"
+            m.write_text(
+                "name: bench-migration\n"
+                f"axes: {{ic_mode: [dual], guest_xive: [default, 'off'], smp: [1], firmware: [vof], qemu: [{', '.join(a.builds)}]}}\n"
+                f"migration: [roundtrip]\ntimeouts: {{liveness: {a.window}}}\n")
+            out = Path(tmp) / "run"
+            p = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(m), "-n", "2", "--out", str(out)],
+                               cwd=ROOT, capture_output=True, text=True)
+            res = json.loads((out / "results.json").read_text())
+        print(f"run {i + 1}/{a.repeat}: caskit exit {p.returncode}", file=sys.stderr)
+        for c in res["cells"]:
+            key = (c["axes"]["qemu"] + " " + (c["qemu_version"] or ""), c["observed"]["mode"])
+            r = rows.setdefault(key, {"ratio": [], "harness_s": [], "qemu_s": [], "downtime_ms": [], "setup_s": [],
+                                      "first_beat_s": [], "verdicts": []})
+            r["verdicts"].append(c["verdict"])
+            for h in (c.get("migration") or {}).get("hops", []):
+                total = h["qmp"].get("total_time_ms")
+                if total and h.get("harness_s"):
+                    r["ratio"].append(h["harness_s"] / (total / 1000))
+                    r["harness_s"].append(h["harness_s"])
+                    r["qemu_s"].append(total / 1000)
+                if h["qmp"].get("downtime_ms") is not None:
+                    r["downtime_ms"].append(h["qmp"]["downtime_ms"])
+                if h.get("setup_s") is not None:
+                    r["setup_s"].append(h["setup_s"])
+                if h["liveness"].get("first_beat_s") is not None:
+                    r["first_beat_s"].append(h["liveness"]["first_beat_s"])
+
+    def med(x):
+        return f"{statistics.median(x):.3f}" if x else "-"
+
+    print(f"{'build':28} {'mode':5} {'hops':>4} {'harness s':>10} {'QEMU s':>8} {'ratio':>6} {'downtime ms':>12} "
+          f"{'dest start s':>12} {'1st beat s':>10}  verdicts")
+    summary = []
+    for (build, mode), r in sorted(rows.items()):
+        print(f"{build:28} {mode or '-':5} {len(r['ratio']):>4} {med(r['harness_s']):>10} {med(r['qemu_s']):>8} "
+              f"{med(r['ratio']):>6} {med(r['downtime_ms']):>12} {med(r['setup_s']):>12} {med(r['first_beat_s']):>10}  "
+              f"{','.join(sorted(set(r['verdicts'])))}")
+        summary.append({"build": build, "mode": mode, **r})
+    outdir = ROOT / "bench" / "results"
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / "migration.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
