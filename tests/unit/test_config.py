@@ -259,7 +259,19 @@ def test_hosts_file_loads_with_builds(tmp_path):
 
 def test_the_system_build_can_be_replaced():
     h = parse_hosts({"hosts": {"local": {"qemu": {"system": {"binary": "/usr/local/bin/q"}}}}}, "h.yaml")["local"]
-    assert [(b.name, b.binary) for b in h.qemu] == [("system", "/usr/local/bin/q")]
+    assert [(b.name, b.binary) for b in h.qemu] == [("backports", "qemu-system-ppc64"), ("system", "/usr/local/bin/q")]
+    assert h.qemu[0].debian_suite == "bookworm-backports"  # the built-in build fetched on first use
+
+
+def test_a_build_from_another_debian_suite():
+    h = parse_hosts({"hosts": {"local": {"qemu": {"sid": {"debian_suite": "sid"}}}}}, "h.yaml")["local"]
+    assert {b.name: b.debian_suite for b in h.qemu} == {"system": None, "backports": "bookworm-backports", "sid": "sid"}
+
+
+def test_a_build_needs_a_binary_or_a_suite():
+    with pytest.raises(ConfigError) as e:
+        parse_hosts({"hosts": {"local": {"qemu": {"x": {"firmware_dir": "/fw"}}}}}, "h.yaml")
+    assert e.value.key == "hosts.local.qemu.x"
 
 
 def test_an_empty_inventory_still_has_local():
