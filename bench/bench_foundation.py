@@ -644,7 +644,14 @@ def part_single(work: Path, repeat: int, log) -> dict:
                     + f"  (load {s['load_before']['loadavg_1m']}, other QEMUs {s['load_before']['foreign_qemu']})")
     finally:
         inproc.close()
+    return {"cell": cell, "matrix_file": str(mfile), "caskit_argv": caskit_argv, "raw_argv": rargv,
+            "raw_argv_changes": changes, "inproc_setup_s": inproc.setup, "inproc_probes_missing": inproc.probe.missing,
+            "warmup_cli": {"wall_s": warm["wall_s"], "cell_duration_s": wrec["duration_s"], "verdict": wrec["verdict"]},
+            "samples": samples, "summary": single_summary(samples)}
 
+
+def single_summary(samples: dict) -> dict:
+    """Medians and ratios of part 1 from its samples (also usable on a saved latest.json)."""
     raw_ready = med(s["to_ready_s"] for s in samples["raw"])
     ip_ready = med(s["to_ready_s"] for s in samples["inproc"])
     ip_ready_cs = med(s["to_ready_from_cell_start_s"] for s in samples["inproc"])
@@ -681,10 +688,21 @@ def part_single(work: Path, repeat: int, log) -> dict:
     summary["raw_parallel_speedup_ceiling_from_mins"] = (rnd(2 * summary["raw_to_ready_min_s"] / pair_min)
                                                          if pair_min and summary["raw_to_ready_min_s"] else None)
     summary["ratio_qemu_cpu_at_ready"] = rnd(cpu_c / cpu_r) if cpu_r and cpu_c else None
-    return {"cell": cell, "matrix_file": str(mfile), "caskit_argv": caskit_argv, "raw_argv": rargv,
-            "raw_argv_changes": changes, "inproc_setup_s": inproc.setup, "inproc_probes_missing": inproc.probe.missing,
-            "warmup_cli": {"wall_s": warm["wall_s"], "cell_duration_s": wrec["duration_s"], "verdict": wrec["verdict"]},
-            "samples": samples, "summary": summary}
+    # Each caskit sample against the raw sample of the same iteration (run next to it): drift in the
+    # machine's load cancels out better than in the ratio of the medians.
+    raw_by_iter = {s["iter"]: s["to_ready_s"] for s in samples["raw"] if s["to_ready_s"]}
+    paired = [s["to_ready_s"] / raw_by_iter[s["iter"]] for s in samples["inproc"] if s["to_ready_s"] and s["iter"] in raw_by_iter]
+    summary["ratio_to_ready_paired_median"] = med(paired)
+    # What the harness puts between QEMU's start and the guest's first instruction (spawn, socket wait,
+    # console and QMP attach, qom-get, cont): an upper bound of its overhead, since the socket wait
+    # and the QMP greeting also hold QEMU's own start-up, which the raw run pays too. Unlike the
+    # wall-clock medians, this does not move with the machine's load by more than some milliseconds.
+    ph = summary["caskit_phases_median_s"]
+    if raw_ready and ph.get("launch") is not None and ph.get("qom_get_and_cont") is not None:
+        added = ph["launch"] + ph["qom_get_and_cont"]
+        summary["harness_added_before_guest_runs_s"] = rnd(added)
+        summary["ratio_upper_bound_from_phases"] = rnd(1 + added / raw_ready)
+    return summary
 
 
 def kit_key() -> str | None:
@@ -826,6 +844,9 @@ def print_table(res: dict) -> None:
               f"{fmt(su['ratio_to_ready'], ''):>8}   target <= {TARGET_RATIO}"
               f" {'MET' if su['ratio_to_ready'] and su['ratio_to_ready'] <= TARGET_RATIO else 'MISSED'}")
         print(f"{'  min of the repeats':44}{fmt(su['raw_to_ready_min_s']):>12}{fmt(su['caskit_to_ready_min_s']):>12}")
+        print(f"{'  median of per-iteration ratios (paired)':44}{'':>24}{fmt(su.get('ratio_to_ready_paired_median'), ''):>8}")
+        print(f"{'  harness time before the guest runs':44}{'':>12}{fmt(su.get('harness_added_before_guest_runs_s')):>12}"
+              f"{fmt(su.get('ratio_upper_bound_from_phases'), ''):>8}   (upper bound of the ratio, from the phases)")
         print(f"{'cell start -> CASKIT-READY (incl. lease)':44}{'':>12}{fmt(su['caskit_to_ready_from_cell_start_s']):>12}"
               f"{fmt(su['ratio_to_ready_from_cell_start'], ''):>8}")
         print(f"{'QEMU CPU time at CASKIT-READY':44}{fmt(su['raw_qemu_cpu_at_ready_s']):>12}"

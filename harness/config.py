@@ -29,6 +29,7 @@ WORKLOADS: dict[str, str] = {
     "virtio-blk": "direct-I/O write and read-back on a virtio disk",
     "affinity": "the NIC's RX interrupt steered to each online CPU",
     "cpu-hotplug": "CPU 1 offline and back under traffic",
+    "device-hotplug": "virtio-net added, used and removed at runtime on a second PCI host bridge",
     "reboot": "system_reset three times: CAS again, same mode",
 }
 MIGRATIONS: dict[str, str] = {

@@ -104,6 +104,7 @@ class QemuBuild:
     firmware_dir: str | None = None  # passed as -L when set
     default_ic_mode: str | None = None  # qom-get /machine ic-mode with ic-mode not given
     machine: str | None = None  # the concrete machine type "pseries" resolves to
+    machines: tuple[str, ...] = ()  # every pseries-X.Y version the build offers
     max_cpus: int | None = None
     cpu_models: tuple[str, ...] = ()
     caps: tuple[tuple[str, str], ...] = ()  # spapr cap-* as this host can actually provide them
@@ -136,6 +137,7 @@ class HostFacts:
         d["qemu"] = tuple(
             QemuBuild(**{**b, "cpu_models": tuple(b.get("cpu_models", ())),
                          "caps": tuple(tuple(x) for x in b.get("caps", ())),
+                         "machines": tuple(b.get("machines", ())),
                          "env": tuple(tuple(x) for x in b.get("env", ()))}) for b in d.get("qemu", ())
         )
         return HostFacts(**d)

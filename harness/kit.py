@@ -21,7 +21,7 @@ from .config import ROOT
 from .debfetch import PrivateApt, debian_codename, unpack
 from .errors import KitError
 
-KIT_FORMAT = 1
+KIT_FORMAT = 2
 GUEST_TESTS = ROOT / "guest_tests"
 ARCH = "ppc64el"
 KERNEL_META = "linux-image-powerpc64le"
@@ -30,7 +30,19 @@ BUSYBOX = "busybox-static"
 MODULES = (
     "failover", "net_failover", "virtio", "virtio_ring", "virtio_pci_modern_dev",
     "virtio_pci_legacy_dev", "virtio_pci", "virtio_net", "virtio_blk",
+    # PCI hotplug on pseries: the guest configures a hot-added slot with drmgr through these.
+    "rpaphp", "rpadlpar_io",
 )
+# Guest programs from Debian's ppc64el packages, with the libraries they load (paths inside each
+# package; symlinks are kept and their targets listed too). drmgr configures hotplugged PCI slots;
+# kexec is carried for workloads that replace the running kernel.
+PROGRAMS = {
+    "powerpc-ibm-utils": ("usr/sbin/drmgr", "usr/sbin/lsslot"),
+    "librtas2": ("usr/lib/powerpc64le-linux-gnu/librtas.so.2", "usr/lib/powerpc64le-linux-gnu/librtas.so.2.0.0"),
+    "libnuma1": ("usr/lib/powerpc64le-linux-gnu/libnuma.so.1", "usr/lib/powerpc64le-linux-gnu/libnuma.so.1.0.0"),
+    "libc6": ("lib/powerpc64le-linux-gnu/libc.so.6", "lib/powerpc64le-linux-gnu/ld64.so.2", "lib64/ld64.so.2"),
+    "kexec-tools": ("sbin/kexec",),
+}
 READY_MARKER = "CASKIT-READY"
 
 
@@ -58,7 +70,8 @@ def recipe_key(guest_files: dict[str, bytes] | None = None) -> str:
     files = guest_files if guest_files is not None else _guest_files()
     h = hashlib.sha256()
     h.update(json.dumps({"format": KIT_FORMAT, "arch": ARCH, "suite": debian_codename(),
-                         "packages": [KERNEL_META, BUSYBOX], "modules": MODULES}, sort_keys=True).encode())
+                         "packages": [KERNEL_META, BUSYBOX], "modules": MODULES,
+                         "programs": PROGRAMS}, sort_keys=True).encode())
     for name, data in files.items():
         h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
     return h.hexdigest()[:16]
@@ -130,7 +143,7 @@ def _build_locked(key: str, root: Path, refresh: bool, log) -> Kit:
     if not kpkg:
         raise KitError(f"{KERNEL_META} {meta_ver} depends on no linux-image package: {deps!r}")
     packages, unpacked = {}, {}
-    for pkg in (kpkg, BUSYBOX):
+    for pkg in (kpkg, BUSYBOX, *PROGRAMS):
         log(f"kit: fetching {pkg}")
         deb = apt.download(pkg)
         packages[pkg] = {"version": apt.candidate(pkg)[0], "deb": deb.name, "sha256": _sha256(deb)}
@@ -145,7 +158,21 @@ def _build_locked(key: str, root: Path, refresh: bool, log) -> Kit:
         raise KitError(f"{BUSYBOX}: no bin/busybox in the package")
 
     entries = [cpio.directory(d) for d in ("bin", "sbin", "dev", "proc", "sys", "tmp", "etc", "root",
-                                           "lib", "lib/caskit", "lib/modules", "lib/modules/caskit")]
+                                           "lib", "lib/caskit", "lib/modules", "lib/modules/caskit",
+                                           "var", "var/log", "var/lock", "usr", "usr/sbin", "usr/lib")]
+    prog_dirs: set[str] = set()
+    for pkg, paths in PROGRAMS.items():
+        for rel in paths:
+            src = unpacked[pkg] / rel
+            if src.is_symlink():
+                entries.append(cpio.symlink(rel, os.readlink(src)))
+            elif src.is_file():
+                entries.append(cpio.file(rel, src.read_bytes(), executable=os.access(src, os.X_OK)))
+            else:
+                raise KitError(f"{pkg}: no {rel} in the package")
+            prog_dirs.update(str(p) for p in Path(rel).parents if str(p) != ".")
+    have = {e.path for e in entries}
+    entries += [cpio.directory(d) for d in sorted(prog_dirs - have)]
     entries += [cpio.chardev("dev/console", 5, 1), cpio.chardev("dev/null", 1, 3)]
     entries.append(cpio.file("bin/busybox", busybox.read_bytes(), executable=True))
     entries.append(cpio.symlink("bin/sh", "busybox"))

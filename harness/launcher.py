@@ -40,12 +40,14 @@ class Launcher:
             m.shutdown()
 
     def machine(self, name: str = "", *, axes: dict | None = None, incoming: bool = False,
-                build: QemuBuild | None = None) -> GuestMachine:
+                build: QemuBuild | None = None, pinned: tuple[str, ...] | None = None) -> GuestMachine:
         """A machine for this cell; `axes` overrides some of the cell's (a mismatched destination),
         `incoming` starts it waiting for a migration stream (-incoming defer)."""
         cell = self.cell
         if axes:
             cell = replace(cell, axes=tuple((k, axes.get(k, v)) for k, v in cell.axes))
+        if pinned is not None:
+            cell = replace(cell, pinned=pinned)
         sock_dir = self.host.tempdir("ck-")
         extra = workloads.device_args(self.cell.workloads, workloads.LaunchContext(self.cell, self.scratch))
         if incoming:

@@ -185,36 +185,60 @@ def to_file(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], GuestM
     return [hop], dst
 
 
+def mismatch_cases(pc: PlanContext) -> list[tuple[str, dict]]:
+    """Destinations that cannot take this guest's state: another interrupt controller, and
+    (where the build has one) an older machine version."""
+    cases = [("-".join(f"{k}-{v}" for k, v in MISMATCH[pc.mode].items()), {"axes": MISMATCH[pc.mode]})]
+    b = pc.launcher.build
+    mine = pc.launcher.cell.pinned[0] if pc.launcher.cell.pinned else b.machine
+    older = [m for m in b.machines if mine in b.machines and b.machines.index(m) < b.machines.index(mine)]
+    if older:
+        rest = pc.launcher.cell.pinned[1:] if pc.launcher.cell.pinned else ()
+        cases.append((older[-1], {"pinned": (older[-1], *rest)}))
+    return cases
+
+
 def mismatch(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], GuestMachine]:
-    """Into a destination that cannot take the state: the migration must fail and the source
-    must keep running with working interrupts. A mismatch that "succeeds" is judged on the
-    destination like any hop, and fails the cell if it leaves a broken guest."""
-    axes = MISMATCH[pc.mode]
-    name = "B-" + "-".join(f"{k}-{v}" for k, v in axes.items())
-    t0 = time.monotonic()
-    hop, dst = _hop(pc, a, name, axes=axes)
-    hop.qmp["destination_axes"] = axes
-    if hop.qmp.get("status") == "completed":
-        # QEMU let it through. Judge the guest where it now is.
-        hop.problems.append(f"the migration into {axes} completed; it should have been refused")
-        hop.symptoms.append("mismatch-accepted")
-        _resume_and_check(pc, hop, dst, t0)
-        hop.verdict = "FAIL" if hop.verdict != "ERROR" else hop.verdict
-        a.shutdown()
-        return [hop], dst
-    # Refused, as it should be: record both sides' words, then the source must live on.
-    dst.proc.wait(5.0) if dst.proc else None
-    hop.qmp["destination_error"] = migrate.error_lines(dst.stderr_text())
-    hop.qmp["destination_exit"] = dst.proc.poll() if dst.proc else None
-    hop.destination_alive = dst.alive()
-    dst.shutdown()
-    since = time.monotonic()
-    migrate.health(hop, a, window=pc.window, timeout=pc.timeout, since=since,
-                   probe_progress=progress_probe(pc.launcher.cell.workloads, int(pc.launcher.cell.axis("smp")), pc.timeout))
-    hop.source_alive = a.alive()
-    hop.destination_alive = False
-    migrate.judge(hop)
-    return [hop], a
+    """Into destinations that cannot take the state: each migration must fail and the source
+    must keep running with working interrupts (checked after every attempt). A mismatch that
+    "succeeds" is judged on the destination like any hop, and fails the cell if it leaves a
+    broken guest; the guest then lives there and the remaining cases are skipped."""
+    hops: list[migrate.Hop] = []
+    for label, override in mismatch_cases(pc):
+        name = f"B-{label}"
+        t0 = time.monotonic()
+        dst = pc.launcher.machine(name, incoming=True, axes=override.get("axes"), pinned=override.get("pinned"))
+        dst.launch()
+        uri = f"unix:{dst.files.sock_dir}/migration.sock"
+        hop = migrate.Hop(name, "A", name, uri)
+        hop.mode_before = migrate.views(a, pc.timeout)
+        hop.t_migrate = time.monotonic()
+        hop.qmp = migrate.qmp_account(migrate.migrate(a, dst, uri, max_bandwidth=pc.max_bandwidth))
+        hop.qmp["destination"] = override
+        hops.append(hop)
+        if hop.qmp.get("status") == "completed":
+            # QEMU let it through. Judge the guest where it now is.
+            hop.problems.append(f"the migration into {override} completed; it should have been refused")
+            hop.symptoms.append("mismatch-accepted")
+            _resume_and_check(pc, hop, dst, t0, a)
+            hop.verdict = "FAIL" if hop.verdict != "ERROR" else hop.verdict
+            a.shutdown()
+            return hops, dst
+        # Refused, as it should be: record both sides' words, then the source must live on.
+        if dst.proc:
+            dst.proc.wait(5.0)
+        hop.qmp["destination_error"] = migrate.error_lines(dst.stderr_text())
+        hop.qmp["destination_exit"] = dst.proc.poll() if dst.proc else None
+        dst.shutdown()
+        migrate.health(hop, a, window=pc.window, timeout=pc.timeout, since=time.monotonic(),
+                       probe_progress=progress_probe(pc.launcher.cell.workloads, int(pc.launcher.cell.axis("smp")),
+                                                     pc.timeout))
+        hop.source_alive = a.alive()
+        hop.destination_alive = False
+        migrate.judge(hop)
+        if hop.verdict != "PASS":
+            break
+    return hops, a
 
 
 PLANS = {"roundtrip": roundtrip, "file": to_file, "mismatch": mismatch}

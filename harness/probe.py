@@ -76,6 +76,8 @@ def probe_build(host: Host, spec: QemuBuildSpec, log_dir: Path, log=print) -> Qe
         max_cpus=pseries.get("cpu-max") if pseries else None,
         cpu_models=tuple(sorted(c["name"].upper() for c in cpus if re.fullmatch(r"power\d+", c["name"], re.I))),
         caps=tuple(sorted(effective_caps(caps, stderr).items())),
+        machines=tuple(sorted((x["name"] for x in machines if re.fullmatch(r"pseries-\d+\.\d+", x["name"])),
+                              key=lambda n: tuple(int(v) for v in re.findall(r"\d+", n)))),
     )
 
 

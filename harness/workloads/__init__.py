@@ -3,12 +3,13 @@ reboot last, since it resets the guest."""
 
 from __future__ import annotations
 
-from . import affinity, blk, cpu_hotplug, ipi, net, reboot
+from . import affinity, blk, cpu_hotplug, hotplug, ipi, net, reboot
 from .base import (GuestSession, LaunchContext, Workload, WorkloadFailed, WorkloadResult, WorkloadSkipped,
                    execute)
 
 REGISTRY: dict[str, Workload] = {w.name: w for w in (
-    ipi.WORKLOAD, net.WORKLOAD, blk.WORKLOAD, affinity.WORKLOAD, cpu_hotplug.WORKLOAD, reboot.WORKLOAD,
+    ipi.WORKLOAD, net.WORKLOAD, blk.WORKLOAD, affinity.WORKLOAD, cpu_hotplug.WORKLOAD, hotplug.WORKLOAD,
+    reboot.WORKLOAD,
 )}
 
 

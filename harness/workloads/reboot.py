@@ -1,5 +1,6 @@
 """reboot: QMP system_reset three times; each boot negotiates CAS again and must land in the
-same mode, seen from the guest and the host, with IPIs flowing."""
+same mode, seen from the guest and the host, with IPIs flowing. On a dual machine it then
+switches the mode at runtime (XIVE to XICS and back) through the next boot's command line."""
 
 from __future__ import annotations
 
@@ -31,7 +32,42 @@ def run(g: GuestSession) -> dict:
                                  f"first boot {first}", "", {"first": first, "boots": boots})
         if g.smp >= 2:
             boot["ipis_per_s"] = ipi_run(g, rounds=50)["ipis_per_s"]
-    return {"first": first, "boots": boots}
+    return {"first": first, "boots": boots, "switches": switch_modes(g, first)}
+
+
+def _reset_and_observe(g: GuestSession) -> tuple[str | None, str | None]:
+    g.qmp.execute("system_reset")
+    g.wait_ready(g.boot_timeout)
+    g.modules_loaded = False
+    return (observe.guest_view(g.sh("ck-observe").output).mode,
+            observe.host_view(g.qmp.hmp("info pic")).mode)
+
+
+def switch_modes(g: GuestSession, first: str | None) -> list[dict]:
+    """On a dual machine, switch the mode at runtime and back: the next boot's command line gets
+    (or loses) xive=off, CAS runs again, and QEMU swaps the active interrupt controller (under
+    KVM: destroys and re-creates the KVM device) after the machine started. kexec cannot do
+    this: the new kernel reuses the first boot's device tree and makes no CAS call (measured)."""
+    if g.qmp.execute("qom-get", path="/machine", property="ic-mode") != "dual":
+        return []
+    original = str(g.qmp.execute("qom-get", path="/machine", property="append"))
+    flipped = (" ".join(w for w in original.split() if w != "xive=off") if "xive=off" in original.split()
+               else f"{original} xive=off")
+    out = []
+    try:
+        for cmdline in (flipped, original):
+            g.qmp.execute("qom-set", path="/machine", property="append", value=cmdline)
+            want = "xics" if "xive=off" in cmdline.split() else "xive"
+            guest, host = _reset_and_observe(g)
+            out.append({"xive_off": want == "xics", "guest_mode": guest, "host_mode": host})
+            if guest != want or host != want:
+                raise WorkloadFailed(f"after a reset with{'' if want == 'xics' else 'out'} xive=off the guest "
+                                     f"negotiated {guest} (host: {host}), expected {want}", "", {"switches": out})
+    finally:
+        g.qmp.execute("qom-set", path="/machine", property="append", value=original)
+    if out and out[-1]["guest_mode"] != first:
+        raise WorkloadFailed(f"switched back to {out[-1]['guest_mode']}, first boot was {first}", "", {"switches": out})
+    return out
 
 
 WORKLOAD = Workload("reboot", "system_reset x3: CAS again, same mode, interrupts working", run, resets_guest=True)

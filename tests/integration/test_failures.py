@@ -3,7 +3,6 @@ nothing is left running."""
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -14,9 +13,9 @@ from harness import config, probe
 from harness.axes import AXIS_NAMES
 from harness.cellrun import CellContext, run_cell, run_tag
 from harness.domain import Cell
-from harness.hosts import LocalHost, tagged_pids
+from harness.hosts import LocalHost
 from harness.results import RunStore
-from integration.helpers import assert_no_qemu_left, pid_alive
+from integration.helpers import KillWhen, assert_no_qemu_left, pid_alive
 
 pytestmark = pytest.mark.guest
 
@@ -39,24 +38,11 @@ def test_qemu_killed_mid_boot_is_error_with_logs(tmp_path, facts, kit):
     store = RunStore(tmp_path)
     run_id = "killtest"
     log = store.cell_dir(cell.id) / "console.log"
-    killed: list[int] = []
-
-    def killer():
-        # Wait until the guest has started printing (mid-boot), then SIGKILL its QEMU by PID.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            pids = tagged_pids(run_tag(run_id, cell.id))
-            if pids and log.exists() and log.stat().st_size > 0:
-                import os, signal
-                os.kill(pids[0], signal.SIGKILL)
-                killed.append(pids[0])
-                return
-            time.sleep(0.05)
-
-    t = threading.Thread(target=killer)
-    t.start()
-    rec = run_cell(CellContext(cell, facts, LocalHost("local", 2), kit, store, run_id, dict(config.TIMEOUT_KEYS)))
-    t.join()
+    # Once the guest has started printing (mid-boot), SIGKILL its QEMU by PID.
+    ready = lambda: log.exists() and log.stat().st_size > 0  # noqa: E731
+    with KillWhen(run_tag(run_id, cell.id), ready, timeout=60) as k:
+        rec = run_cell(CellContext(cell, facts, LocalHost("local", 2), kit, store, run_id, dict(config.TIMEOUT_KEYS)))
+    killed = k.killed
     assert killed, "the test never saw the guest boot"
     assert rec["verdict"] == "ERROR", rec["reason"]
     assert rec["observed"]["infra"] is True

@@ -64,6 +64,14 @@ def test_metrics(run, mode):
     assert hp["after_online"]["1"] > 0
     assert hp["background_received"] == hp["background_sent"] > 0
     assert "Invalid argument" in hp["offline_affinity_error"]
+    dh = w["device-hotplug"]["metrics"]
+    assert dh["ras_hotplug"]["after_add"] > dh["ras_hotplug"]["before"]  # the guest saw the event
+    assert dh["ras_hotplug"]["after_remove"] > dh["ras_hotplug"]["after_add"]
+    assert dh["traffic"]["received"] == dh["traffic"]["sent"] > 0 and dh["traffic"]["irq_total"] > 0
+    assert dh["device_deleted"] is True
+    switches = w["reboot"]["metrics"]["switches"]  # dual machine: XIVE <-> XICS at runtime
+    assert [(x["guest_mode"], x["host_mode"]) for x in switches] == (
+        [("xics", "xics"), ("xive", "xive")] if mode == "xive" else [("xive", "xive"), ("xics", "xics")])
     boots = w["reboot"]["metrics"]["boots"]
     assert len(boots) == 3 and all(b["guest_mode"] == b["host_mode"] == mode for b in boots)
     assert all(b["ipis_per_s"] > 0 for b in boots)
