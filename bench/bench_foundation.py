@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """caskit foundation benchmark: what the harness costs on top of QEMU, and how -n 2 scales.
 
-Part 1, one cell (the first cell of the quick matrix), repeated --repeat times, the three ways
+Part 1, one cell (the first cell of the quick matrix), repeated --repeat times, the four kinds
 rotated so that drift in the machine's load hits them alike:
   raw     qemu-system-ppc64 with the argv caskit used for the cell (from cells/<id>/qemu-argv.txt),
           console chardev on stdio instead of a unix socket, no QMP, no -S; timed from Popen to
@@ -277,8 +277,17 @@ def cell_timeline(out: Path, rec: dict) -> dict:
 # raw QEMU
 
 
+SOCKDIR = "@SOCKDIR@"  # caskit's per-cell socket directory, gone after the warm-up run
+
+
 def raw_argv(caskit_argv: list[str]) -> tuple[list[str], list[str]]:
-    """caskit's argv with the console chardev on stdio, no QMP and no -S; all else identical."""
+    """caskit's argv with the console chardev on stdio, no QMP and no -S; all else identical.
+    Any other argument naming caskit's (removed) socket directory gets a fresh one per process."""
+    serial = next((caskit_argv[i + 1].split(":", 1)[1] for i, a in enumerate(caskit_argv[:-1])
+                   if a == "-serial" and caskit_argv[i + 1].startswith("chardev:")), "con0")
+    qmp = next((caskit_argv[i + 1] for i, a in enumerate(caskit_argv[:-1]) if a == "-qmp"), "")
+    m = re.match(r"unix:(/.+)/[^/]+?(,|$)", qmp)
+    sockdir = m.group(1) if m else None
     out, changes, i = [], [], 0
     while i < len(caskit_argv):
         a = caskit_argv[i]
@@ -287,7 +296,7 @@ def raw_argv(caskit_argv: list[str]) -> tuple[list[str], list[str]]:
             changes.append("dropped -S")
             i += 1
             continue
-        if a == "-chardev" and nxt.startswith("socket,"):
+        if a == "-chardev" and nxt.startswith("socket,") and re.search(rf"(^|,)id={re.escape(serial)}(,|$)", nxt):
             cid = re.search(r"id=([^,]+)", nxt)
             new = f"stdio,id={cid.group(1) if cid else 'con0'},signal=off"
             out += [a, new]
@@ -298,18 +307,32 @@ def raw_argv(caskit_argv: list[str]) -> tuple[list[str], list[str]]:
             changes.append(f"dropped -qmp {nxt}")
             i += 2
             continue
+        if sockdir and sockdir in a:
+            a = a.replace(sockdir, SOCKDIR)
+            changes.append(f"socket directory in {a!r}: a fresh one per process")
         out.append(a)
         i += 1
     return out, changes
+
+
+def materialize(argv: list[str], tmp: list[str]) -> list[str]:
+    """The argv with a fresh socket directory, if it needs one (noted in `tmp` for removal)."""
+    if not any(SOCKDIR in a for a in argv):
+        return argv
+    d = tempfile.mkdtemp(prefix="ck-bench-", dir="/tmp")  # short: unix socket paths < 108 bytes
+    tmp.append(d)
+    return [a.replace(SOCKDIR, d) for a in argv]
 
 
 def run_raw_pair(argv: list[str], timeout: float, k: int = 2) -> dict:
     """k raw QEMUs started together: how long until all of them printed the ready line. This is
     the ceiling for `-n k` on this machine: whatever the harness does, k guests cannot boot
     faster side by side than this."""
+    tmp: list[str] = []
+    argvs = [materialize(argv, tmp) for _ in range(k)]
     t0 = time.monotonic()
-    procs = [subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-             for _ in range(k)]
+    procs = [subprocess.Popen(a, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+             for a in argvs]
     OWN_PIDS.update(p.pid for p in procs)
     bufs = {p.stdout.fileno(): b"" for p in procs}
     ready: dict[int, float] = {}
@@ -335,6 +358,8 @@ def run_raw_pair(argv: list[str], timeout: float, k: int = 2) -> dict:
             for f in (p.stdin, p.stdout):
                 with contextlib.suppress(OSError):
                     f.close()
+        for d in tmp:
+            shutil.rmtree(d, ignore_errors=True)
     times = sorted(ready.values())
     ok = len(times) == k and all(t == t for t in times)
     return {"to_ready_s": [rnd(t) for t in times], "all_ready_s": rnd(max(times)) if ok else None, "ok": ok}
@@ -342,8 +367,11 @@ def run_raw_pair(argv: list[str], timeout: float, k: int = 2) -> dict:
 
 def run_raw(argv: list[str], timeout: float) -> dict:
     """Popen -> the ready line on stdout; then SIGKILL by PID. Times in seconds."""
+    tmp: list[str] = []
+    argv = materialize(argv, tmp)
+    err = tempfile.TemporaryFile()  # a file, not a pipe: nobody reads stderr while QEMU runs
     t0 = time.monotonic()
-    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
     t_spawned = time.monotonic()
     OWN_PIDS.add(p.pid)
     buf, ready_t, cpu_at_ready = b"", None, None
@@ -369,10 +397,13 @@ def run_raw(argv: list[str], timeout: float) -> dict:
         _, status, ru = os.wait4(p.pid, 0)
         p.returncode = -signal.SIGKILL
         OWN_PIDS.discard(p.pid)
-        stderr = p.stderr.read().decode(errors="replace")
-        for f in (p.stdin, p.stdout, p.stderr):
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+        for f in (p.stdin, p.stdout, err):
             with contextlib.suppress(OSError):
                 f.close()
+        for d in tmp:
+            shutil.rmtree(d, ignore_errors=True)
     return {"to_ready_s": rnd(ready_t), "popen_s": rnd(t_spawned - t0, 4), "qemu_cpu_at_ready_s": rnd(cpu_at_ready, 2),
             "qemu_cpu_total_s": rnd(ru.ru_utime + ru.ru_stime, 2), "ok": ready_t is not None,
             "stderr_tail": stderr[-400:] if ready_t is None else "", "console_tail": "" if ready_t else buf[-400:].decode(errors="replace")}

@@ -132,7 +132,7 @@ class LocalHost:
             if time.monotonic() > deadline:
                 raise InfraError(f"host {self.name}: no free slot of {self.slots} within {timeout:.0f}s")
             time.sleep(delay)  # flock offers no wait-for-any-of-N; back off and retry
-            delay = min(delay * 2, 1.0)
+            delay = min(delay * 2, 0.25)  # a freed slot is noticed within a quarter second
 
 
 def tagged_pids(tag_prefix: str) -> list[int]:
