@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import known_issues, model, observe, plans, workloads
 from .console import GuestPanic
-from .domain import Cell, Expected, HostFacts, HostView, Observed, Stage
+from .domain import Cell, Expected, HostFacts, Observed, Stage
 from .errors import GuestTimeout, InfraError, LaunchFailure, QemuDied
 from .hosts import Host
 from .interrupts import InterruptsFormatError

@@ -177,7 +177,7 @@ def to_file(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], GuestM
     dst.launch()
     assert dst.qmp
     dst.qmp.execute("migrate-incoming", uri="exec:cat " + shlex.quote(str(path)))
-    while (st := dst.qmp.execute("query-status").get("status")) == "inmigrate":
+    while dst.qmp.execute("query-status").get("status") == "inmigrate":
         if time.monotonic() > deadline or not dst.alive():
             break
         time.sleep(0.05)

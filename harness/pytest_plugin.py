@@ -8,8 +8,6 @@ assembles results.json and the reports at the end, and stops any QEMU the run le
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from pathlib import Path
 

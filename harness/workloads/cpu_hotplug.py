@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from .affinity import input_line, set_affinity, steer_and_count
+from .affinity import input_line, steer_and_count
 from .base import GuestSession, Workload, WorkloadFailed
 from .devices import device_argv, nic_up
 

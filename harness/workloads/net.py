@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from .base import GuestSession, LaunchContext, Workload, WorkloadFailed
+from .base import GuestSession, Workload, WorkloadFailed
 from .devices import Nic, device_argv, line_delta, nic_lines, nic_up, ping
 
 PINGS = 40

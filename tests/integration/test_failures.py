@@ -4,7 +4,6 @@ nothing is left running."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 

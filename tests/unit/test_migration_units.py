@@ -3,7 +3,6 @@ migration-domain pins, and how a migration folds into a cell's verdict."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
