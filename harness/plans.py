@@ -92,13 +92,15 @@ def progress_probe(names: tuple[str, ...], smp: int, timeout: float) -> Callable
     return probe
 
 
-def _hop(pc: PlanContext, src: GuestMachine, name: str, *, axes: dict | None = None) -> tuple[migrate.Hop, GuestMachine]:
+def _hop(pc: PlanContext, src: GuestMachine, name: str, *, axes: dict | None = None,
+         pinned: tuple[str, ...] | None = None) -> tuple[migrate.Hop, GuestMachine]:
     """One live hop over a unix socket to a new destination. The caller owns both machines."""
     t_setup = time.monotonic()
-    dst = pc.launcher.machine(name, axes=axes, incoming=True)
+    dst = pc.launcher.machine(name, axes=axes, incoming=True, pinned=pinned)
     dst.launch()
     uri = f"unix:{dst.files.sock_dir}/migration.sock"
-    hop = migrate.Hop(name, src.files.log_dir.name or "A", name, uri)
+    source = "A" if src.files.log_dir == pc.launcher.log_dir else src.files.log_dir.name
+    hop = migrate.Hop(name, source, name, uri)
     hop.setup_s = round(time.monotonic() - t_setup, 3)
     hop.mode_before = migrate.views(src, pc.timeout)
     hop.t_migrate = time.monotonic()
@@ -205,15 +207,8 @@ def mismatch(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], Guest
     broken guest; the guest then lives there and the remaining cases are skipped."""
     hops: list[migrate.Hop] = []
     for label, override in mismatch_cases(pc):
-        name = f"B-{label}"
         t0 = time.monotonic()
-        dst = pc.launcher.machine(name, incoming=True, axes=override.get("axes"), pinned=override.get("pinned"))
-        dst.launch()
-        uri = f"unix:{dst.files.sock_dir}/migration.sock"
-        hop = migrate.Hop(name, "A", name, uri)
-        hop.mode_before = migrate.views(a, pc.timeout)
-        hop.t_migrate = time.monotonic()
-        hop.qmp = migrate.qmp_account(migrate.migrate(a, dst, uri, max_bandwidth=pc.max_bandwidth))
+        hop, dst = _hop(pc, a, f"B-{label}", axes=override.get("axes"), pinned=override.get("pinned"))
         hop.qmp["destination"] = override
         hops.append(hop)
         if hop.qmp.get("status") == "completed":
