@@ -78,9 +78,3 @@ def delta(before: Table, after: Table) -> dict[str, dict[int, int]]:
         b = before.per_cpu(lb) if lb else {}
         out[la.label] = {cpu: c - b.get(cpu, 0) for cpu, c in after.per_cpu(la).items()}
     return out
-
-
-def find(table: Table, *, chip_prefix: str | None = None, name_prefix: str | None = None) -> list[Line]:
-    return [l for l in table.lines
-            if (chip_prefix is None or (l.chip or "").startswith(chip_prefix))
-            and (name_prefix is None or l.name.startswith(name_prefix))]

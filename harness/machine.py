@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .console import Console
-from .errors import InfraError, LaunchFailure
+from .errors import LaunchFailure
 from .heartbeat import HeartbeatReader
 from .hosts import Host, Process
 from .qmp import QmpClient, QmpLost
@@ -149,8 +149,3 @@ class GuestMachine:
         self.exit_code = self.proc.poll()
         self.host.remove_tree(self.files.sock_dir)
         return self.exit_code
-
-
-def require_alive(m: GuestMachine, what: str) -> None:
-    if not m.alive():
-        raise InfraError(f"QEMU is gone before {what} (exit code {m.proc.poll() if m.proc else None})")

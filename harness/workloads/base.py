@@ -132,7 +132,3 @@ def execute(w: Workload, g: GuestSession) -> WorkloadResult:
 def _spurious(g: GuestSession) -> int:
     spu = g.interrupts().by_label("SPU")
     return spu.total if spu else 0
-
-
-def grew_on(delta: dict[int, int], cpus: list[int]) -> bool:
-    return all(delta.get(c, 0) > 0 for c in cpus)
