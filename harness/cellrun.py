@@ -115,7 +115,7 @@ def _run_migration(launcher: Launcher, m: GuestMachine, ctx: CellContext, mode: 
     rec: dict = {"plan": cell.migration, "window_s": pc.window, "hops": []}
     try:
         plans.start_heartbeat(m, pc.timeout)
-        plans.start_background_traffic(m, cell.workloads, pc.timeout)
+        plans.start_background_traffic(m, cell, pc.timeout)
         hops, _final = plans.PLANS[cell.migration](pc, m)
     except (InfraError, LaunchFailure, QmpLost, QmpCommandError, GuestTimeout, observe.ObserveError,
             workloads.WorkloadFailed) as e:

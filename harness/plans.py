@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import migrate, workloads
+from .domain import Cell
 from .errors import InfraError
 from .launcher import Launcher
 from .machine import GuestMachine
@@ -41,35 +42,36 @@ def start_heartbeat(m: GuestMachine, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def start_background_traffic(m: GuestMachine, names: tuple[str, ...], timeout: float) -> None:
+def start_background_traffic(m: GuestMachine, cell: Cell, timeout: float) -> None:
     """Interrupts in flight during the hop: a ping stream and an IPI ping-pong in the background."""
     assert m.console
+    names = cell.workloads
     if "virtio-net" in names:
-        g = _session(m, names, timeout)
+        g = _session(m, cell, timeout)
         nic = nic_up(g, "nic")
         m.console.run(f"(ping -I {nic.iface} -i 0.05 -c 100000 {nic.spec.gateway} > /tmp/ck-bg-ping.log 2>&1 &)", timeout)
     if "ipi" in names:
         m.console.run("(ck-ipi 1000000 0 1 > /tmp/ck-bg-ipi.log 2>&1 &)", timeout)
     if "virtio-blk" in names:
-        g = _session(m, names, timeout)
+        g = _session(m, cell, timeout)
         dev, _ = blk.find_disk(g)
         blk.write(g, dev)
 
 
-def _session(m: GuestMachine, names, timeout: float) -> workloads.GuestSession:
-    from .domain import Cell
+def _session(m: GuestMachine, cell: Cell, timeout: float) -> workloads.GuestSession:
+    """The workloads' view of the guest wherever it now lives (modules were loaded before the hop)."""
     assert m.console and m.qmp
-    cell = Cell("migration", (("smp", 2),), tuple(names))
     return workloads.GuestSession(cell, m.console, m.qmp, timeout, m.console.wait_ready, timeout, modules_loaded=True)
 
 
-def progress_probe(names: tuple[str, ...], smp: int, timeout: float) -> Callable[[GuestMachine], dict]:
+def progress_probe(cell: Cell, timeout: float) -> Callable[[GuestMachine], dict]:
     """After a hop: the workloads still make progress and lose nothing."""
 
     def probe(m: GuestMachine) -> dict:
-        g = _session(m, names, timeout)
+        g = _session(m, cell, timeout)
+        names = cell.workloads
         out: dict = {"problems": []}
-        if smp >= 2:
+        if g.smp >= 2:
             try:
                 out["ipi"] = ipi.run(g, rounds=50)
             except workloads.WorkloadFailed as e:
@@ -110,8 +112,7 @@ def _hop(pc: PlanContext, src: GuestMachine, name: str, *, axes: dict | None = N
     return hop, dst
 
 
-def _resume_and_check(pc: PlanContext, hop: migrate.Hop, dst: GuestMachine, t_start: float,
-                      src: GuestMachine | None = None) -> None:
+def _resume_and_check(pc: PlanContext, hop: migrate.Hop, dst: GuestMachine, src: GuestMachine | None = None) -> None:
     assert dst.qmp
     if hop.qmp.get("status") != "completed":
         code = dst.proc.wait(2.0) if dst.proc else None
@@ -133,9 +134,9 @@ def _resume_and_check(pc: PlanContext, hop: migrate.Hop, dst: GuestMachine, t_st
     except Exception as e:  # the destination may already be gone: health() will say so
         hop.problems.append(f"cont on the destination failed: {e}")
     since = time.monotonic()
-    hop.harness_s = round(since - (hop.t_migrate or t_start), 3)
+    hop.harness_s = round(since - hop.t_migrate, 3) if hop.t_migrate else None
     migrate.health(hop, dst, window=pc.window, timeout=pc.timeout, since=since,
-                   probe_progress=progress_probe(pc.launcher.cell.workloads, int(pc.launcher.cell.axis("smp")), pc.timeout))
+                   probe_progress=progress_probe(pc.launcher.cell, pc.timeout))
     migrate.judge(hop)
 
 
@@ -144,10 +145,9 @@ def roundtrip(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], Gues
     hops = []
     current = a
     for name in ("B", "A2"):
-        t0 = time.monotonic()
         hop, dst = _hop(pc, current, name)
         hops.append(hop)
-        _resume_and_check(pc, hop, dst, t0, current)
+        _resume_and_check(pc, hop, dst, current)
         if hop.qmp.get("status") != "completed":
             break  # the guest is still on the source; the launcher stops every machine at the end
         current.shutdown()  # the source's job ends with a completed hop
@@ -163,7 +163,7 @@ def to_file(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], GuestM
     uri_out = "exec:cat > " + shlex.quote(str(path))
     hop = migrate.Hop("file", "A", "restore", uri_out)
     hop.mode_before = migrate.views(a, pc.timeout)
-    t0 = hop.t_migrate = time.monotonic()
+    hop.t_migrate = time.monotonic()
     assert a.qmp
     a.qmp.execute("migrate", uri=uri_out)
     deadline = time.monotonic() + migrate.MIGRATE_TIMEOUT
@@ -183,7 +183,7 @@ def to_file(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], GuestM
         if time.monotonic() > deadline or not dst.alive():
             break
         time.sleep(0.05)
-    _resume_and_check(pc, hop, dst, t0)
+    _resume_and_check(pc, hop, dst)
     return [hop], dst
 
 
@@ -207,7 +207,6 @@ def mismatch(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], Guest
     broken guest; the guest then lives there and the remaining cases are skipped."""
     hops: list[migrate.Hop] = []
     for label, override in mismatch_cases(pc):
-        t0 = time.monotonic()
         hop, dst = _hop(pc, a, f"B-{label}", axes=override.get("axes"), pinned=override.get("pinned"))
         hop.qmp["destination"] = override
         hops.append(hop)
@@ -215,7 +214,7 @@ def mismatch(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], Guest
             # QEMU let it through. Judge the guest where it now is.
             hop.problems.append(f"the migration into {override} completed; it should have been refused")
             hop.symptoms.append("mismatch-accepted")
-            _resume_and_check(pc, hop, dst, t0, a)
+            _resume_and_check(pc, hop, dst, a)
             hop.verdict = "FAIL" if hop.verdict != "ERROR" else hop.verdict
             a.shutdown()
             return hops, dst
@@ -226,8 +225,7 @@ def mismatch(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], Guest
         hop.qmp["destination_exit"] = dst.proc.poll() if dst.proc else None
         dst.shutdown()
         migrate.health(hop, a, window=pc.window, timeout=pc.timeout, since=time.monotonic(),
-                       probe_progress=progress_probe(pc.launcher.cell.workloads, int(pc.launcher.cell.axis("smp")),
-                                                     pc.timeout))
+                       probe_progress=progress_probe(pc.launcher.cell, pc.timeout))
         hop.source_alive = a.alive()
         hop.destination_alive = False
         migrate.judge(hop)
