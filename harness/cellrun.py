@@ -7,10 +7,11 @@ and it turns every way a cell can go wrong into an Observed with `infra` set or 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import known_issues, model, observe, plans, workloads
@@ -21,7 +22,7 @@ from .hosts import Host
 from .interrupts import InterruptsFormatError
 from .kit import Kit
 from .machine import GuestMachine
-from .launcher import Launcher, run_tag  # noqa: F401  (run_tag: the tag tests and cleanup look for)
+from .launcher import Launcher, Site, run_tag  # noqa: F401  (run_tag: the tag tests and cleanup look for)
 from .qmp import QmpCommandError, QmpLost
 from .results import RunStore
 from .verdict import combine, combine_migration, decide
@@ -43,6 +44,8 @@ class CellContext:
     worker: str = "main"
     known_issues: list = field(default_factory=list)
     max_bandwidth: int | None = None
+    peer: Site | None = None  # a cross plan's other member of the migration domain
+    addresses: dict[str, str] = field(default_factory=dict)  # host -> address for migration streams
 
 
 def qemu_error(stderr: str) -> str | None:
@@ -111,8 +114,11 @@ def _run_workloads(m: GuestMachine, ctx: CellContext, mode: str | None) -> list[
 def _run_migration(launcher: Launcher, m: GuestMachine, ctx: CellContext, mode: str) -> dict:
     cell = ctx.cell
     build = ctx.facts.build(str(cell.axis("qemu")))
-    pc = plans.PlanContext(launcher, ctx.timeouts["liveness"], ctx.timeouts["command"], mode, ctx.max_bandwidth)
+    pc = plans.PlanContext(launcher, ctx.timeouts["liveness"], ctx.timeouts["command"], mode, ctx.max_bandwidth,
+                           ctx.peer, dict(ctx.addresses))
     rec: dict = {"plan": cell.migration, "window_s": pc.window, "hops": []}
+    if ctx.peer is not None:
+        rec["peer"] = {"host": ctx.peer.host.name, "qemu": ctx.peer.build.name, "version": ctx.peer.build.version}
     try:
         plans.start_heartbeat(m, pc.timeout)
         plans.start_background_traffic(m, cell, pc.timeout)
@@ -123,7 +129,8 @@ def _run_migration(launcher: Launcher, m: GuestMachine, ctx: CellContext, mode: 
         return rec
     rec["hops"] = [h.to_dict() for h in hops]
     facts = known_issues.CellFacts(build.version if build else "", str(cell.axis("accel")), cell.migration,
-                                   "workload" if cell.workloads else "idle", int(cell.axis("smp")), mode)
+                                   "workload" if cell.workloads else "idle", int(cell.axis("smp")), mode,
+                                   ctx.peer.build.version if ctx.peer else "")
     rec.update(known_issues.classify(ctx.known_issues, facts, rec["hops"]))
     bad = [h for h in rec["hops"] if h["verdict"] != "PASS"]
     rec["reason"] = "; ".join(f"hop {h['name']}: {'; '.join(h['problems'] or h['infra'])}"
@@ -137,9 +144,16 @@ def execute(ctx: CellContext, expected: Expected, log_dir: Path, wl_results: lis
     o = Observed()
     cell, build = ctx.cell, ctx.facts.build(str(ctx.cell.axis("qemu")))
     assert build is not None
-    with ctx.host.lease():
+    # A peer on another host holds a slot there too, for the cell's whole life: its guest may
+    # live there for a while.
+    peer_lease = ctx.peer.host.lease() if ctx.peer and ctx.peer.host.name != ctx.host.name else contextlib.nullcontext()
+    with ctx.host.lease(), peer_lease:
+        # The kit as each host sees it: sent once per host and content key (a no-op locally).
+        kit = ctx.host.stage_kit(ctx.kit)
+        if ctx.peer is not None:
+            ctx = replace(ctx, peer=replace(ctx.peer, kit=ctx.peer.host.stage_kit(ctx.peer.kit)))
         scratch = ctx.host.tempdir("ck-s-")
-        launcher = Launcher(ctx.host, cell, build, ctx.kit, ctx.run_id, log_dir, scratch,
+        launcher = Launcher(ctx.host, cell, build, kit, ctx.run_id, log_dir, scratch,
                             ctx.timeouts["shutdown"], heartbeat=cell.migration != "none")
         m = launcher.machine()
         try:

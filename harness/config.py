@@ -37,8 +37,20 @@ MIGRATIONS: dict[str, str] = {
     "roundtrip": "A -> B -> fresh A', judged by the guest after each hop",
     "file": "to a file (exec:), source stopped, restored into a new QEMU",
     "mismatch": "into a destination that cannot take the state; must fail, source must live on",
+    "cross-build": "A -> B on another QEMU build of the domain, same host -> fresh A' (needs `domain:`)",
+    "cross-host": "A -> B on another host of the domain, over TCP -> fresh A' (needs `domain:`)",
 }
-HOST_KINDS = ("local",)
+# Plans whose middle hop runs elsewhere in a migration domain.
+DOMAIN_PLANS = ("cross-build", "cross-host")
+# Workloads whose state lives in a file on the source host (a disk image, a hotplugged device's
+# backing): across hosts they need shared storage, which caskit does not set up.
+HOST_LOCAL_WORKLOADS = ("virtio-blk", "device-hotplug")
+HOST_KINDS = ("local", "ssh")
+HOST_KEYS = {
+    "local": ("kind", "slots", "qemu", "migration_address"),
+    "ssh": ("kind", "slots", "qemu", "migration_address", "address", "port", "user", "key_file", "known_hosts",
+            "proxy_command", "kit_dir"),
+}
 MATRIX_KEYS = ("name", "hosts", "axes", "exclude", "workloads", "migration", "timeouts", "kit", "append", "migration_max_bandwidth", "domain", "description")
 TIMEOUT_KEYS = {"boot": 90.0, "command": 30.0, "shutdown": 10.0, "liveness": 10.0}
 
@@ -76,6 +88,20 @@ class HostSpec:
     kind: str
     slots: int
     qemu: tuple[QemuBuildSpec, ...]
+    # Where other hosts of a migration domain send this host's incoming migration streams.
+    migration_address: str = "127.0.0.1"
+    ssh: SshSpec | None = None
+
+
+@dataclass(frozen=True)
+class SshSpec:
+    address: str
+    port: int
+    user: str
+    key_file: str
+    known_hosts: str
+    proxy_command: tuple[str, ...] = ()  # argv (no shell) whose stdin/stdout reach the host's sshd
+    kit_dir: str = "/var/tmp/caskit"
 
 
 class _Loader(yaml.SafeLoader):
@@ -232,6 +258,15 @@ def parse_matrix(data: Any, path: str, known_hosts: set[str] | None = None,
         for a in ("ic_mode", "kernel_irqchip", "cpu_compat"):
             if axes[a] != (DEFAULT,):
                 raise ConfigError(path, f"axes.{a}", f"the domain {domain!r} pins it; leave it out")
+    for m in migration:
+        if m in DOMAIN_PLANS and domain is None:
+            raise ConfigError(path, "migration", f"plan {m!r} migrates between members of a migration domain; "
+                                                 "name one with `domain:` (see `domains:` in the host inventory)")
+    if "cross-host" in migration:
+        local_only = [w for w in workloads if w in HOST_LOCAL_WORKLOADS]
+        if local_only:
+            raise ConfigError(path, "workloads", f"{', '.join(local_only)} keep state in a file on the source "
+                                                 "host; plan 'cross-host' would need shared storage between hosts")
 
     return Matrix(name, path, tuple(hosts), axes, tuple(excl), tuple(workloads), tuple(migration), timeouts, kit,
                   append.strip(), bw, domain)
@@ -268,12 +303,13 @@ def parse_hosts(data: Any, path: str) -> dict[str, HostSpec]:
         spec = spec or {}
         if not isinstance(spec, dict):
             raise ConfigError(path, key, "must be a mapping")
-        for k in spec:
-            if k not in ("kind", "slots", "qemu"):
-                raise ConfigError(path, f"{key}.{k}", "unknown key; allowed keys: kind, slots, qemu")
         kind = spec.get("kind", "local")
         if kind not in HOST_KINDS:
             raise ConfigError(path, f"{key}.kind", f"{kind!r} is not supported; allowed: {_fmt(HOST_KINDS)}")
+        for k in spec:
+            if k not in HOST_KEYS[kind]:
+                raise ConfigError(path, f"{key}.{k}", f"unknown key for a {kind} host; allowed keys: "
+                                                       f"{', '.join(HOST_KEYS[kind])}")
         slots = spec.get("slots", os.cpu_count() or 1)
         if not isinstance(slots, int) or isinstance(slots, bool) or slots < 1:
             raise ConfigError(path, f"{key}.slots", f"{slots!r} is not a positive whole number")
@@ -287,10 +323,42 @@ def parse_hosts(data: Any, path: str) -> dict[str, HostSpec]:
             builds = [x for x in builds if x.name != bname]
             builds.append(QemuBuildSpec(str(bname), str(b.get("binary", "qemu-system-ppc64")), b.get("firmware_dir"),
                                         b.get("debian_suite")))
-        out[str(name)] = HostSpec(str(name), kind, slots, tuple(builds))
+        ssh = _ssh_spec(path, key, spec, Path(path).parent) if kind == "ssh" else None
+        if ssh is not None:
+            for b in builds:
+                if b.debian_suite and b.name in {str(x) for x in (spec.get("qemu") or {})}:
+                    raise ConfigError(path, f"{key}.qemu.{b.name}", "a build fetched from a Debian suite runs only "
+                                                                     "on the local host; name its `binary` on this host")
+            builds = [b for b in builds if not b.debian_suite]
+        maddr = spec.get("migration_address", ssh.address if ssh else "127.0.0.1")
+        if not isinstance(maddr, str) or not maddr:
+            raise ConfigError(path, f"{key}.migration_address", f"{maddr!r} is not an address")
+        out[str(name)] = HostSpec(str(name), kind, slots, tuple(builds), maddr, ssh)
     out.setdefault("local", HostSpec("local", "local", os.cpu_count() or 1,
                                      (QemuBuildSpec("system", "qemu-system-ppc64"), BACKPORTS)))
     return out
+
+
+def _ssh_spec(path: str, key: str, spec: dict, base: Path) -> SshSpec:
+    for k in ("address", "user", "key_file", "known_hosts"):
+        if not isinstance(spec.get(k), str) or not spec.get(k):
+            raise ConfigError(path, f"{key}.{k}", "required for an ssh host (a non-empty string)")
+    port = spec.get("port", 22)
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise ConfigError(path, f"{key}.port", f"{port!r} is not a TCP port")
+    files = {}
+    for k in ("key_file", "known_hosts"):
+        f = (base / os.path.expanduser(spec[k])).resolve()
+        if not f.is_file():
+            raise ConfigError(path, f"{key}.{k}", f"no such file: {f}")
+        files[k] = str(f)
+    proxy = spec.get("proxy_command", [])
+    if not isinstance(proxy, list) or not all(isinstance(x, str) and x for x in proxy):
+        raise ConfigError(path, f"{key}.proxy_command", "must be a list of strings (an argv, run without a shell)")
+    kit_dir = spec.get("kit_dir", "/var/tmp/caskit")
+    if not isinstance(kit_dir, str) or not kit_dir.startswith("/"):
+        raise ConfigError(path, f"{key}.kit_dir", f"{kit_dir!r} is not an absolute path")
+    return SshSpec(spec["address"], port, spec["user"], files["key_file"], files["known_hosts"], tuple(proxy), kit_dir)
 
 
 def load_hosts(path: str | os.PathLike | None = None) -> dict[str, HostSpec]:

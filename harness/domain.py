@@ -40,6 +40,8 @@ class Cell:
     matrix: str = ""
     append: str = ""  # extra guest kernel command line from the matrix file
     pinned: tuple[str, ...] = ()  # a migration domain's machine type, then its cap-* options
+    # Where a cross-host or cross-build plan's middle hop runs: (host, QEMU build) of the domain.
+    peer: tuple[str, ...] = ()
 
     def axis(self, name: str) -> str | int:
         return dict(self.axes)[name]
@@ -71,6 +73,8 @@ class Cell:
             what["append"] = self.append
         if self.pinned:
             what["pinned"] = list(self.pinned)
+        if self.peer:
+            what["peer"] = list(self.peer)
         payload = json.dumps(what, sort_keys=True)
         return f"{slug}-{hashlib.sha256(payload.encode()).hexdigest()[:6]}"
 
@@ -84,6 +88,7 @@ class Cell:
             "matrix": self.matrix,
             "append": self.append,
             "pinned": list(self.pinned),
+            "peer": list(self.peer),
         }
 
     @staticmethod
@@ -91,7 +96,8 @@ class Cell:
         axes = tuple((n, d["axes"][n]) for n in AXIS_NAMES)
         plan = d.get("migration_plan") or (d["migration"] if isinstance(d.get("migration"), str) else "none")
         return Cell(d["host"], axes, tuple(d.get("workloads", ())), plan,
-                    d.get("matrix", ""), d.get("append", ""), tuple(d.get("pinned", ())))
+                    d.get("matrix", ""), d.get("append", ""), tuple(d.get("pinned", ())),
+                    tuple(d.get("peer", ())))
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Hosts behind one small interface: spawn and stop processes, temp dirs, sockets, slot leases.
 
-Only `LocalHost` exists so far; an SSH host implements the same methods over paramiko, and
+`LocalHost` is this machine; `ssh_host.SshHost` implements the same methods over paramiko, and
 everything above this module is the same for a laptop and a farm host.
 """
 
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator, Protocol
 
 from .errors import InfraError
+from .kit import Kit
 
 
 class Process(Protocol):
@@ -65,6 +66,8 @@ class Host(Protocol):
     def connect_unix(self, path: Path, timeout: float) -> socket.socket: ...
     def path_exists(self, path: Path) -> bool: ...
     def lease(self, timeout: float) -> contextlib.AbstractContextManager[int]: ...
+    def run(self, argv: list[str], timeout: float = 60.0, check: bool = False) -> tuple[int, str, str]: ...
+    def stage_kit(self, kit: Kit) -> Kit: ...
 
 
 def lock_dir() -> Path:
@@ -84,6 +87,18 @@ class LocalHost:
         with open(stdout, "ab") as out, open(stderr, "ab") as err:
             p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
         return LocalProcess(p)
+
+    def run(self, argv: list[str], timeout: float = 60.0, check: bool = False) -> tuple[int, str, str]:
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise InfraError(f"host {self.name}: {argv[0]}: {e}") from None
+        if check and r.returncode != 0:
+            raise InfraError(f"host {self.name}: {' '.join(argv)[:200]} exited {r.returncode}: {r.stderr.strip()[-500:]}")
+        return r.returncode, r.stdout, r.stderr
+
+    def stage_kit(self, kit: Kit) -> Kit:
+        return kit  # already here
 
     def tempdir(self, prefix: str) -> Path:
         # Short paths: unix socket paths must stay under 108 bytes.

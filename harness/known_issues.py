@@ -109,10 +109,12 @@ class CellFacts:
     guest_state: str  # idle | workload
     smp: int
     mode: str | None
+    peer_qemu_version: str = ""  # a cross-build hop involves two builds: an entry for either applies
 
 
 def applies(k: KnownIssue, c: CellFacts) -> bool:
-    return ((k.qemu_version is None or version_matches(k.qemu_version, c.qemu_version))
+    versions = [v for v in (c.qemu_version, c.peer_qemu_version) if v]
+    return ((k.qemu_version is None or any(version_matches(k.qemu_version, v) for v in versions))
             and (k.accel is None or k.accel == c.accel)
             and (not k.plans or c.plan in k.plans)
             and (k.guest_state in ("any", c.guest_state))

@@ -21,6 +21,15 @@ def run_tag(run_id: str, cell_id: str) -> str:
     return f"caskit:{run_id}:{cell_id}"
 
 
+@dataclass(frozen=True)
+class Site:
+    """Where a machine runs: a host, one of its QEMU builds, and the guest kit as that host sees it."""
+
+    host: Host
+    build: QemuBuild
+    kit: Kit
+
+
 @dataclass
 class Launcher:
     host: Host
@@ -40,24 +49,26 @@ class Launcher:
             m.shutdown()
 
     def machine(self, name: str = "", *, axes: dict | None = None, incoming: bool = False,
-                build: QemuBuild | None = None, pinned: tuple[str, ...] | None = None) -> GuestMachine:
+                site: Site | None = None, pinned: tuple[str, ...] | None = None) -> GuestMachine:
         """A machine for this cell; `axes` overrides some of the cell's (a mismatched destination),
-        `incoming` starts it waiting for a migration stream (-incoming defer)."""
+        `incoming` starts it waiting for a migration stream (-incoming defer), `site` runs it on
+        another host or QEMU build of the cell's migration domain."""
+        host, build, kit = (site.host, site.build, site.kit) if site else (self.host, self.build, self.kit)
         cell = self.cell
         if axes:
             cell = replace(cell, axes=tuple((k, axes.get(k, v)) for k, v in cell.axes))
         if pinned is not None:
             cell = replace(cell, pinned=pinned)
-        sock_dir = self.host.tempdir("ck-")
+        sock_dir = host.tempdir("ck-")
         extra = workloads.device_args(self.cell.workloads, workloads.LaunchContext(self.cell, self.scratch))
         if incoming:
             extra += ["-incoming", "defer"]
         files = MachineFiles(self.log_dir / name if name else self.log_dir, sock_dir)
-        argv = qemu_argv(cell, build or self.build, self.kit.kernel, self.kit.initrd, qmp_sock=files.qmp_sock,
+        argv = qemu_argv(cell, build, kit.kernel, kit.initrd, qmp_sock=files.qmp_sock,
                          console_sock=files.console_sock, heartbeat_sock=files.heartbeat_sock if self.heartbeat else None,
                          run_tag=run_tag(self.run_id, self.cell.id) + (f":{name}" if name else ""),
                          append=self.cell.append, extra_args=tuple(extra))
-        m = GuestMachine(self.host, argv, files, shutdown_timeout=self.shutdown_timeout,
+        m = GuestMachine(host, argv, files, shutdown_timeout=self.shutdown_timeout,
                          with_heartbeat=self.heartbeat)
         self.created.append(m)
         return m

@@ -33,6 +33,9 @@ class Hop:
     source: str
     destination: str
     uri: str
+    source_host: str | None = None
+    destination_host: str | None = None
+    destination_build: str | None = None
     qmp: dict = field(default_factory=dict)  # status, total-time, downtime, ram.transferred, error-desc
     destination_status: str | None = None  # query-status after the hop (recorded, never decides)
     liveness: dict = field(default_factory=dict)
@@ -66,12 +69,15 @@ def views(m: GuestMachine, timeout: float) -> dict:
 
 
 def migrate(src: GuestMachine, dst: GuestMachine, uri: str, *, incoming_uri: str | None = None,
-            timeout: float = MIGRATE_TIMEOUT, on_active=None, max_bandwidth: int | None = None) -> dict:
-    """Run one migration to its end as QMP tells it; returns the final query-migrate."""
+            timeout: float = MIGRATE_TIMEOUT, on_active=None, max_bandwidth: int | None = None,
+            incoming_started: bool = False) -> dict:
+    """Run one migration to its end as QMP tells it; returns the final query-migrate.
+    `incoming_started`: the caller already sent migrate-incoming (to learn a TCP port)."""
     assert src.qmp and dst.qmp
     if max_bandwidth:
         src.qmp.execute("migrate-set-parameters", **{"max-bandwidth": int(max_bandwidth)})
-    dst.qmp.execute("migrate-incoming", uri=incoming_uri or uri)
+    if not incoming_started:
+        dst.qmp.execute("migrate-incoming", uri=incoming_uri or uri)
     src.qmp.execute("migrate", uri=uri)
     deadline = time.monotonic() + timeout
     while True:
@@ -86,6 +92,15 @@ def migrate(src: GuestMachine, dst: GuestMachine, uri: str, *, incoming_uri: str
             src.qmp.execute("migrate_cancel")
             raise InfraError(f"migration still {status} after {timeout:.0f}s")
         time.sleep(0.05)  # QMP has no blocking wait for a status; MIGRATION events race the poll
+
+
+def incoming_port(dst: GuestMachine) -> int:
+    """The TCP port a destination listening on port 0 was given (query-migrate's socket-address)."""
+    assert dst.qmp
+    for a in dst.qmp.execute("query-migrate").get("socket-address") or []:
+        if a.get("type") == "inet" and str(a.get("port", "0")) != "0":
+            return int(a["port"])
+    raise InfraError(f"the destination on {dst.host.name} reports no listening TCP port for the migration")
 
 
 def qmp_account(info: dict) -> dict:

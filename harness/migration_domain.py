@@ -94,3 +94,34 @@ def pin(members: list[Member]) -> Pin:
     # QEMU spells boolean caps on/off on the command line.
     caps = {k: {"true": "on", "false": "off"}.get(v, v) for k, v in caps.items()}
     return Pin(machine, ic_mode, kirq, compat, caps, tuple(notes))
+
+
+class NoPeer(ValueError):
+    """The domain has no member a cross plan could migrate to."""
+
+
+def choose_peer(plan: str, host: str, build: str, domain_hosts: tuple[str, ...],
+                builds: dict[str, list[str]]) -> tuple[str, str]:
+    """Where the middle hop of a cross plan runs, as (host, build).
+
+    `builds` maps each domain host to the builds of the domain it could run (probed without
+    error). cross-build: another build on the same host. cross-host: the next host of the domain
+    after this one (so the members of a domain take turns), running the same build name, since a
+    farm compares like with like; a different build is what cross-build is for.
+    """
+    if host not in domain_hosts:
+        raise NoPeer(f"host {host} is not a member of the domain ({', '.join(domain_hosts)})")
+    if plan == "cross-build":
+        others = [b for b in builds.get(host, []) if b != build]
+        if not others:
+            raise NoPeer(f"host {host} has no QEMU build in the domain other than {build!r} "
+                         f"(usable: {', '.join(builds.get(host, [])) or 'none'})")
+        return host, others[0]
+    if plan == "cross-host":
+        i = domain_hosts.index(host)
+        for other in domain_hosts[i + 1:] + domain_hosts[:i]:
+            if other != host and build in builds.get(other, []):
+                return other, build
+        raise NoPeer(f"no other host of the domain can run QEMU build {build!r} "
+                     f"(members: {', '.join(f'{h}: {sorted(builds.get(h, []))}' for h in domain_hosts)})")
+    raise NoPeer(f"plan {plan!r} has no peer")

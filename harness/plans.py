@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import shlex
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from . import migrate, workloads
 from .domain import Cell
 from .errors import InfraError
-from .launcher import Launcher
+from .launcher import Launcher, Site
 from .machine import GuestMachine
 from .workloads import blk, ipi, net
 from .workloads.devices import nic_up
@@ -28,6 +28,9 @@ class PlanContext:
     timeout: float
     mode: str  # negotiated before the first hop
     max_bandwidth: int | None = None  # bytes/s; None: QEMU's default
+    peer: Site | None = None  # where a cross plan's middle hop runs
+    # host name -> the address it listens on for migration streams from other hosts
+    addresses: dict[str, str] = field(default_factory=dict)
 
 
 def start_heartbeat(m: GuestMachine, timeout: float) -> None:
@@ -95,18 +98,33 @@ def progress_probe(cell: Cell, timeout: float) -> Callable[[GuestMachine], dict]
 
 
 def _hop(pc: PlanContext, src: GuestMachine, name: str, *, axes: dict | None = None,
-         pinned: tuple[str, ...] | None = None) -> tuple[migrate.Hop, GuestMachine]:
-    """One live hop over a unix socket to a new destination. The caller owns both machines."""
+         pinned: tuple[str, ...] | None = None, site: Site | None = None) -> tuple[migrate.Hop, GuestMachine]:
+    """One live hop to a new destination: over a unix socket on the same host, over TCP to
+    another host (the destination picks a free port; QMP tells which). The caller owns both."""
     t_setup = time.monotonic()
-    dst = pc.launcher.machine(name, axes=axes, incoming=True, pinned=pinned)
+    dst = pc.launcher.machine(name, axes=axes, incoming=True, pinned=pinned, site=site)
     dst.launch()
-    uri = f"unix:{dst.files.sock_dir}/migration.sock"
+    src_host = src.host.name
+    across = dst.host.name != src_host
     source = "A" if src.files.log_dir == pc.launcher.log_dir else src.files.log_dir.name
+    if across:
+        addr = pc.addresses.get(dst.host.name)
+        if not addr:
+            raise InfraError(f"host {dst.host.name}: no migration address to listen on")
+        assert dst.qmp
+        dst.qmp.execute("migrate-incoming", uri=f"tcp:{addr}:0")
+        port = migrate.incoming_port(dst)
+        uri, incoming = f"tcp:{addr}:{port}", None
+    else:
+        uri, incoming = f"unix:{dst.files.sock_dir}/migration.sock", None
     hop = migrate.Hop(name, source, name, uri)
+    hop.source_host, hop.destination_host = src_host, dst.host.name
+    hop.destination_build = (site.build if site else pc.launcher.build).name
     hop.setup_s = round(time.monotonic() - t_setup, 3)
     hop.mode_before = migrate.views(src, pc.timeout)
     hop.t_migrate = time.monotonic()
-    info = migrate.migrate(src, dst, uri, max_bandwidth=pc.max_bandwidth)
+    info = migrate.migrate(src, dst, uri, incoming_uri=incoming, max_bandwidth=pc.max_bandwidth,
+                           incoming_started=across)
     hop.qmp = migrate.qmp_account(info)
     hop.source_alive = src.alive()
     return hop, dst
@@ -122,7 +140,14 @@ def _resume_and_check(pc: PlanContext, hop: migrate.Hop, dst: GuestMachine, src:
             hop.destination_alive = False
             hop.qmp["destination_exit"] = code
         else:
-            hop.problems.append(f"migration {hop.qmp.get('status')}: {hop.qmp.get('error')}")
+            # The source often says only "failed"; the destination says why it refused the stream.
+            if dst.proc:
+                dst.proc.wait(5.0)
+            hop.qmp["destination_error"] = migrate.error_lines(dst.stderr_text())
+            why = hop.qmp.get("error") or hop.qmp["destination_error"] or "no reason given"
+            if hop.qmp.get("error") and hop.qmp["destination_error"]:
+                why += f" (destination: {hop.qmp['destination_error']})"
+            hop.problems.append(f"migration {hop.qmp.get('status')}: {why}")
             hop.symptoms.append("migration-failed")
         hop.source_alive = src.alive() if src is not None else None
         if src is not None and not hop.source_alive:
@@ -142,10 +167,21 @@ def _resume_and_check(pc: PlanContext, hop: migrate.Hop, dst: GuestMachine, src:
 
 def roundtrip(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], GuestMachine]:
     """A -> B -> A'. Returns the hops and the machine the guest lives in at the end."""
+    return _there_and_back(pc, a, None)
+
+
+def cross(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], GuestMachine]:
+    """A -> B on the peer (another host or QEMU build of the domain) -> a fresh A' at home."""
+    if pc.peer is None:
+        raise InfraError("a cross plan without a peer in its migration domain")
+    return _there_and_back(pc, a, pc.peer)
+
+
+def _there_and_back(pc: PlanContext, a: GuestMachine, away: Site | None) -> tuple[list[migrate.Hop], GuestMachine]:
     hops = []
     current = a
-    for name in ("B", "A2"):
-        hop, dst = _hop(pc, current, name)
+    for name, site in (("B", away), ("A2", None)):
+        hop, dst = _hop(pc, current, name, site=site)
         hops.append(hop)
         _resume_and_check(pc, hop, dst, current)
         if hop.qmp.get("status") != "completed":
@@ -234,4 +270,4 @@ def mismatch(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], Guest
     return hops, a
 
 
-PLANS = {"roundtrip": roundtrip, "file": to_file, "mismatch": mismatch}
+PLANS = {"roundtrip": roundtrip, "file": to_file, "mismatch": mismatch, "cross-build": cross, "cross-host": cross}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import platform
 import re
-import subprocess
 from pathlib import Path
 
 from .config import HostSpec, QemuBuildSpec
@@ -21,11 +20,13 @@ from .machine import GuestMachine, MachineFiles
 from .qmp import QmpCommandError
 
 
-def _qemu_version(binary: str) -> str:
+def _qemu_version(host: Host, binary: str) -> str:
     try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=20).stdout
-    except (OSError, subprocess.TimeoutExpired) as e:
+        code, out, err = host.run([binary, "--version"], timeout=20)
+    except CaskitError as e:
         raise CaskitError(f"{binary} --version: {e}") from None
+    if code != 0:
+        raise CaskitError(f"host {host.name}: {binary} --version exited {code}: {err.strip()[-200:]}")
     m = re.search(r"version (\S+)", out)
     return m.group(1) if m else out.strip()[:80]
 
@@ -39,7 +40,7 @@ def probe_build(host: Host, spec: QemuBuildSpec, log_dir: Path, log=print) -> Qe
             return QemuBuild(spec.name, spec.binary, error=f"cannot fetch from {spec.debian_suite}: {e}")
         spec = QemuBuildSpec(spec.name, str(binary), str(fw))
     try:
-        version = _qemu_version(spec.binary)
+        version = _qemu_version(host, spec.binary)
     except CaskitError as e:
         return QemuBuild(spec.name, spec.binary, firmware_dir=spec.firmware_dir, error=str(e))
     sock_dir = host.tempdir("ck-probe-")
@@ -91,17 +92,9 @@ def effective_caps(defaults: dict, stderr: str) -> dict[str, str]:
 
 
 def _kvm_local() -> tuple[str, bool, bool]:
-    """KVM mode of this machine as a POWER host. An x86 /dev/kvm cannot run POWER guests."""
-    if not platform.machine().startswith("ppc64") or not os.path.exists("/dev/kvm"):
-        return "none", False, False
+    modules = {m for m in ("kvm_hv", "kvm_pr") if os.path.exists(f"/sys/module/{m}")}
     cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
-    if os.path.exists("/sys/module/kvm_hv"):
-        nested = "pSeries" in cpuinfo and "PowerNV" not in cpuinfo
-        # Without the capability probe program (a later issue), assume what section 5 measured.
-        return ("hv-nested", True, False) if nested else ("hv", True, True)
-    if os.path.exists("/sys/module/kvm_pr"):
-        return "pr", False, False
-    return "none", False, False
+    return kvm_mode_from(platform.machine(), os.path.exists("/dev/kvm"), modules, cpuinfo)
 
 
 def probe_local(spec: HostSpec, log_dir: Path, builds: set[str] | None = None, log=print) -> HostFacts:
@@ -118,14 +111,61 @@ def probe_local(spec: HostSpec, log_dir: Path, builds: set[str] | None = None, l
     return HostFacts(spec.name, platform.machine(), cpu, kvm_mode, kvm_xics, kvm_xive, spec.slots, probed)
 
 
+def kvm_mode_from(arch: str, has_dev_kvm: bool, modules: set[str], platform_line: str) -> tuple[str, bool, bool]:
+    """KVM mode of a host from what it shows (pure). An x86 /dev/kvm cannot run POWER guests."""
+    if not arch.startswith("ppc64") or not has_dev_kvm:
+        return "none", False, False
+    if "kvm_hv" in modules:
+        nested = "pSeries" in platform_line and "PowerNV" not in platform_line
+        # Without the capability probe program (a later issue), assume what section 5 measured.
+        return ("hv-nested", True, False) if nested else ("hv", True, True)
+    if "kvm_pr" in modules:
+        return "pr", False, False
+    return "none", False, False
+
+
+# One command for all of a remote host's facts: fewer round trips, and one place that parses.
+REMOTE_FACTS = r"""
+echo "arch=$(uname -m)"
+echo "kernel=$(uname -r)"
+test -e /dev/kvm && echo dev_kvm=1
+for m in kvm_hv kvm_pr; do test -d /sys/module/$m && echo "module=$m"; done
+grep -m1 -iE '^(model name|cpu)[[:space:]]*:' /proc/cpuinfo | sed 's/^[^:]*:[[:space:]]*/cpu=/'
+grep -m1 -iE '^platform[[:space:]]*:' /proc/cpuinfo | sed 's/^[^:]*:[[:space:]]*/platform=/'
+"""
+
+
+def probe_remote(host: Host, spec: HostSpec, log_dir: Path, builds: set[str] | None = None, log=print) -> HostFacts:
+    code, out, err = host.run(["sh", "-c", REMOTE_FACTS], timeout=30)
+    if code != 0:
+        raise CaskitError(f"host {spec.name}: probing failed (exit {code}): {err.strip()[-300:]}")
+    kv: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        if "=" in line:
+            k, v = line.split("=", 1)
+            kv.setdefault(k.strip(), []).append(v.strip())
+    if "arch" not in kv:
+        raise CaskitError(f"host {spec.name}: the probe's reply has no architecture: {out[:300]!r}")
+    arch = kv["arch"][0]
+    mode, xics, xive = kvm_mode_from(arch, "dev_kvm" in kv, set(kv.get("module", [])), " ".join(kv.get("platform", [])))
+    wanted = [b for b in spec.qemu if builds is None or b.name in builds]
+    probed = tuple(probe_build(host, b, log_dir / f"probe-{spec.name}-{b.name}", log) for b in wanted)
+    return HostFacts(spec.name, arch, kv.get("cpu", [""])[0], mode, xics, xive, spec.slots, probed)
+
+
 def probe(spec: HostSpec, log_dir: Path, builds: set[str] | None = None, log=print) -> HostFacts:
     """Probe a host; `builds` limits which QEMU builds (None: every build that needs no fetch)."""
     if spec.kind == "local":
         return probe_local(spec, log_dir, builds, log)
+    if spec.kind == "ssh":
+        return probe_remote(make_host(spec), spec, log_dir, builds, log)
     raise CaskitError(f"host {spec.name}: kind {spec.kind} cannot be probed")
 
 
 def make_host(spec: HostSpec) -> Host:
     if spec.kind == "local":
         return LocalHost(spec.name, spec.slots)
+    if spec.kind == "ssh":
+        from .ssh_host import ssh_host
+        return ssh_host(spec)
     raise CaskitError(f"host {spec.name}: kind {spec.kind} is not supported")

@@ -98,13 +98,22 @@ def caskit_cell(request):
     run, store = st["run"], RunStore(st["out"])
     record = store.read_cell(cell.id) if request.config.getoption("caskit_resume") else None
     if record is None or record.get("verdict") == Verdict.ERROR.value:
-        spec = load_hosts(request.config.getoption("caskit_hosts"))[cell.host]
+        specs = load_hosts(request.config.getoption("caskit_hosts"))
         worker = getattr(request.config, "workerinput", {}).get("workerid", "main")
         from . import known_issues
-        ctx = CellContext(cell, HostFacts.from_dict(run["hosts"][cell.host]), make_host(spec), kit_from_run(run),
+        from .launcher import Site
+        kit = kit_from_run(run)
+        peer = None
+        if cell.peer:
+            peer_host, peer_build = cell.peer
+            build = HostFacts.from_dict(run["hosts"][peer_host]).build(peer_build)
+            assert build is not None, f"run.json has no probed build {peer_build} on {peer_host}"
+            peer = Site(make_host(specs[peer_host]), build, kit)
+        ctx = CellContext(cell, HostFacts.from_dict(run["hosts"][cell.host]), make_host(specs[cell.host]), kit,
                           store, run["id"], {**TIMEOUT_KEYS, **run["timeouts"]}, worker,
                           known_issues.load(Path(run["known_issues_file"]) if run.get("known_issues_file") else None),
-                          run.get("migration_max_bandwidth"))
+                          run.get("migration_max_bandwidth"), peer,
+                          {name: s.migration_address for name, s in specs.items()})
         record = run_cell(ctx)
     request.node.user_properties.append(("caskit_verdict", record["verdict"]))
     request.node.user_properties.append(("caskit_mode", str(record["observed"].get("mode"))))

@@ -15,7 +15,7 @@ from pathlib import Path
 from . import __version__, kit as kitmod, matrix as matrixmod, probe
 from .config import ROOT, DomainSpec, HostSpec, Matrix, load_domains, load_hosts, load_matrix
 from .domain import Cell, HostFacts
-from .errors import ConfigError
+from .errors import CaskitError, ConfigError
 from .results import RunStore
 
 DEFAULT_MATRIX = "quick"
@@ -118,7 +118,9 @@ def pin_cells(p: Plan, facts: dict[str, HostFacts]) -> tuple[list[Cell], dict]:
     """Cells of matrices that name a migration domain get the domain's pinned machine options."""
     from dataclasses import replace
 
+    from . import migration_domain as md
     from .axes import COMPAT_LEVEL, CPU_LEVEL
+    from .config import DOMAIN_PLANS
 
     pins = {name: domain_pin(p.domains[name], facts) for name in {m.domain for m in p.matrices if m.domain}}
     by_matrix = {m.name: m for m in p.matrices}
@@ -134,5 +136,14 @@ def pin_cells(p: Plan, facts: dict[str, HostFacts]) -> tuple[list[Cell], dict]:
         compat = min(pin.cpu_compat, f"power{CPU_LEVEL[str(a['cpu'])]}", key=lambda x: COMPAT_LEVEL[x])
         a.update(ic_mode=pin.ic_mode, kernel_irqchip=pin.kernel_irqchip, cpu_compat=compat)
         caps = [f"{k}={v}" for k, v in sorted(pin.caps.items())]
-        out.append(replace(c, axes=tuple(a.items()), pinned=(pin.machine, *caps)))
+        peer: tuple[str, ...] = ()
+        if c.migration in DOMAIN_PLANS:
+            spec = p.domains[m.domain]
+            usable = {h: [b.name for b in facts[h].qemu if not b.error and (not spec.qemu or b.name in spec.qemu)]
+                      for h in spec.hosts}
+            try:
+                peer = md.choose_peer(c.migration, c.host, str(a["qemu"]), spec.hosts, usable)
+            except md.NoPeer as e:
+                raise CaskitError(f"{m.path}: migration {c.migration!r} in domain {m.domain!r}: {e}") from None
+        out.append(replace(c, axes=tuple(a.items()), pinned=(pin.machine, *caps), peer=peer))
     return out, {k: v.to_dict() for k, v in pins.items()}

@@ -280,10 +280,15 @@ def test_an_empty_inventory_still_has_local():
 
 
 @pytest.mark.parametrize("hosts, key, words", [
-    ({"box": {"kind": "ssh"}}, "hosts.box.kind", "'ssh' is not supported; allowed: local"),
+    ({"box": {"kind": "telnet"}}, "hosts.box.kind", "'telnet' is not supported; allowed: local, ssh"),
+    ({"box": {"kind": "ssh"}}, "hosts.box.address", "required for an ssh host"),
+    ({"box": {"kind": "ssh", "address": "10.1.1.1", "user": "ck", "key_file": "/nonexistent/key",
+              "known_hosts": "/nonexistent/kh"}}, "hosts.box.key_file", "no such file: /nonexistent/key"),
+    ({"box": {"kind": "ssh", "address": "10.1.1.1", "port": 70000}}, "hosts.box.user", "required"),
+    ({"box": {"kind": "local", "address": "10.1.1.1"}}, "hosts.box.address", "unknown key for a local host"),
     ({"box": {"slots": 0}}, "hosts.box.slots", "0 is not a positive whole number"),
     ({"box": {"slots": True}}, "hosts.box.slots", "True is not a positive whole number"),
-    ({"box": {"slot": 2}}, "hosts.box.slot", "unknown key; allowed keys: kind, slots, qemu"),
+    ({"box": {"slot": 2}}, "hosts.box.slot", "unknown key for a local host; allowed keys: kind, slots, qemu"),
     ({"box": {"qemu": {"mine": {"bin": "/q"}}}}, "hosts.box.qemu.mine", "must be a mapping with `binary`"),
     ({"box": ["local"]}, "hosts.box", "must be a mapping"),
 ])

@@ -1,0 +1,406 @@
+"""A host reached over SSH (paramiko): the same Host interface as LocalHost, run remotely.
+
+Every command goes to the remote shell as one `shlex.join` of an argv, so no value from a config
+ever reaches a shell unquoted. Host keys are checked against the inventory's known_hosts file
+only; an unknown or changed key is refused, never learnt.
+
+What a remote host needs besides sshd and QEMU: `sh`, `flock` (util-linux, for slot leases),
+`sha256sum` and `python3` (a few lines that bridge a unix socket to the SSH channel, since
+paramiko cannot open OpenSSH's direct-streamlocal channels).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shlex
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import paramiko
+
+from .config import HostSpec
+from .errors import InfraError
+from .kit import Kit
+
+CONNECT_TIMEOUT = 15.0
+COMMAND_TIMEOUT = 60.0
+KEEPALIVE_S = 5
+
+# Connects to a unix socket and copies bytes both ways between it and stdin/stdout; prints one
+# line first so the controller knows the connection stands before it hands the stream over.
+BRIDGE = r"""
+import os, socket, sys, threading
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+os.write(1, b"ck-bridge-ok\n")
+def up():
+    while True:
+        b = os.read(0, 65536)
+        if not b:
+            break
+        s.sendall(b)
+    s.shutdown(socket.SHUT_WR)
+threading.Thread(target=up, daemon=True).start()
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    os.write(1, b)
+"""
+
+# Starts the command in the background and reports its PID first, so that the controller can
+# stop it by PID; the shell's own exit status is then the command's (128+N after signal N).
+SPAWN = '"$@" </dev/null & echo "$!"; wait "$!"'
+
+
+class SshCommandError(InfraError):
+    pass
+
+
+def _pump(src, dst_write, done: threading.Event | None = None) -> None:
+    try:
+        while True:
+            b = src.recv(65536)
+            if not b:
+                break
+            dst_write(b)
+    except (OSError, EOFError, paramiko.SSHException):
+        pass
+    finally:
+        if done is not None:
+            done.set()
+
+
+@dataclass
+class SshProcess:
+    host: SshHost
+    channel: paramiko.Channel
+    pid: int
+    pumps: list[threading.Thread] = field(default_factory=list)
+    code: int | None = None
+
+    def poll(self) -> int | None:
+        if self.code is None and self.channel.exit_status_ready():
+            status = self.channel.recv_exit_status()
+            if status == -1:  # the channel closed without a status: the connection dropped
+                self.code = -1
+            else:
+                self.code = -(status - 128) if status > 128 else status
+            for t in self.pumps:
+                t.join(2.0)  # the last stderr lines, before anyone reads them
+        return self.code
+
+    def wait(self, timeout: float) -> int | None:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.channel.status_event.wait(min(left, 0.5))
+        return self.code
+
+    def kill(self) -> None:
+        """SIGKILL by PID on the host, then collect the status."""
+        if self.poll() is None:
+            with contextlib.suppress(InfraError):
+                self.host.run(["kill", "-9", str(self.pid)], timeout=10)
+            if self.wait(10) is None:
+                self.channel.close()
+                self.code = -9
+
+
+class SshHost:
+    """One inventory host over one SSH connection (reconnected when it drops)."""
+
+    def __init__(self, spec: HostSpec):
+        if spec.ssh is None:
+            raise ValueError(f"host {spec.name} is not an ssh host")
+        self.name, self.slots, self.spec, self.ssh = spec.name, spec.slots, spec, spec.ssh
+        self._client: paramiko.SSHClient | None = None
+        self._lock = threading.Lock()
+        self._kits: dict[str, Kit] = {}
+
+    # -- connection --------------------------------------------------------------------------
+
+    def _where(self) -> str:
+        return f"{self.ssh.user}@{self.ssh.address}:{self.ssh.port}"
+
+    def transport(self) -> paramiko.Transport:
+        with self._lock:
+            t = self._client.get_transport() if self._client else None
+            if t is not None and t.is_active():
+                return t
+            self._client = self._connect()
+            t = self._client.get_transport()
+            assert t is not None
+            return t
+
+    def _connect(self) -> paramiko.SSHClient:
+        s = self.ssh
+        client = paramiko.SSHClient()
+        client.load_host_keys(s.known_hosts)  # this file only: never ~/.ssh/known_hosts
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        sock = paramiko.ProxyCommand(shlex.join(s.proxy_command)) if s.proxy_command else None
+        try:
+            client.connect(s.address, s.port, username=s.user, key_filename=s.key_file, look_for_keys=False,
+                           allow_agent=False, timeout=CONNECT_TIMEOUT, banner_timeout=CONNECT_TIMEOUT,
+                           auth_timeout=CONNECT_TIMEOUT, sock=sock)
+        except paramiko.BadHostKeyException as e:
+            client.close()
+            raise InfraError(f"host {self.name} ({self._where()}): its host key CHANGED "
+                             f"(got {e.key.get_name()} {e.key.fingerprint}, {s.known_hosts} has "
+                             f"{e.expected_key.fingerprint}); refusing to connect. If the host was reinstalled, "
+                             f"check the new key out of band and replace its line in {s.known_hosts}") from None
+        except paramiko.SSHException as e:
+            client.close()
+            if "not found in known_hosts" in str(e):
+                target = s.address if s.port == 22 else f"[{s.address}]:{s.port}"
+                raise InfraError(f"host {self.name} ({self._where()}): its host key is not in {s.known_hosts}; "
+                                 f"refusing an unknown host. Check its fingerprint out of band, then add it, e.g. "
+                                 f"`ssh-keyscan -p {s.port} {s.address} >> {s.known_hosts}` "
+                                 f"(the line starts with {target})") from None
+            raise InfraError(f"host {self.name} ({self._where()}): SSH failed: {e}") from None
+        except (OSError, EOFError) as e:
+            client.close()
+            raise InfraError(f"host {self.name} ({self._where()}): cannot connect: {e}") from None
+        t = client.get_transport()
+        assert t is not None
+        t.set_keepalive(KEEPALIVE_S)
+        return client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def _session(self) -> paramiko.Channel:
+        try:
+            return self.transport().open_session(timeout=CONNECT_TIMEOUT)
+        except paramiko.SSHException as e:
+            raise InfraError(f"host {self.name}: cannot open an SSH channel: {e}") from None
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def run(self, argv: list[str], timeout: float = COMMAND_TIMEOUT, check: bool = False,
+            stdin: bytes | None = None) -> tuple[int, str, str]:
+        """Run an argv on the host; returns (exit status, stdout, stderr)."""
+        ch = self._session()
+        ch.settimeout(timeout)
+        out, err = bytearray(), bytearray()
+        try:
+            ch.exec_command(shlex.join(argv))
+            if stdin is not None:
+                ch.sendall(stdin)
+            ch.shutdown_write()
+            t = threading.Thread(target=_pump, args=(_Stderr(ch), err.extend), daemon=True)
+            t.start()
+            _pump(ch, out.extend)
+            t.join(timeout)
+            deadline = time.monotonic() + timeout
+            while not ch.exit_status_ready():
+                if time.monotonic() > deadline:
+                    raise InfraError(f"host {self.name}: `{shlex.join(argv)[:200]}` still running after {timeout:.0f}s")
+                ch.status_event.wait(0.5)
+            code = ch.recv_exit_status()
+        except socket.timeout:
+            raise InfraError(f"host {self.name}: `{shlex.join(argv)[:200]}` still running after {timeout:.0f}s") from None
+        finally:
+            ch.close()
+        if code == -1:
+            raise InfraError(f"host {self.name}: the SSH connection dropped during `{shlex.join(argv)[:200]}`")
+        if check and code != 0:
+            raise SshCommandError(f"host {self.name}: `{shlex.join(argv)[:200]}` exited {code}: "
+                                  f"{err.decode(errors='replace').strip()[-500:]}")
+        return code, out.decode(errors="replace"), err.decode(errors="replace")
+
+    def spawn(self, argv: list[str], stdout: Path, stderr: Path) -> SshProcess:
+        ch = self._session()
+        ch.exec_command(shlex.join(["sh", "-c", SPAWN, "sh", *argv]))
+        ch.shutdown_write()
+        line = b""
+        ch.settimeout(CONNECT_TIMEOUT)
+        try:
+            while not line.endswith(b"\n"):
+                b = ch.recv(1)
+                if not b:
+                    break
+                line += b
+        except socket.timeout:
+            pass
+        ch.settimeout(None)
+        if not line.strip().isdigit():
+            ch.close()
+            raise InfraError(f"host {self.name}: could not start {argv[0]}: no PID reported ({line[:100]!r})")
+        out_f, err_f = open(stdout, "ab", buffering=0), open(stderr, "ab", buffering=0)
+        pumps = [threading.Thread(target=_pump_to_file, args=(ch, out_f), daemon=True),
+                 threading.Thread(target=_pump_to_file, args=(_Stderr(ch), err_f), daemon=True)]
+        for t in pumps:
+            t.start()
+        return SshProcess(self, ch, int(line), pumps)
+
+    def tempdir(self, prefix: str) -> Path:
+        _, out, _ = self.run(["mktemp", "-d", f"/tmp/{prefix}XXXXXX"], check=True)
+        return Path(out.strip())
+
+    def remove_tree(self, path: Path) -> None:
+        with contextlib.suppress(InfraError):
+            self.run(["rm", "-rf", "--", str(path)], timeout=30)
+
+    def path_exists(self, path: Path) -> bool:
+        return self.run(["test", "-e", str(path)])[0] == 0
+
+    def connect_unix(self, path: Path, timeout: float) -> socket.socket:
+        """A local socket whose other end is the host's unix socket (through an SSH channel)."""
+        ch = self._session()
+        ch.exec_command(shlex.join(["python3", "-c", BRIDGE, str(path)]))
+        ch.settimeout(timeout)
+        hello = b""
+        try:
+            while not hello.endswith(b"\n"):
+                b = ch.recv(1)
+                if not b:
+                    break
+                hello += b
+        except socket.timeout:
+            pass
+        if hello != b"ck-bridge-ok\n":
+            err = ch.recv_stderr(4096).decode(errors="replace") if ch.recv_stderr_ready() else ""
+            ch.close()
+            raise OSError(f"host {self.name}: cannot connect to {path}: {err.strip()[-300:] or 'no answer'}")
+        ch.settimeout(None)
+        mine, theirs = socket.socketpair()
+        threading.Thread(target=_splice, args=(ch, theirs), daemon=True).start()
+        return mine
+
+    # -- slots -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lease(self, timeout: float = 3600.0) -> Iterator[int]:
+        """Hold one of the host's slots: an flock on the host, held by a process whose stdin is an
+        SSH channel. Closing the channel, the controller dying or the connection dropping ends
+        `cat`, and the kernel on the host drops the lock: a slot is never left taken."""
+        d = f"{self.ssh.kit_dir}/slots"
+        owner = f"{socket.gethostname()} pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            for i in range(self.slots):
+                f = f"{d}/slot-{i}.lock"
+                ch = self._session()
+                ch.exec_command(shlex.join(["sh", "-c", 'mkdir -p "$1" && exec flock -n -E 75 "$2" sh -c '
+                                            '\'printf "%s\\n" "$1" > "$2" && echo held && exec cat\' sh "$3" "$2"',
+                                            "sh", d, f, owner]))
+                ch.settimeout(CONNECT_TIMEOUT)
+                got = b""
+                try:
+                    while not got.endswith(b"\n"):
+                        b = ch.recv(1)
+                        if not b:
+                            break
+                        got += b
+                except socket.timeout:
+                    pass
+                if got == b"held\n":
+                    try:
+                        yield i
+                    finally:
+                        ch.close()
+                    return
+                ch.close()
+            if time.monotonic() > deadline:
+                raise InfraError(f"host {self.name}: no free slot of {self.slots} within {timeout:.0f}s")
+            time.sleep(delay)  # flock -n offers no wait-for-any-of-N; back off and retry
+            delay = min(delay * 2, 0.5)
+
+    # -- the guest kit -----------------------------------------------------------------------
+
+    def stage_kit(self, kit: Kit) -> Kit:
+        """The kit's files on this host, sent once per content key over SFTP and checked by hash."""
+        if kit.key in self._kits:
+            return self._kits[kit.key]
+        d = f"{self.ssh.kit_dir}/kits/{kit.key}"
+        files = {p.name: p for p in (kit.kernel, kit.initrd) if p is not None}
+        want = {name: hashlib.sha256(p.read_bytes()).hexdigest() for name, p in files.items()}
+        if not self._kit_ok(d, want):
+            self.run(["mkdir", "-p", d], check=True)
+            sftp = self.transport().open_sftp_client()
+            try:
+                for name, p in files.items():
+                    tmp = f"{d}/.{name}.{os.getpid()}.part"
+                    sftp.put(str(p), tmp)
+                    sftp.posix_rename(tmp, f"{d}/{name}")
+            finally:
+                sftp.close()
+            if not self._kit_ok(d, want):
+                raise InfraError(f"host {self.name}: the guest kit in {d} does not match what was sent")
+        staged = Kit(kit.key, Path(d) / kit.kernel.name, Path(d) / kit.initrd.name if kit.initrd else None,
+                     {**kit.manifest, "staged_on": self.name})
+        self._kits[kit.key] = staged
+        return staged
+
+    def _kit_ok(self, d: str, want: dict[str, str]) -> bool:
+        code, out, _ = self.run(["sh", "-c", 'cd "$1" 2>/dev/null && shift && sha256sum "$@"', "sh", d, *want])
+        if code != 0:
+            return False
+        have = {line.split()[1]: line.split()[0] for line in out.splitlines() if len(line.split()) == 2}
+        return have == want
+
+
+class _Stderr:
+    """A channel's stderr with the recv() interface of its stdout."""
+
+    def __init__(self, ch: paramiko.Channel):
+        self.ch = ch
+
+    def recv(self, n: int) -> bytes:
+        return self.ch.recv_stderr(n)
+
+
+def _pump_to_file(src, f) -> None:
+    try:
+        _pump(src, f.write)
+    finally:
+        f.close()
+
+
+def _splice(ch: paramiko.Channel, sock: socket.socket) -> None:
+    """Copy both ways between an SSH channel and a local socket until either side closes."""
+
+    def down():
+        _pump(ch, sock.sendall)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+
+    t = threading.Thread(target=down, daemon=True)
+    t.start()
+    try:
+        while True:
+            b = sock.recv(65536)
+            if not b:
+                break
+            ch.sendall(b)
+    except (OSError, EOFError, paramiko.SSHException):
+        pass
+    with contextlib.suppress(Exception):
+        ch.shutdown_write()
+    t.join(5)
+    ch.close()
+    sock.close()
+
+
+_HOSTS: dict[str, SshHost] = {}
+
+
+def ssh_host(spec: HostSpec) -> SshHost:
+    """One SshHost (one connection) per inventory host per process."""
+    h = _HOSTS.get(spec.name)
+    if h is None or h.spec != spec:
+        h = _HOSTS[spec.name] = SshHost(spec)
+    return h
