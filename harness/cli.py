@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--hosts")
     c = sub.add_parser("cleanup", help="stop QEMU processes left by caskit runs")
     c.add_argument("run_id", nargs="?", default="")
+    c.add_argument("--hosts", help="host inventory (default: configs/hosts.yaml); its SSH hosts are cleaned too")
     return p
 
 
@@ -222,6 +223,12 @@ def cmd_cleanup(a) -> int:
 
     killed = kill_tagged(f"caskit:{a.run_id}")
     print(f"caskit: stopped {len(killed)} QEMU process(es): {' '.join(map(str, killed))}")
+    from .config import load_hosts
+    from .probe import make_host
+    for name, spec in load_hosts(a.hosts).items():
+        if spec.kind == "ssh":
+            remote = make_host(spec).kill_tagged(f"caskit:{a.run_id}")
+            print(f"caskit: {name}: stopped {len(remote)} QEMU process(es): {' '.join(map(str, remote))}")
     return EXIT_OK
 
 

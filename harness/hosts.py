@@ -68,6 +68,7 @@ class Host(Protocol):
     def lease(self, timeout: float) -> contextlib.AbstractContextManager[int]: ...
     def run(self, argv: list[str], timeout: float = 60.0, check: bool = False) -> tuple[int, str, str]: ...
     def stage_kit(self, kit: Kit) -> Kit: ...
+    def kill_tagged(self, tag_prefix: str) -> list[int]: ...
 
 
 def lock_dir() -> Path:
@@ -99,6 +100,9 @@ class LocalHost:
 
     def stage_kit(self, kit: Kit) -> Kit:
         return kit  # already here
+
+    def kill_tagged(self, tag_prefix: str) -> list[int]:
+        return kill_tagged(tag_prefix)
 
     def tempdir(self, prefix: str) -> Path:
         # Short paths: unix socket paths must stay under 108 bytes.

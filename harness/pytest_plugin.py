@@ -149,6 +149,22 @@ def pytest_runtest_logreport(report):
     tw.line(f"caskit [{st['done']}/{total}] {verdict:5} {cell}  | {counts} | {time.monotonic() - st['t0']:.0f}s")
 
 
+def _kill_tagged_remote(config, run: dict) -> list[int]:
+    """Leftovers of this run on the SSH hosts it used (a worker that died mid-cell)."""
+    from .config import load_hosts
+    from .probe import make_host
+
+    killed: list[int] = []
+    specs = load_hosts(config.getoption("caskit_hosts"))
+    for name in run["hosts"]:
+        if name in specs and specs[name].kind == "ssh":
+            try:
+                killed += make_host(specs[name]).kill_tagged(f"caskit:{run['id']}:")
+            except CaskitError as e:
+                config.get_terminal_writer().line(f"caskit: cannot check {name} for leftover QEMUs: {e}")
+    return killed
+
+
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
     st = config.stash.get(KEY, None)
@@ -160,6 +176,7 @@ def pytest_sessionfinish(session, exitstatus):
 
     run = st["run"]
     killed = kill_tagged(f"caskit:{run['id']}:")
+    killed += _kill_tagged_remote(config, run)
     store = RunStore(st["out"])
     results = store.assemble(run["cell_order"], {"end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                                 "leftover_qemu_killed": killed})

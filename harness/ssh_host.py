@@ -59,6 +59,15 @@ while True:
 SPAWN = '"$@" </dev/null & echo "$!"; wait "$!"'
 
 
+# The remote twin of hosts.kill_tagged: the argument after -name, matched as a prefix.
+KILL_TAGGED = r"""
+for d in /proc/[0-9]*; do
+  tag=$(tr '\0' '\n' < "$d/cmdline" 2>/dev/null | sed -n '/^-name$/{n;p;q;}')
+  case "$tag" in "$1"*) pid=${d#/proc/}; kill -9 "$pid" 2>/dev/null && echo "$pid";; esac
+done
+"""
+
+
 class SshCommandError(InfraError):
     pass
 
@@ -278,6 +287,11 @@ class SshHost:
         mine, theirs = socket.socketpair()
         threading.Thread(target=_splice, args=(ch, theirs), daemon=True).start()
         return mine
+
+    def kill_tagged(self, tag_prefix: str) -> list[int]:
+        """Stop (by PID) every process on the host started with `-name <tag>` under this prefix."""
+        code, out, err = self.run(["sh", "-c", KILL_TAGGED, "sh", tag_prefix], timeout=60)
+        return [int(x) for x in out.split() if x.isdigit()]
 
     # -- slots -------------------------------------------------------------------------------
 
