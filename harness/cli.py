@@ -111,7 +111,7 @@ def cmd_run(a) -> int:
 
 
 def cmd_matrix(a) -> int:
-    from . import model, probe, session
+    from . import model, session
 
     try:
         p = session.plan(a.matrices, a.hosts)
@@ -119,15 +119,15 @@ def cmd_matrix(a) -> int:
         print(f"caskit: config error: {e}", file=sys.stderr)
         return EXIT_USAGE
     import tempfile
-    facts = {}
     with tempfile.TemporaryDirectory(prefix="caskit-matrix-") as tmp:
-        for h in sorted({c.host for c in p.cells}):
-            facts[h] = probe.probe(p.hosts[h], Path(tmp), {str(c.axis("qemu")) for c in p.cells if c.host == h},
-                                   log=lambda m: print(m, file=sys.stderr))
+        facts = session.probe_hosts(p, Path(tmp), log=lambda m: print(m, file=sys.stderr))
+    cells, _ = session.pin_cells(p, facts)  # the cells as a run would have them (domain-pinned)
     rows = []
-    for c in p.cells:
+    for c in cells:
         e = model.expect(c, facts[c.host])
-        rows.append({"id": c.id, "axes": c.axes_dict, "expected": e.to_dict(), "explain": model.explain(e)})
+        explain = model.explain(e) + (f"; then {c.migration} via {'/'.join(c.peer)}" if c.peer else "")
+        rows.append({"id": c.id, "axes": c.axes_dict, "pinned": list(c.pinned), "peer": list(c.peer),
+                     "migration": c.migration, "expected": e.to_dict(), "explain": explain})
     if a.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK

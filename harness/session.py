@@ -56,10 +56,9 @@ def git_sha() -> str | None:
         return None
 
 
-def prepare(p: Plan, out: Path, run_id: str, log=print, known_issues_file: str | None = None) -> dict:
-    """Probe the hosts, build the kit, write run.json. Returns the run record."""
-    store = RunStore(out)
-    out.mkdir(parents=True, exist_ok=True)
+def probe_hosts(p: Plan, log_dir: Path, log=print) -> dict[str, HostFacts]:
+    """HostFacts of every host the plan uses: the cells' hosts and their domains' members, each
+    with the builds the cells (or the domain) name."""
     used_hosts = {c.host for c in p.cells}
     for m in p.matrices:
         if m.domain:
@@ -71,7 +70,15 @@ def prepare(p: Plan, out: Path, run_id: str, log=print, known_issues_file: str |
         for m in p.matrices:
             if m.domain and h in p.domains[m.domain].hosts:
                 builds |= set(p.domains[m.domain].qemu) or {b.name for b in p.hosts[h].qemu if not b.debian_suite}
-        facts[h] = probe.probe(p.hosts[h], out / "hosts", builds, log)
+        facts[h] = probe.probe(p.hosts[h], log_dir, builds, log)
+    return facts
+
+
+def prepare(p: Plan, out: Path, run_id: str, log=print, known_issues_file: str | None = None) -> dict:
+    """Probe the hosts, build the kit, write run.json. Returns the run record."""
+    store = RunStore(out)
+    out.mkdir(parents=True, exist_ok=True)
+    facts = probe_hosts(p, out / "hosts", log)
     cells, pins = pin_cells(p, facts)
     m0 = p.matrices[0]
     if m0.kit:
