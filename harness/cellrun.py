@@ -139,15 +139,26 @@ def _run_migration(launcher: Launcher, m: GuestMachine, ctx: CellContext, mode: 
     return rec
 
 
+@contextlib.contextmanager
+def lease_all(hosts: list[Host], timeout: float = 3600.0):
+    """A slot on each host, taken in host-name order (a global order: no two cells can each
+    hold what the other waits for), released in reverse."""
+    by_name = {h.name: h for h in hosts}
+    with contextlib.ExitStack() as leases:
+        for name in sorted(by_name):
+            leases.enter_context(by_name[name].lease(timeout))
+        yield
+
+
 def execute(ctx: CellContext, expected: Expected, log_dir: Path, wl_results: list[dict],
             mig: dict) -> Observed:
     o = Observed()
     cell, build = ctx.cell, ctx.facts.build(str(ctx.cell.axis("qemu")))
     assert build is not None
     # A peer on another host holds a slot there too, for the cell's whole life: its guest may
-    # live there for a while.
-    peer_lease = ctx.peer.host.lease() if ctx.peer and ctx.peer.host.name != ctx.host.name else contextlib.nullcontext()
-    with ctx.host.lease(), peer_lease:
+    # live there for a while. Slots are taken in host-name order, so two cells crossing between
+    # the same hosts in opposite directions never each hold one and wait for the other.
+    with lease_all([ctx.host] + ([ctx.peer.host] if ctx.peer else [])):
         # The kit as each host sees it: sent once per host and content key (a no-op locally).
         kit = ctx.host.stage_kit(ctx.kit)
         if ctx.peer is not None:

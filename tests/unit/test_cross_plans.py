@@ -100,3 +100,33 @@ def test_a_cross_build_hop_matches_an_entry_for_either_build():
     facts = ki.CellFacts("10.0.2", "tcg", "cross-build", "idle", 1, "xive", peer_qemu_version="7.2.22")
     assert ki.applies(entry, facts)
     assert not ki.applies(entry, ki.CellFacts("10.0.2", "tcg", "cross-build", "idle", 1, "xive"))
+
+
+def test_cells_crossing_in_opposite_directions_never_deadlock_on_slots(tmp_path, monkeypatch):
+    """Two cells, one at home on a and crossing to b, one the other way, on one-slot hosts: with
+    slots taken in name order both finish; taken home-first they would each hold one and wait."""
+    import threading
+
+    from harness.cellrun import lease_all
+    from harness.hosts import LocalHost
+
+    monkeypatch.setenv("CASKIT_LOCK_DIR", str(tmp_path))
+    a, b = LocalHost("a", 1), LocalHost("b", 1)
+    inside = threading.Barrier(2, timeout=2)  # both try to be inside at once: only one can
+    done, overlapped = [], []
+
+    def cell(hosts):
+        with lease_all(hosts, timeout=20):
+            try:
+                inside.wait()
+                overlapped.append(True)
+            except threading.BrokenBarrierError:
+                pass
+        done.append(True)
+
+    ts = [threading.Thread(target=cell, args=(hs,)) for hs in ([a, b], [b, a])]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    assert len(done) == 2 and not overlapped
