@@ -12,7 +12,8 @@ from .config import CONFIGS, load_yaml
 from .errors import ConfigError
 
 KNOWN_ISSUES = CONFIGS / "known-issues.yaml"
-MATCH_KEYS = {"qemu_version", "accel", "plans", "guest_state", "smp_min", "modes", "symptoms", "log_regex", "hops"}
+MATCH_KEYS = {"qemu_version", "accel", "plans", "guest_state", "smp_min", "modes", "symptoms", "log_regex", "hops",
+              "error_regex", "source_version", "destination_version"}
 GUEST_STATES = ("idle", "workload", "any")
 
 
@@ -30,6 +31,9 @@ class KnownIssue:
     hops: tuple[str, ...] = ()
     symptoms: tuple[str, ...] = ()
     log_regex: str | None = None
+    error_regex: str | None = None  # QEMU's words on a failed hop (source error, destination stderr)
+    source_version: str | None = None  # version constraints on the hop's source build
+    destination_version: str | None = None  # ... and on its destination build
     evidence: dict = field(default_factory=dict)
 
 
@@ -72,19 +76,29 @@ def parse(data, path: str) -> list[KnownIssue]:
                 version_matches(str(m["qemu_version"]), "1.0.0")
             except ValueError as err:
                 raise ConfigError(path, f"{key}.match.qemu_version", str(err)) from None
-        if "log_regex" in m:
-            try:
-                re.compile(m["log_regex"])
-            except re.error as err:
-                raise ConfigError(path, f"{key}.match.log_regex", f"not a regular expression: {err}") from None
-        if not m.get("symptoms") and not m.get("log_regex"):
-            raise ConfigError(path, f"{key}.match", "needs symptoms or log_regex: what the failure looks like")
+        for vk in ("source_version", "destination_version"):
+            if vk in m:
+                try:
+                    version_matches(str(m[vk]), "1.0.0")
+                except ValueError as err:
+                    raise ConfigError(path, f"{key}.match.{vk}", str(err)) from None
+        for rk in ("log_regex", "error_regex"):
+            if rk in m:
+                try:
+                    re.compile(m[rk])
+                except re.error as err:
+                    raise ConfigError(path, f"{key}.match.{rk}", f"not a regular expression: {err}") from None
+        if not m.get("symptoms") and not m.get("log_regex") and not m.get("error_regex"):
+            raise ConfigError(path, f"{key}.match", "needs symptoms, log_regex or error_regex: what the failure looks like")
         out.append(KnownIssue(
             id=str(e["id"]), summary=str(e["summary"]), reference=str(e["reference"]),
             qemu_version=str(m["qemu_version"]) if "qemu_version" in m else None, accel=m.get("accel"),
             plans=tuple(m.get("plans") or ()), guest_state=m.get("guest_state", "any"), smp_min=m.get("smp_min"),
             modes=tuple(m.get("modes") or ()), hops=tuple(m.get("hops") or ()), symptoms=tuple(m.get("symptoms") or ()),
-            log_regex=m.get("log_regex"), evidence=e.get("evidence") or {}))
+            log_regex=m.get("log_regex"), error_regex=m.get("error_regex"),
+            source_version=str(m["source_version"]) if "source_version" in m else None,
+            destination_version=str(m["destination_version"]) if "destination_version" in m else None,
+            evidence=e.get("evidence") or {}))
     ids = [k.id for k in out]
     dup = {x for x in ids if ids.count(x) > 1}
     if dup:
@@ -122,15 +136,41 @@ def applies(k: KnownIssue, c: CellFacts) -> bool:
             and (not k.modes or c.mode in k.modes))
 
 
-def shows(k: KnownIssue, hop: dict) -> bool:
+def _build_version(build: str | None) -> str | None:
+    """"backports 10.0.2" -> "10.0.2"."""
+    return build.split()[-1] if build and len(build.split()) > 1 else None
+
+
+def hop_applies(k: KnownIssue, hop: dict) -> bool:
+    """The entry concerns this hop: its name, and the builds on either side."""
     if k.hops and hop.get("name") not in k.hops:
         return False
-    if k.symptoms and any(s in hop.get("symptoms", []) for s in k.symptoms):
-        return True
+    for spec, side in ((k.source_version, "source_build"), (k.destination_version, "destination_build")):
+        if spec is not None:
+            v = _build_version(hop.get(side))
+            if v is None or not version_matches(spec, v):
+                return False
+    return True
+
+
+def _qemu_words(hop: dict) -> str:
+    q = hop.get("qmp") or {}
+    return "\n".join(str(x) for x in (q.get("error"), q.get("destination_error"), *hop.get("problems", [])) if x)
+
+
+def shows(k: KnownIssue, hop: dict) -> bool:
+    if not hop_applies(k, hop):
+        return False
+    checks = []
+    if k.symptoms:
+        checks.append(any(s in hop.get("symptoms", []) for s in k.symptoms))
     if k.log_regex:
         rx = re.compile(k.log_regex)
-        return any(rx.search(f["line"]) for f in hop.get("kernel_log", []))
-    return False
+        checks.append(any(rx.search(f["line"]) for f in hop.get("kernel_log", [])))
+    hit = any(checks) if checks else True
+    if k.error_regex:  # QEMU's own words narrow the entry down (and suffice alone)
+        hit = hit and re.search(k.error_regex, _qemu_words(hop)) is not None
+    return hit
 
 
 def classify(issues: list[KnownIssue], c: CellFacts, hops: list[dict]) -> dict:
@@ -141,7 +181,8 @@ def classify(issues: list[KnownIssue], c: CellFacts, hops: list[dict]) -> dict:
         match = next((k for k in relevant if shows(k, h)), None)
         h["known_issue"] = match.id if match else None
     seen = {h["known_issue"] for h in failing if h.get("known_issue")}
-    stale = [k.id for k in relevant if k.id not in seen]
+    # Stale: the entry concerned a hop that ran, and that hop did not show it.
+    stale = [k.id for k in relevant if k.id not in seen and any(hop_applies(k, h) for h in hops)]
     if any(h["verdict"] == "ERROR" for h in hops):
         verdict = "ERROR"
     elif any(h["verdict"] == "FAIL" and not h.get("known_issue") for h in hops):

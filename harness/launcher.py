@@ -68,7 +68,8 @@ class Launcher:
                          console_sock=files.console_sock, heartbeat_sock=files.heartbeat_sock if self.heartbeat else None,
                          run_tag=run_tag(self.run_id, self.cell.id) + (f":{name}" if name else ""),
                          append=self.cell.append, extra_args=tuple(extra))
-        m = GuestMachine(host, argv, files, shutdown_timeout=self.shutdown_timeout,
+        m = GuestMachine(host, argv, files, build=f"{build.name} {build.version or ''}".strip(),
+                         shutdown_timeout=self.shutdown_timeout,
                          with_heartbeat=self.heartbeat)
         self.created.append(m)
         return m

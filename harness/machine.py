@@ -70,6 +70,7 @@ class GuestMachine:
     console: Console | None = None
     heartbeat: HeartbeatReader | None = None
     with_heartbeat: bool = False  # the argv has a second console for the guest's heartbeat
+    build: str = ""  # the QEMU build's name and version, for the record ("backports 10.0.2")
     exit_code: int | None = None
     started_at: float = field(default_factory=time.monotonic)
 

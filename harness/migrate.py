@@ -35,6 +35,7 @@ class Hop:
     uri: str
     source_host: str | None = None
     destination_host: str | None = None
+    source_build: str | None = None  # "name version"
     destination_build: str | None = None
     qmp: dict = field(default_factory=dict)  # status, total-time, downtime, ram.transferred, error-desc
     destination_status: str | None = None  # query-status after the hop (recorded, never decides)

@@ -119,7 +119,7 @@ def _hop(pc: PlanContext, src: GuestMachine, name: str, *, axes: dict | None = N
         uri, incoming = f"unix:{dst.files.sock_dir}/migration.sock", None
     hop = migrate.Hop(name, source, name, uri)
     hop.source_host, hop.destination_host = src_host, dst.host.name
-    hop.destination_build = (site.build if site else pc.launcher.build).name
+    hop.source_build, hop.destination_build = src.build, dst.build
     hop.setup_s = round(time.monotonic() - t_setup, 3)
     hop.mode_before = migrate.views(src, pc.timeout)
     hop.t_migrate = time.monotonic()
@@ -212,6 +212,8 @@ def to_file(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], GuestM
     hop.source_alive = a.alive()
     a.shutdown()
     dst = pc.launcher.machine("restore", incoming=True)
+    hop.source_build, hop.destination_build = a.build, dst.build
+    hop.source_host = hop.destination_host = a.host.name
     dst.launch()
     assert dst.qmp
     dst.qmp.execute("migrate-incoming", uri="exec:cat " + shlex.quote(str(path)))

@@ -33,6 +33,13 @@ workloads: [virtio-net]
 migration: [roundtrip]
 timeouts: {liveness: 5, command: 30}
 """,
+    "cross": """
+name: bp-cross
+domain: local-builds
+axes: {smp: [1], firmware: [vof], qemu: [system, backports]}
+migration: [cross-build]
+timeouts: {liveness: 5, command: 30}
+""",
     "smp2": """
 name: bp-smp2
 axes: {ic_mode: [dual], smp: [2], firmware: [vof], qemu: [backports]}
@@ -106,3 +113,21 @@ def test_two_vcpu_stall_is_the_known_issue(bp):
     (c,) = cells(bp, "bp-smp2")
     assert c["verdict"] == "XFAIL", c["reason"]
     assert c["migration"]["known_issues"] == ["qemu10.0-tcg-smp2-stall-after-migration"]
+
+
+def test_cross_build_hops_are_refused_by_the_known_upstream_defects(bp):
+    """7.2 -> 10.0.2 and 10.0.2 -> 7.2 with the domain's pins (pseries-7.2, weakest caps): each
+    direction is refused by the destination for a known upstream reason, matched by QEMU's own
+    words, and the source guest lives on."""
+    cs = {c["axes"]["qemu"]: c for c in cells(bp, "bp-cross")}
+    want = {"system": ("qemu9.2-icp-server-not-migrated", "icp/server"),
+            "backports": ("qemu9.2-slb-version-breaks-backward-migration", "cpu/slb: incoming version_id 2")}
+    for home, (issue, words) in want.items():
+        c = cs[home]
+        assert c["pinned"][0] == "pseries-7.2" and c["migration"]["peer"]["qemu"] != home
+        assert c["verdict"] == "XFAIL", c["reason"]
+        assert c["migration"]["known_issues"] == [issue]
+        (hop,) = c["migration"]["hops"]
+        assert hop["source_build"].split()[0] == home and hop["destination_build"].split()[0] != home
+        assert words in hop["qmp"]["destination_error"]
+        assert hop["source_alive"] is True

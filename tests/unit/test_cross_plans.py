@@ -130,3 +130,45 @@ def test_cells_crossing_in_opposite_directions_never_deadlock_on_slots(tmp_path,
     for t in ts:
         t.join(30)
     assert len(done) == 2 and not overlapped
+
+
+def _xhop(src: str, dst: str, error: str, verdict: str = "FAIL") -> dict:
+    return {"name": "B", "verdict": verdict, "symptoms": ["migration-failed"] if verdict == "FAIL" else [],
+            "kernel_log": [], "problems": [f"migration failed: {error}"] if error else [],
+            "qmp": {"status": "failed" if error else "completed", "error": None, "destination_error": error},
+            "source_build": src, "destination_build": dst}
+
+
+SLB = {"id": "slb", "summary": "s", "reference": "r",
+       "match": {"plans": ["cross-build"], "source_version": ">=9.2", "destination_version": "<9.2",
+                 "symptoms": ["migration-failed"], "error_regex": r"cpu/slb: incoming version_id 2 is too new"}}
+CROSS_FACTS = ki.CellFacts("10.0.2", "tcg", "cross-build", "idle", 1, "xive", peer_qemu_version="7.2.22")
+
+
+def test_a_cross_build_entry_matches_by_direction_and_by_qemus_words():
+    issues = ki.parse({"issues": [SLB]}, "k.yaml")
+    slb = "cpu/slb: incoming version_id 2 is too new for local version_id 1"
+    assert ki.classify(issues, CROSS_FACTS, [_xhop("backports 10.0.2", "system 7.2.22", slb)])["verdict"] == "XFAIL"
+    # The same words the other way round, or another refusal the same way: not this defect.
+    assert ki.classify(issues, CROSS_FACTS, [_xhop("system 7.2.22", "backports 10.0.2", slb)])["verdict"] == "FAIL"
+    other = "Unknown savevm section or instance 'icp/server' 0"
+    assert ki.classify(issues, CROSS_FACTS, [_xhop("backports 10.0.2", "system 7.2.22", other)])["verdict"] == "FAIL"
+
+
+def test_a_cross_build_entry_is_stale_only_where_its_hop_ran():
+    issues = ki.parse({"issues": [SLB]}, "k.yaml")
+    passed_back = _xhop("backports 10.0.2", "system 7.2.22", "", verdict="PASS")
+    assert ki.classify(issues, CROSS_FACTS, [passed_back])["no_longer_reproduces"] == ["slb"]
+    forward_only = _xhop("system 7.2.22", "backports 10.0.2", "", verdict="PASS")
+    assert ki.classify(issues, CROSS_FACTS, [forward_only])["no_longer_reproduces"] == []
+
+
+def test_bad_version_and_regex_keys_are_named():
+    bad = {**SLB, "match": {**SLB["match"], "source_version": "~9"}}
+    with pytest.raises(ConfigError) as e:
+        ki.parse({"issues": [bad]}, "k.yaml")
+    assert e.value.key == "issues[0].match.source_version"
+    bad = {**SLB, "match": {"error_regex": "("}}
+    with pytest.raises(ConfigError) as e:
+        ki.parse({"issues": [bad]}, "k.yaml")
+    assert e.value.key == "issues[0].match.error_regex"
