@@ -17,7 +17,8 @@ from harness.results import RunStore
 from integration.helpers import KillWhen, assert_no_qemu_left, pid_alive
 from integration.test_failures import AXES
 
-pytestmark = pytest.mark.guest
+# One worker runs this module, so its module-scoped runs happen once per suite, not once per worker.
+pytestmark = [pytest.mark.guest, pytest.mark.xdist_group("mig72")]
 
 IDLE = """
 name: {name}

@@ -16,7 +16,8 @@ from harness.config import parse_hosts
 from harness.errors import InfraError
 from integration.helpers import assert_no_qemu_left, pid_alive
 
-pytestmark = pytest.mark.guest
+# One worker runs this module, so its module-scoped runs happen once per suite, not once per worker.
+pytestmark = [pytest.mark.guest, pytest.mark.xdist_group("ssh")]
 
 
 @pytest.fixture(scope="module")
