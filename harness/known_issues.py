@@ -161,6 +161,8 @@ def _qemu_words(hop: dict) -> str:
 def shows(k: KnownIssue, hop: dict) -> bool:
     if not hop_applies(k, hop):
         return False
+    if "source-lost" in hop.get("symptoms", []) and "source-lost" not in k.symptoms:
+        return False  # a refusal may be known; losing the guest over it is a failure of its own
     checks = []
     if k.symptoms:
         checks.append(any(s in hop.get("symptoms", []) for s in k.symptoms))

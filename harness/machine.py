@@ -145,8 +145,10 @@ class GuestMachine:
         if self.qmp is not None:
             self.qmp.close()
             self.qmp = None
-        if self.proc.wait(self.shutdown_timeout if self.proc.poll() is None else 0) is None:
-            self.proc.kill()
+        self.proc.wait(self.shutdown_timeout if self.proc.poll() is None else 0)
+        # A no-op for a process that exited; by PID for one still running, or one a dropped SSH
+        # connection hid from us.
+        self.proc.kill()
         self.exit_code = self.proc.poll()
         self.host.remove_tree(self.files.sock_dir)
         return self.exit_code

@@ -46,6 +46,7 @@ class Hop:
     progress: dict = field(default_factory=dict)
     destination_alive: bool | None = None
     source_alive: bool | None = None
+    source_after: dict = field(default_factory=dict)  # a refused hop: the source guest's health after it
     harness_s: float | None = None  # from `migrate` to the destination resumed, as the harness saw it
     setup_s: float | None = None  # starting the destination QEMU, before the hop
     t_migrate: float | None = None  # host monotonic time `migrate` was sent

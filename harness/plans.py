@@ -165,6 +165,23 @@ def _resume_and_check(pc: PlanContext, hop: migrate.Hop, dst: GuestMachine, src:
     migrate.judge(hop)
 
 
+def _source_lives_on(pc: PlanContext, hop: migrate.Hop, src: GuestMachine) -> None:
+    """A refused migration must leave the guest running where it was: the same health check as
+    after a hop, on the source. If it did not survive, that is a failure of its own, which no
+    known issue about the refusal covers (symptom source-lost)."""
+    check = migrate.Hop(f"{hop.name}-source", hop.source, hop.source, hop.uri)
+    check.mode_before = hop.mode_before
+    migrate.health(check, src, window=pc.window, timeout=pc.timeout, since=time.monotonic(),
+                   probe_progress=progress_probe(pc.launcher.cell, pc.timeout))
+    migrate.judge(check)
+    hop.source_after = {"verdict": check.verdict, "problems": check.problems, "liveness": check.liveness,
+                        "mode": check.mode_after}
+    if check.verdict != "PASS":
+        hop.problems.append("the source guest did not survive the refused migration: " + "; ".join(check.problems))
+        hop.symptoms.append("source-lost")
+        migrate.judge(hop)
+
+
 def roundtrip(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], GuestMachine]:
     """A -> B -> A'. Returns the hops and the machine the guest lives in at the end."""
     return _there_and_back(pc, a, None)
@@ -185,6 +202,8 @@ def _there_and_back(pc: PlanContext, a: GuestMachine, away: Site | None) -> tupl
         hops.append(hop)
         _resume_and_check(pc, hop, dst, current)
         if hop.qmp.get("status") != "completed":
+            if not hop.infra:
+                _source_lives_on(pc, hop, current)
             break  # the guest is still on the source; the launcher stops every machine at the end
         current.shutdown()  # the source's job ends with a completed hop
         current = dst

@@ -44,6 +44,9 @@ def pytest_configure(config):
         return
     from . import session
 
+    if getattr(config.option, "dist", "no") in ("loadscope", "loadfile", "loadgroup"):
+        # Every cell is a test of one module: grouping by module would put them all on one worker.
+        config.option.dist = "load"
     if _is_worker(config):
         out = Path(config.getoption("caskit_out"))
         from .results import RunStore

@@ -93,12 +93,13 @@ class SshProcess:
     pid: int
     pumps: list[threading.Thread] = field(default_factory=list)
     code: int | None = None
+    dropped: bool = False  # we lost sight of it, which does not mean it stopped
 
     def poll(self) -> int | None:
         if self.code is None and self.channel.exit_status_ready():
             status = self.channel.recv_exit_status()
             if status == -1:  # the channel closed without a status: the connection dropped
-                self.code = -1
+                self.code, self.dropped = -1, True
             else:
                 self.code = -(status - 128) if status > 128 else status
             for t in self.pumps:
@@ -115,13 +116,14 @@ class SshProcess:
         return self.code
 
     def kill(self) -> None:
-        """SIGKILL by PID on the host, then collect the status."""
-        if self.poll() is None:
+        """SIGKILL by PID on the host (over a new connection if the old one dropped)."""
+        if self.poll() is None or self.dropped:
             with contextlib.suppress(InfraError):
                 self.host.run(["kill", "-9", str(self.pid)], timeout=10)
-            if self.wait(10) is None:
+            if not self.dropped and self.wait(10) is None:
                 self.channel.close()
                 self.code = -9
+            self.dropped = False
 
 
 class SshHost:

@@ -12,8 +12,7 @@ from harness.qemu_cmd import qemu_argv
 from integration.helpers import pid_alive
 from integration.test_failures import one_cell
 
-# One worker runs this module, so its module-scoped runs happen once per suite, not once per worker.
-pytestmark = [pytest.mark.guest, pytest.mark.xdist_group("console")]
+pytestmark = pytest.mark.guest
 
 
 @pytest.fixture(scope="module")

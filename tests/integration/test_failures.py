@@ -16,8 +16,7 @@ from harness.hosts import LocalHost
 from harness.results import RunStore
 from integration.helpers import KillWhen, assert_no_qemu_left, pid_alive
 
-# One worker runs this module, so its module-scoped runs happen once per suite, not once per worker.
-pytestmark = [pytest.mark.guest, pytest.mark.xdist_group("failures")]
+pytestmark = pytest.mark.guest
 
 AXES = dict(accel="tcg", ic_mode="dual", kernel_irqchip="default", cpu="POWER9", cpu_compat="default",
             guest_xive="default", smp=2, firmware="vof", qemu="system")

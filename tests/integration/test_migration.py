@@ -17,8 +17,7 @@ from harness.results import RunStore
 from integration.helpers import KillWhen, assert_no_qemu_left, pid_alive
 from integration.test_failures import AXES
 
-# One worker runs this module, so its module-scoped runs happen once per suite, not once per worker.
-pytestmark = [pytest.mark.guest, pytest.mark.xdist_group("mig72")]
+pytestmark = pytest.mark.guest
 
 IDLE = """
 name: {name}
@@ -55,7 +54,11 @@ def test_a_guest_that_never_resumes_is_not_pass(idle_7_2):
         assert bad["verdict"] == "FAIL" and bad["known_issue"] is None
         assert bad["qmp"]["status"] == "completed"  # QMP said all was well...
         assert {"no-heartbeat", "heartbeat-stall"} & set(bad["symptoms"])  # ...the guest said otherwise
-        assert bad["liveness"]["guest_clock_advance_s" if bad["liveness"]["beats"] else "beats"] == 0
+        if bad["liveness"]["beats"]:  # a few beats, then the stall: the guest's clock fell behind the host's
+            assert "heartbeat-stall" in bad["symptoms"]
+            assert bad["liveness"]["guest_clock_advance_s"] < bad["window_s"] / 2
+        else:
+            assert "no-heartbeat" in bad["symptoms"]
         assert bad["mode_before"]["guest"] == c["observed"]["mode"]
     assert_no_qemu_left(bare.results["run"]["id"])
 

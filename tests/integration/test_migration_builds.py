@@ -10,8 +10,7 @@ import pytest
 from conftest import run_cli, write_matrix
 from integration.helpers import assert_no_qemu_left
 
-# One worker runs this module, so its module-scoped runs happen once per suite, not once per worker.
-pytestmark = [pytest.mark.guest, pytest.mark.xdist_group("bp")]
+pytestmark = pytest.mark.guest
 
 MATRICES = {
     "idle": """
@@ -134,3 +133,6 @@ def test_cross_build_hops_are_refused_by_the_known_upstream_defects(bp):
         assert hop["source_build"].split()[0] == home and hop["destination_build"].split()[0] != home
         assert words in hop["qmp"]["destination_error"]
         assert hop["source_alive"] is True
+        # The refused guest lives on where it was: heartbeat, mode, IPIs all checked again.
+        assert hop["source_after"]["verdict"] == "PASS", hop["source_after"]["problems"]
+        assert hop["source_after"]["liveness"]["beats"] > 5

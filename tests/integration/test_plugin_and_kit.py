@@ -28,6 +28,8 @@ axes: {ic_mode: [xics, xive], firmware: [vof], smp: [1]}
     res = json.loads((out / "results.json").read_text())
     assert {c["axes"]["ic_mode"]: c["observed"]["mode"] for c in res["cells"]} == {"xics": "xics", "xive": "xive"}
     assert "2 passed" in p.stdout
+    # The project's addopts group tests by module; cells are spread over the workers all the same.
+    assert {c["worker"] for c in res["cells"]} == {"gw0", "gw1"}
     assert_no_qemu_left(res["run"]["id"])
 
 

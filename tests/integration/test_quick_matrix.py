@@ -9,8 +9,7 @@ import pytest
 from conftest import run_cli
 from integration.helpers import assert_no_qemu_left
 
-# One worker runs this module, so its module-scoped runs happen once per suite, not once per worker.
-pytestmark = [pytest.mark.guest, pytest.mark.xdist_group("quick")]
+pytestmark = pytest.mark.guest
 
 # What real QEMU 7.2 guests negotiate (cas-rules.md sections 1-3), keyed by
 # (ic_mode, cpu_compat, guest_xive): (verdict, observed mode, byte 23).

@@ -16,8 +16,7 @@ from harness.config import parse_hosts
 from harness.errors import InfraError
 from integration.helpers import assert_no_qemu_left, pid_alive
 
-# One worker runs this module, so its module-scoped runs happen once per suite, not once per worker.
-pytestmark = [pytest.mark.guest, pytest.mark.xdist_group("ssh")]
+pytestmark = pytest.mark.guest
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +187,59 @@ def test_cleanup_stops_tagged_processes_on_ssh_hosts(pair, inventory, tmp_path):
     assert f"hosta: stopped" in r.stdout and str(p.pid) in r.stdout
     assert p.wait(10) is not None and not pid_alive(p.pid)
     h.close()
+
+
+def test_a_dropped_ssh_connection_mid_cell_is_error_and_a_retry_passes(pair, inventory, tmp_path, kit):
+    """Kill hosta's sshd session processes while its guest boots: the cell is ERROR (the host
+    failed, not the guest), its QEMU is stopped by PID over a new connection, and the same cell
+    run again passes."""
+    import signal
+    import threading
+
+    from harness import probe
+    from harness.axes import AXIS_NAMES
+    from harness.cellrun import CellContext, run_cell
+    from harness.config import TIMEOUT_KEYS
+    from harness.domain import Cell
+    from harness.launcher import run_tag
+    from harness.results import RunStore
+    from harness.ssh_host import SshHost
+
+    spec = parse_hosts(yaml.safe_load(inventory.read_text()), str(inventory))["hosta"]
+    facts = probe.probe(spec, tmp_path / "probe", {"system"})
+    ax = dict(accel="tcg", ic_mode="dual", kernel_irqchip="default", cpu="POWER9", cpu_compat="default",
+              guest_xive="default", smp=1, firmware="vof", qemu="system")
+    cell = Cell("hosta", tuple((n, ax[n]) for n in AXIS_NAMES))
+    sshd = pair.hosts[0]
+
+    def run(run_id: str, drop: bool) -> tuple[dict, list[int]]:
+        store = RunStore(tmp_path / run_id)
+        log = store.cell_dir(cell.id) / "console.log"
+        killed: list[int] = []
+
+        def dropper():
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not (log.exists() and log.stat().st_size > 0):
+                time.sleep(0.02)  # no event to wait on: the transcript file growing
+            for pid in sshd.sessions():
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+
+        t = threading.Thread(target=dropper, daemon=True)
+        if drop:
+            t.start()
+        rec = run_cell(CellContext(cell, facts, SshHost(spec), kit, store, run_id, dict(TIMEOUT_KEYS)))
+        if drop:
+            t.join(70)
+        return rec, killed
+
+    rec, killed = run("dropped", drop=True)
+    assert killed, "the test never saw the guest boot"
+    assert rec["verdict"] == "ERROR", rec["reason"]
+    assert rec["observed"]["infra"] is True
+    assert not [p for p in killed if pid_alive(p)]
+    assert_no_qemu_left("dropped")  # the namespaces share this PID namespace: /proc shows them
+    rec, _ = run("retry", drop=False)
+    assert rec["verdict"] == "PASS", rec["reason"]
+    assert_no_qemu_left("retry")
+    assert run_tag("retry", cell.id)  # the tag the check above looks for

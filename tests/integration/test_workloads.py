@@ -16,8 +16,7 @@ from harness.workloads.devices import DISK_MIB, nic_up
 from integration.helpers import assert_no_qemu_left
 from integration.test_failures import one_cell
 
-# One worker runs this module, so its module-scoped runs happen once per suite, not once per worker.
-pytestmark = [pytest.mark.guest, pytest.mark.xdist_group("workloads")]
+pytestmark = pytest.mark.guest
 
 
 @pytest.fixture(scope="module")

@@ -172,3 +172,10 @@ def test_bad_version_and_regex_keys_are_named():
     with pytest.raises(ConfigError) as e:
         ki.parse({"issues": [bad]}, "k.yaml")
     assert e.value.key == "issues[0].match.error_regex"
+
+
+def test_a_known_refusal_that_loses_the_source_guest_is_a_failure():
+    issues = ki.parse({"issues": [SLB]}, "k.yaml")
+    h = _xhop("backports 10.0.2", "system 7.2.22", "cpu/slb: incoming version_id 2 is too new for local version_id 1")
+    h["symptoms"].append("source-lost")
+    assert ki.classify(issues, CROSS_FACTS, [h])["verdict"] == "FAIL"
