@@ -65,6 +65,7 @@ class Host(Protocol):
     def remove_tree(self, path: Path) -> None: ...
     def connect_unix(self, path: Path, timeout: float) -> socket.socket: ...
     def path_exists(self, path: Path) -> bool: ...
+    def wait_paths(self, paths: list[Path], proc: Process, timeout: float) -> bool: ...
     def lease(self, timeout: float) -> contextlib.AbstractContextManager[int]: ...
     def run(self, argv: list[str], timeout: float = 60.0, check: bool = False) -> tuple[int, str, str]: ...
     def stage_kit(self, kit: Kit) -> Kit: ...
@@ -113,6 +114,15 @@ class LocalHost:
 
     def path_exists(self, path: Path) -> bool:
         return path.exists()
+
+    def wait_paths(self, paths: list[Path], proc: Process, timeout: float) -> bool:
+        """True once every path exists; False if `proc` exits first or the time runs out."""
+        deadline = time.monotonic() + timeout
+        while not all(p.exists() for p in paths):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                return False
+            proc.wait(0.02)  # a process exit ends the wait at once; file creation has no event here
+        return True
 
     def connect_unix(self, path: Path, timeout: float) -> socket.socket:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -98,14 +98,11 @@ class GuestMachine:
         self.proc = self.host.spawn(self.argv, self.files.stdout, self.files.stderr)
         # QEMU creates its listening sockets before machine init; a refused configuration
         # exits right after. Wait for both sockets, or the exit, whichever comes first.
-        deadline = time.monotonic() + self.launch_timeout
         socks = [self.files.qmp_sock, self.files.console_sock] + ([self.files.heartbeat_sock] if self.with_heartbeat else [])
-        while not all(self.host.path_exists(p) for p in socks):
+        if not self.host.wait_paths(socks, self.proc, self.launch_timeout):
             if self.proc.poll() is not None:
                 raise self._fail_launch("QEMU exited at start")
-            if time.monotonic() > deadline:
-                raise self._fail_launch(f"QEMU created no sockets within {self.launch_timeout:.0f}s")
-            self.proc.wait(0.02)
+            raise self._fail_launch(f"QEMU created no sockets within {self.launch_timeout:.0f}s")
         try:
             # Console first: with -S the guest has not run, so nothing it prints is missed.
             self.console = Console(self.host.connect_unix(self.files.console_sock, 5), self.files.transcript)

@@ -68,6 +68,19 @@ done
 """
 
 
+# Exit 0 once every path exists, 3 if the process exits first, 1 when the polls run out.
+WAIT_PATHS = r"""
+pid=$1; polls=$2; shift 2; n=0
+while :; do
+  ok=1; for p in "$@"; do [ -e "$p" ] || ok=0; done
+  [ "$ok" = 1 ] && exit 0
+  kill -0 "$pid" 2>/dev/null || exit 3
+  n=$((n + 1)); [ "$n" -ge "$polls" ] && exit 1
+  sleep 0.02
+done
+"""
+
+
 class SshCommandError(InfraError):
     pass
 
@@ -266,6 +279,12 @@ class SshHost:
 
     def path_exists(self, path: Path) -> bool:
         return self.run(["test", "-e", str(path)])[0] == 0
+
+    def wait_paths(self, paths: list[Path], proc: SshProcess, timeout: float) -> bool:
+        """One remote command polls for the paths (every remote command costs a login shell)."""
+        code, _, _ = self.run(["sh", "-c", WAIT_PATHS, "sh", str(proc.pid), str(int(timeout / 0.02)),
+                               *map(str, paths)], timeout=timeout + 30)
+        return code == 0
 
     def connect_unix(self, path: Path, timeout: float) -> socket.socket:
         """A local socket whose other end is the host's unix socket (through an SSH channel)."""

@@ -31,6 +31,7 @@ TCP_BRIDGE = r"""
 import os, socket, sys, threading
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
 s.settimeout(None)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # SSH's small packets: no Nagle delays
 def up():
     while True:
         b = os.read(0, 65536)
