@@ -32,13 +32,19 @@ CONNECT_TIMEOUT = 15.0
 COMMAND_TIMEOUT = 60.0
 KEEPALIVE_S = 5
 
-# Connects to a unix socket and copies bytes both ways between it and stdin/stdout; prints one
-# line first so the controller knows the connection stands before it hands the stream over.
+# stdin/stdout <-> a socket: `unix PATH` (QEMU's console and QMP, printing one line first so the
+# controller knows the connection stands before it hands the stream over) or `tcp HOST PORT`
+# (a proxy command into a network namespace, which must print nothing of its own).
 BRIDGE = r"""
 import os, socket, sys, threading
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-os.write(1, b"ck-bridge-ok\n")
+if sys.argv[1] == "unix":
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[2])
+    os.write(1, b"ck-bridge-ok\n")
+else:
+    s = socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=10)
+    s.settimeout(None)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # SSH's small packets: no Nagle delays
 def up():
     while True:
         b = os.read(0, 65536)
@@ -248,17 +254,7 @@ class SshHost:
         ch = self._session()
         ch.exec_command(shlex.join(["sh", "-c", SPAWN, "sh", *argv]))
         ch.shutdown_write()
-        line = b""
-        ch.settimeout(CONNECT_TIMEOUT)
-        try:
-            while not line.endswith(b"\n"):
-                b = ch.recv(1)
-                if not b:
-                    break
-                line += b
-        except socket.timeout:
-            pass
-        ch.settimeout(None)
+        line = _first_line(ch, CONNECT_TIMEOUT)
         if not line.strip().isdigit():
             ch.close()
             raise InfraError(f"host {self.name}: could not start {argv[0]}: no PID reported ({line[:100]!r})")
@@ -289,18 +285,8 @@ class SshHost:
     def connect_unix(self, path: Path, timeout: float) -> socket.socket:
         """A local socket whose other end is the host's unix socket (through an SSH channel)."""
         ch = self._session()
-        ch.exec_command(shlex.join(["python3", "-c", BRIDGE, str(path)]))
-        ch.settimeout(timeout)
-        hello = b""
-        try:
-            while not hello.endswith(b"\n"):
-                b = ch.recv(1)
-                if not b:
-                    break
-                hello += b
-        except socket.timeout:
-            pass
-        if hello != b"ck-bridge-ok\n":
+        ch.exec_command(shlex.join(["python3", "-c", BRIDGE, "unix", str(path)]))
+        if _first_line(ch, timeout) != b"ck-bridge-ok\n":
             err = ch.recv_stderr(4096).decode(errors="replace") if ch.recv_stderr_ready() else ""
             ch.close()
             raise OSError(f"host {self.name}: cannot connect to {path}: {err.strip()[-300:] or 'no answer'}")
@@ -332,17 +318,7 @@ class SshHost:
                 ch.exec_command(shlex.join(["sh", "-c", 'mkdir -p "$1" && exec flock -n -E 75 "$2" sh -c '
                                             '\'printf "%s\\n" "$1" > "$2" && echo held && exec cat\' sh "$3" "$2"',
                                             "sh", d, f, owner]))
-                ch.settimeout(CONNECT_TIMEOUT)
-                got = b""
-                try:
-                    while not got.endswith(b"\n"):
-                        b = ch.recv(1)
-                        if not b:
-                            break
-                        got += b
-                except socket.timeout:
-                    pass
-                if got == b"held\n":
+                if _first_line(ch, CONNECT_TIMEOUT) == b"held\n":
                     try:
                         yield i
                     finally:
@@ -386,6 +362,23 @@ class SshHost:
             return False
         have = {line.split()[1]: line.split()[0] for line in out.splitlines() if len(line.split()) == 2}
         return have == want
+
+
+def _first_line(ch: paramiko.Channel, timeout: float) -> bytes:
+    """The first line a remote command prints (byte by byte: what follows belongs to the caller),
+    or what came before EOF or the timeout."""
+    line = b""
+    ch.settimeout(timeout)
+    try:
+        while not line.endswith(b"\n"):
+            b = ch.recv(1)
+            if not b:
+                break
+            line += b
+    except socket.timeout:
+        pass
+    ch.settimeout(None)
+    return line
 
 
 class _Stderr:

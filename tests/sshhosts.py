@@ -24,29 +24,9 @@ from pathlib import Path
 
 import yaml
 
+from harness.ssh_host import BRIDGE
+
 SSHD = "/usr/sbin/sshd"
-
-# stdin/stdout <-> a TCP connection: the proxy command run inside a host's namespace.
-TCP_BRIDGE = r"""
-import os, socket, sys, threading
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
-s.settimeout(None)
-s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # SSH's small packets: no Nagle delays
-def up():
-    while True:
-        b = os.read(0, 65536)
-        if not b:
-            break
-        s.sendall(b)
-    s.shutdown(socket.SHUT_WR)
-threading.Thread(target=up, daemon=True).start()
-while True:
-    b = s.recv(65536)
-    if not b:
-        break
-    os.write(1, b)
-"""
-
 
 @dataclass
 class TestHost:
@@ -62,7 +42,7 @@ class TestHost:
     def proxy_command(self) -> list[str]:
         if not self.netns:
             return []
-        return ["ip", "netns", "exec", self.netns, sys.executable, "-c", TCP_BRIDGE, self.address, str(self.port)]
+        return ["ip", "netns", "exec", self.netns, sys.executable, "-c", BRIDGE, "tcp", self.address, str(self.port)]
 
     def in_ns(self, argv: list[str]) -> list[str]:
         return (["ip", "netns", "exec", self.netns] if self.netns else []) + argv
