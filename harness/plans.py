@@ -114,17 +114,16 @@ def _hop(pc: PlanContext, src: GuestMachine, name: str, *, axes: dict | None = N
         assert dst.qmp
         dst.qmp.execute("migrate-incoming", uri=f"tcp:{addr}:0")
         port = migrate.incoming_port(dst)
-        uri, incoming = f"tcp:{addr}:{port}", None
+        uri = f"tcp:{addr}:{port}"
     else:
-        uri, incoming = f"unix:{dst.files.sock_dir}/migration.sock", None
+        uri = f"unix:{dst.files.sock_dir}/migration.sock"
     hop = migrate.Hop(name, source, name, uri)
     hop.source_host, hop.destination_host = src_host, dst.host.name
     hop.source_build, hop.destination_build = src.build, dst.build
     hop.setup_s = round(time.monotonic() - t_setup, 3)
     hop.mode_before = migrate.views(src, pc.timeout)
     hop.t_migrate = time.monotonic()
-    info = migrate.migrate(src, dst, uri, incoming_uri=incoming, max_bandwidth=pc.max_bandwidth,
-                           incoming_started=across)
+    info = migrate.migrate(src, dst, uri, max_bandwidth=pc.max_bandwidth, incoming_started=across)
     hop.qmp = migrate.qmp_account(info)
     hop.source_alive = src.alive()
     return hop, dst

@@ -91,7 +91,7 @@ class SshCommandError(InfraError):
     pass
 
 
-def _pump(src, dst_write, done: threading.Event | None = None) -> None:
+def _pump(src, dst_write) -> None:
     try:
         while True:
             b = src.recv(65536)
@@ -100,9 +100,6 @@ def _pump(src, dst_write, done: threading.Event | None = None) -> None:
             dst_write(b)
     except (OSError, EOFError, paramiko.SSHException):
         pass
-    finally:
-        if done is not None:
-            done.set()
 
 
 @dataclass
@@ -218,16 +215,13 @@ class SshHost:
 
     # -- commands ----------------------------------------------------------------------------
 
-    def run(self, argv: list[str], timeout: float = COMMAND_TIMEOUT, check: bool = False,
-            stdin: bytes | None = None) -> tuple[int, str, str]:
+    def run(self, argv: list[str], timeout: float = COMMAND_TIMEOUT, check: bool = False) -> tuple[int, str, str]:
         """Run an argv on the host; returns (exit status, stdout, stderr)."""
         ch = self._session()
         ch.settimeout(timeout)
         out, err = bytearray(), bytearray()
         try:
             ch.exec_command(shlex.join(argv))
-            if stdin is not None:
-                ch.sendall(stdin)
             ch.shutdown_write()
             t = threading.Thread(target=_pump, args=(_Stderr(ch), err.extend), daemon=True)
             t.start()
@@ -272,9 +266,6 @@ class SshHost:
     def remove_tree(self, path: Path) -> None:
         with contextlib.suppress(InfraError):
             self.run(["rm", "-rf", "--", str(path)], timeout=30)
-
-    def path_exists(self, path: Path) -> bool:
-        return self.run(["test", "-e", str(path)])[0] == 0
 
     def wait_paths(self, paths: list[Path], proc: SshProcess, timeout: float) -> bool:
         """One remote command polls for the paths (every remote command costs a login shell)."""
