@@ -202,10 +202,13 @@ def run_cell(ctx: CellContext) -> dict:
     t0 = time.monotonic()
     log_dir = ctx.store.cell_dir(cell.id)
     log_dir.mkdir(parents=True, exist_ok=True)
-    expected = model.expect(cell, ctx.facts)
     wl_results: list[dict] = []
     mig: dict = {}
-    if expected.skip:
+    if ctx.facts.error:
+        # Nothing can be predicted or observed on a host we cannot reach: ERROR, never SKIP.
+        expected = Expected(None, "host-unreachable", "the host probe at the start of the run")
+        observed = Observed(error=f"host {cell.host} unreachable: {ctx.facts.error}", infra=True)
+    elif (expected := model.expect(cell, ctx.facts)).skip:
         observed = Observed()
     else:
         try:

@@ -124,6 +124,10 @@ def cmd_matrix(a) -> int:
     cells, _ = session.pin_cells(p, facts)  # the cells as a run would have them (domain-pinned)
     rows = []
     for c in cells:
+        if facts[c.host].error:
+            rows.append({"id": c.id, "axes": c.axes_dict, "host_error": facts[c.host].error,
+                         "explain": f"ERROR: host {c.host} unreachable"})
+            continue
         e = model.expect(c, facts[c.host])
         explain = model.explain(e) + (f"; then {c.migration} via {'/'.join(c.peer)}" if c.peer else "")
         rows.append({"id": c.id, "axes": c.axes_dict, "pinned": list(c.pinned), "peer": list(c.peer),

@@ -130,9 +130,14 @@ class HostFacts:
     kvm_xive: bool = False  # in-kernel XIVE native device (KVM_CAP_PPC_IRQ_XIVE)
     slots: int = 1
     qemu: tuple[QemuBuild, ...] = ()
+    error: str | None = None  # the host could not be probed (down, refused us): its cells are ERROR
 
     def build(self, name: str) -> QemuBuild | None:
         return next((b for b in self.qemu if b.name == name), None)
+
+    @staticmethod
+    def unreachable(name: str, error: str) -> "HostFacts":
+        return HostFacts(name, "", "", "none", error=error)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -70,7 +70,12 @@ def probe_hosts(p: Plan, log_dir: Path, log=print) -> dict[str, HostFacts]:
         for m in p.matrices:
             if m.domain and h in p.domains[m.domain].hosts:
                 builds |= set(p.domains[m.domain].qemu) or {b.name for b in p.hosts[h].qemu if not b.debian_suite}
-        facts[h] = probe.probe(p.hosts[h], log_dir, builds, log)
+        try:
+            facts[h] = probe.probe(p.hosts[h], log_dir, builds, log)
+        except CaskitError as e:
+            # One host down must not stop a farm's run: its cells are ERROR, the others run.
+            log(f"caskit: host {h} is unreachable, its cells will be ERROR: {e}")
+            facts[h] = HostFacts.unreachable(h, str(e))
     return facts
 
 
@@ -118,7 +123,15 @@ def domain_pin(spec: DomainSpec, facts: dict[str, HostFacts]):
 
     members = [md.Member(facts[h], b) for h in spec.hosts for b in facts[h].qemu
                if not b.error and (not spec.qemu or b.name in spec.qemu)]
-    return md.pin(members)
+    if not members:
+        raise CaskitError(f"domain {spec.name}: no member could be probed ("
+                          + "; ".join(f"{h}: {facts[h].error or 'no usable QEMU build'}" for h in spec.hosts) + ")")
+    pin = md.pin(members)
+    down = [h for h in spec.hosts if facts[h].error]
+    if down:  # pinned without them: a guest may not be able to go there when they come back
+        from dataclasses import replace
+        pin = replace(pin, notes=pin.notes + (f"unreachable, left out: {', '.join(down)}",))
+    return pin
 
 
 def pin_cells(p: Plan, facts: dict[str, HostFacts]) -> tuple[list[Cell], dict]:
@@ -151,6 +164,8 @@ def pin_cells(p: Plan, facts: dict[str, HostFacts]) -> tuple[list[Cell], dict]:
             try:
                 peer = md.choose_peer(c.migration, c.host, str(a["qemu"]), spec.hosts, usable)
             except md.NoPeer as e:
-                raise CaskitError(f"{m.path}: migration {c.migration!r} in domain {m.domain!r}: {e}") from None
+                if not any(facts[h].error for h in spec.hosts):
+                    raise CaskitError(f"{m.path}: migration {c.migration!r} in domain {m.domain!r}: {e}") from None
+                peer = ()  # the peer it needs is down: the cell's migration is ERROR, not the run
         out.append(replace(c, axes=tuple(a.items()), pinned=(pin.machine, *caps), peer=peer))
     return out, {k: v.to_dict() for k, v in pins.items()}

@@ -266,3 +266,28 @@ def test_a_dropped_ssh_connection_mid_cell_is_error_and_a_retry_passes(pair, inv
     assert rec["verdict"] == "PASS", rec["reason"]
     assert_no_qemu_left("retry")
     assert run_tag("retry", cell.id)  # the tag the check above looks for
+
+
+def test_a_host_that_is_down_makes_its_cells_error_while_the_others_run(pair, inventory, tmp_path, kit):
+    inv = yaml.safe_load(inventory.read_text())
+    a = inv["hosts"]["hosta"]
+    down = {**a, "port": 2222}  # nothing listens there: connection refused, like a host that is down
+    if "proxy_command" in a:
+        down["proxy_command"] = a["proxy_command"][:-1] + ["2222"]
+    inv["hosts"]["hostc"] = down
+    hosts_file = tmp_path / "hosts.yaml"
+    hosts_file.write_text(yaml.safe_dump(inv))
+    m = write_matrix(tmp_path / "m.yaml", """
+name: one-down
+hosts: [hosta, hostc]
+axes: {ic_mode: [dual], smp: [1], firmware: [vof]}
+""")
+    r = run_cli(["run", str(m), "--hosts", str(hosts_file), "-n", "2"], tmp_path / "out")
+    assert r.rc == 3, r.stdout[-2000:] + r.stderr[-2000:]  # ERROR without FAIL
+    cells = {c["host"]: c for c in r.results["cells"]}
+    assert cells["hosta"]["verdict"] == "PASS", cells["hosta"]["reason"]
+    assert cells["hostc"]["verdict"] == "ERROR"
+    assert "hostc" in cells["hostc"]["reason"] and "unreachable" in cells["hostc"]["reason"]
+    assert r.results["run"]["hosts"]["hostc"]["error"]
+    assert (tmp_path / "out" / "report.html").exists()
+    assert_no_qemu_left(r.results["run"]["id"])
