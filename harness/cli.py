@@ -129,7 +129,9 @@ def cmd_matrix(a) -> int:
                          "explain": f"ERROR: host {c.host} unreachable"})
             continue
         e = model.expect(c, facts[c.host])
-        explain = model.explain(e) + (f"; then {c.migration} via {'/'.join(c.peer)}" if c.peer else "")
+        explain = model.explain(e)
+        if c.migration != "none":
+            explain += f"; then {c.migration}" + (f" via {'/'.join(c.peer)}" if c.peer else "")
         rows.append({"id": c.id, "axes": c.axes_dict, "pinned": list(c.pinned), "peer": list(c.peer),
                      "migration": c.migration, "expected": e.to_dict(), "explain": explain})
     if a.json:

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from harness.config import TIMEOUT_KEYS, load_hosts, load_matrix, load_yaml, parse_hosts, parse_matrix
+from harness.config import MATRICES, TIMEOUT_KEYS, load_domains, load_hosts, load_matrix, load_yaml, parse_hosts, parse_matrix
 from harness.errors import ConfigError
 
 HOSTS = {"local", "farm1"}
@@ -113,6 +113,9 @@ def test_the_shipped_matrices_load():
     quick = load_matrix("quick", hosts)
     assert quick.name == "quick" and quick.axes["guest_xive"] == ("default", "off")
     assert load_matrix("cas-full", hosts).axes["kernel_irqchip"] == ("default", "on", "off")
+    for f in sorted(MATRICES.glob("*.yaml")):  # every shipped matrix, against the shipped inventory
+        load_matrix(f, set(load_hosts()), set(load_domains()))
+    assert load_matrix("cross-build", hosts, {"local-builds"}).migration == ("cross-build",)
 
 
 # ---------------------------------------------------------------- errors name file and key
