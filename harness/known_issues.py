@@ -153,6 +153,13 @@ def hop_applies(k: KnownIssue, hop: dict) -> bool:
     return True
 
 
+def _reached(k: KnownIssue, hop: dict) -> bool:
+    """A defect of the transfer itself shows in any hop; one of the guest after the hop only in a
+    hop whose migration completed (a refused mismatch says nothing about guest timers)."""
+    about_transfer = bool(k.error_regex) or bool({"migration-failed", "mismatch-accepted"} & set(k.symptoms))
+    return about_transfer or (hop.get("qmp") or {}).get("status") == "completed"
+
+
 def _qemu_words(hop: dict) -> str:
     q = hop.get("qmp") or {}
     return "\n".join(str(x) for x in (q.get("error"), q.get("destination_error"), *hop.get("problems", [])) if x)
@@ -183,8 +190,8 @@ def classify(issues: list[KnownIssue], c: CellFacts, hops: list[dict]) -> dict:
         match = next((k for k in relevant if shows(k, h)), None)
         h["known_issue"] = match.id if match else None
     seen = {h["known_issue"] for h in failing if h.get("known_issue")}
-    # Stale: the entry concerned a hop that ran, and that hop did not show it.
-    stale = [k.id for k in relevant if k.id not in seen and any(hop_applies(k, h) for h in hops)]
+    # Stale: the entry concerned a hop that got as far as its defect shows, and it did not show.
+    stale = [k.id for k in relevant if k.id not in seen and any(hop_applies(k, h) and _reached(k, h) for h in hops)]
     if any(h["verdict"] == "ERROR" for h in hops):
         verdict = "ERROR"
     elif any(h["verdict"] == "FAIL" and not h.get("known_issue") for h in hops):

@@ -8,6 +8,7 @@ bounded wait, SIGKILL by PID), console closed first so QEMU never blocks writing
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,18 +105,30 @@ class GuestMachine:
                 raise self._fail_launch("QEMU exited at start")
             raise self._fail_launch(f"QEMU created no sockets within {self.launch_timeout:.0f}s")
         try:
-            # Console first: with -S the guest has not run, so nothing it prints is missed.
-            self.console = Console(self.host.connect_unix(self.files.console_sock, 5), self.files.transcript)
-            if self.with_heartbeat:
-                self.heartbeat = HeartbeatReader(self.host.connect_unix(self.files.heartbeat_sock, 5),
-                                                 self.files.heartbeat_log)
-            self.qmp = QmpClient(self.host.connect_unix(self.files.qmp_sock, 5), self.files.qmp_log)
+            # All at once (each costs a remote command on an SSH host); with -S the guest has not
+            # run, so nothing it prints is missed before its console is read.
+            qmp_conn, console_conn, *hb_conn = self._connect_all(socks)
+            self.console = Console(console_conn, self.files.transcript)
+            if hb_conn:
+                self.heartbeat = HeartbeatReader(hb_conn[0], self.files.heartbeat_log)
+            self.qmp = QmpClient(qmp_conn, self.files.qmp_log)
             # Machine init finishes before QMP answers; a late refusal shows up as an exit here.
             self.qmp.execute("query-status")
         except (OSError, QmpLost) as e:
             if self.proc.wait(2.0) is not None:
                 raise self._fail_launch("QEMU exited at start") from None
             raise self._fail_launch(f"cannot attach to QEMU: {e}") from None
+
+    def _connect_all(self, paths: list[Path]) -> list:
+        with ThreadPoolExecutor(len(paths)) as pool:
+            futures = [pool.submit(self.host.connect_unix, p, 5) for p in paths]
+        failed = [f.exception() for f in futures if f.exception() is not None]
+        if failed:
+            for f in futures:
+                if f.exception() is None:
+                    f.result().close()
+            raise failed[0]
+        return [f.result() for f in futures]
 
     def cont(self) -> None:
         assert self.qmp is not None

@@ -40,6 +40,13 @@ axes: {smp: [1], firmware: [vof], qemu: [system, backports]}
 migration: [cross-build]
 timeouts: {liveness: 5, command: 30}
 """,
+    "mismatch": """
+name: bp-mismatch
+axes: {ic_mode: [xics, xive], smp: [1], firmware: [vof], qemu: [backports]}
+workloads: [virtio-net]
+migration: [mismatch]
+timeouts: {liveness: 5, command: 30}
+""",
     "smp2": """
 name: bp-smp2
 axes: {ic_mode: [dual], smp: [2], firmware: [vof], qemu: [backports]}
@@ -136,3 +143,22 @@ def test_cross_build_hops_are_refused_by_the_known_upstream_defects(bp):
         # The refused guest lives on where it was: heartbeat, mode, IPIs all checked again.
         assert hop["source_after"]["verdict"] == "PASS", hop["source_after"]["problems"]
         assert hop["source_after"]["liveness"]["beats"] > 5
+
+
+def test_single_controller_guests_into_a_dual_destination(bp):
+    """The stream cannot say that a dual destination has one controller more, so QEMU takes it:
+    a XIVE guest lives on there (PASS, judged like any hop); a XICS guest's destination aborts
+    (XFAIL by its entry). Both first refuse the destination that lacks their controller."""
+    cs = {c["axes"]["ic_mode"]: c for c in cells(bp, "bp-mismatch")}
+    xive, xics = cs["xive"], cs["xics"]
+    assert [(h["name"], h["qmp"]["expected"]) for h in xive["migration"]["hops"]] == [
+        ("B-ic_mode-xics", "refused"), ("B-ic_mode-dual", "accepted")]
+    assert xive["verdict"] == "PASS", xive["reason"]
+    into_dual = xive["migration"]["hops"][1]
+    assert into_dual["qmp"]["status"] == "completed" and into_dual["mode_after"]["guest"] == "xive"
+    assert into_dual["progress"]["net"]["received"] == into_dual["progress"]["net"]["sent"] > 0
+    assert xics["verdict"] == "XFAIL", xics["reason"]
+    assert xics["migration"]["known_issues"] == ["xics-guest-into-dual-destination-aborts"]
+    refused, aborted = xics["migration"]["hops"]
+    assert refused["name"] == "B-ic_mode-xive" and refused["verdict"] == "PASS"
+    assert aborted["qmp"]["status"] == "completed" and aborted["destination_alive"] is False

@@ -66,8 +66,9 @@ ENTRY = {"id": "k1", "summary": "s", "reference": "r",
 FACTS72 = ki.CellFacts("7.2.22", "tcg", "roundtrip", "idle", 2, "xive")
 
 
-def hop(verdict="FAIL", symptoms=("no-heartbeat",), kernel_log=()):
-    return {"name": "B", "verdict": verdict, "symptoms": list(symptoms), "kernel_log": list(kernel_log)}
+def hop(verdict="FAIL", symptoms=("no-heartbeat",), kernel_log=(), status="completed"):
+    return {"name": "B", "verdict": verdict, "symptoms": list(symptoms), "kernel_log": list(kernel_log),
+            "qmp": {"status": status}}
 
 
 def test_a_matching_failure_is_xfail_with_the_id():
@@ -89,6 +90,12 @@ def test_an_entry_that_no_longer_fails_is_reported():
     issues = ki.parse({"issues": [ENTRY]}, "k.yaml")
     out = ki.classify(issues, FACTS72, [hop(verdict="PASS", symptoms=())])
     assert out == {"verdict": "PASS", "known_issues": [], "no_longer_reproduces": ["k1"]}
+
+
+def test_a_refused_hop_says_nothing_about_a_defect_of_the_guest_after_a_hop():
+    issues = ki.parse({"issues": [ENTRY]}, "k.yaml")
+    out = ki.classify(issues, FACTS72, [hop(verdict="PASS", symptoms=(), status="failed")])
+    assert out["no_longer_reproduces"] == []
 
 
 def test_log_regex_entries_match_kernel_findings():
