@@ -121,11 +121,24 @@ class LocalHost:
         return True
 
     def connect_unix(self, path: Path, timeout: float) -> socket.socket:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(timeout)
-        s.connect(str(path))
-        s.settimeout(None)
-        return s
+        """Connect, retrying while the path exists but nobody listens yet: QEMU binds its socket
+        (the file appears) a moment before it listens, and no event marks the second step."""
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(timeout)
+            try:
+                s.connect(str(path))
+            except ConnectionRefusedError:
+                s.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+                continue
+            s.settimeout(None)
+            return s
 
     @contextlib.contextmanager
     def lease(self, timeout: float = 3600.0) -> Iterator[int]:

@@ -38,8 +38,18 @@ KEEPALIVE_S = 5
 BRIDGE = r"""
 import os, socket, sys, threading
 if sys.argv[1] == "unix":
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(sys.argv[2])
+    import time
+    deadline = time.monotonic() + 5
+    while True:  # QEMU binds (the file appears) a moment before it listens
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.connect(sys.argv[2])
+            break
+        except ConnectionRefusedError:
+            s.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
     os.write(1, b"ck-bridge-ok\n")
 else:
     s = socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=10)
