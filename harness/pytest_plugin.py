@@ -163,8 +163,8 @@ def _kill_tagged_remote(config, run: dict) -> list[int]:
         if name in specs and specs[name].kind == "ssh":
             try:
                 killed += make_host(specs[name]).kill_tagged(f"caskit:{run['id']}:")
-            except CaskitError as e:
-                config.get_terminal_writer().line(f"caskit: cannot check {name} for leftover QEMUs: {e}")
+            except Exception as e:  # cleanup must never cost the run its results
+                config.get_terminal_writer().line(f"caskit: cannot check {name} for leftover QEMUs: {e!r}")
     return killed
 
 

@@ -217,21 +217,24 @@ class SshHost:
                 self._client.close()
                 self._client = None
 
-    def _session(self) -> paramiko.Channel:
+    def _exec(self, argv: list[str]) -> paramiko.Channel:
+        """A channel running `argv` on the host. Any way SSH can fail here is the host's failure
+        (InfraError), so no paramiko exception reaches the callers."""
         try:
-            return self.transport().open_session(timeout=CONNECT_TIMEOUT)
-        except paramiko.SSHException as e:
-            raise InfraError(f"host {self.name}: cannot open an SSH channel: {e}") from None
+            ch = self.transport().open_session(timeout=CONNECT_TIMEOUT)
+            ch.exec_command(shlex.join(argv))
+            return ch
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            raise InfraError(f"host {self.name}: cannot run `{shlex.join(argv)[:120]}` over SSH: {e!r}") from None
 
     # -- commands ----------------------------------------------------------------------------
 
     def run(self, argv: list[str], timeout: float = COMMAND_TIMEOUT, check: bool = False) -> tuple[int, str, str]:
         """Run an argv on the host; returns (exit status, stdout, stderr)."""
-        ch = self._session()
+        ch = self._exec(argv)
         ch.settimeout(timeout)
         out, err = bytearray(), bytearray()
         try:
-            ch.exec_command(shlex.join(argv))
             ch.shutdown_write()
             t = threading.Thread(target=_pump, args=(_Stderr(ch), err.extend), daemon=True)
             t.start()
@@ -245,6 +248,8 @@ class SshHost:
             code = ch.recv_exit_status()
         except socket.timeout:
             raise InfraError(f"host {self.name}: `{shlex.join(argv)[:200]}` still running after {timeout:.0f}s") from None
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            raise InfraError(f"host {self.name}: SSH failed during `{shlex.join(argv)[:200]}`: {e!r}") from None
         finally:
             ch.close()
         if code == -1:
@@ -255,8 +260,7 @@ class SshHost:
         return code, out.decode(errors="replace"), err.decode(errors="replace")
 
     def spawn(self, argv: list[str], stdout: Path, stderr: Path) -> SshProcess:
-        ch = self._session()
-        ch.exec_command(shlex.join(["sh", "-c", SPAWN, "sh", *argv]))
+        ch = self._exec(["sh", "-c", SPAWN, "sh", *argv])
         ch.shutdown_write()
         line = _first_line(ch, CONNECT_TIMEOUT)
         if not line.strip().isdigit():
@@ -285,8 +289,7 @@ class SshHost:
 
     def connect_unix(self, path: Path, timeout: float) -> socket.socket:
         """A local socket whose other end is the host's unix socket (through an SSH channel)."""
-        ch = self._session()
-        ch.exec_command(shlex.join(["python3", "-c", BRIDGE, "unix", str(path)]))
+        ch = self._exec(["python3", "-c", BRIDGE, "unix", str(path)])
         if _first_line(ch, timeout) != b"ck-bridge-ok\n":
             err = ch.recv_stderr(4096).decode(errors="replace") if ch.recv_stderr_ready() else ""
             ch.close()
@@ -315,10 +318,9 @@ class SshHost:
         while True:
             for i in range(self.slots):
                 f = f"{d}/slot-{i}.lock"
-                ch = self._session()
-                ch.exec_command(shlex.join(["sh", "-c", 'mkdir -p "$1" && exec flock -n -E 75 "$2" sh -c '
-                                            '\'printf "%s\\n" "$1" > "$2" && echo held && exec cat\' sh "$3" "$2"',
-                                            "sh", d, f, owner]))
+                ch = self._exec(["sh", "-c", 'mkdir -p "$1" && exec flock -n -E 75 "$2" sh -c '
+                                 '\'printf "%s\\n" "$1" > "$2" && echo held && exec cat\' sh "$3" "$2"',
+                                 "sh", d, f, owner])
                 if _first_line(ch, CONNECT_TIMEOUT) == b"held\n":
                     try:
                         yield i
@@ -342,14 +344,17 @@ class SshHost:
         want = {name: hashlib.sha256(p.read_bytes()).hexdigest() for name, p in files.items()}
         if not self._kit_ok(d, want):
             self.run(["mkdir", "-p", d], check=True)
-            sftp = self.transport().open_sftp_client()
             try:
-                for name, p in files.items():
-                    tmp = f"{d}/.{name}.{os.getpid()}.part"
-                    sftp.put(str(p), tmp)
-                    sftp.posix_rename(tmp, f"{d}/{name}")
-            finally:
-                sftp.close()
+                sftp = self.transport().open_sftp_client()
+                try:
+                    for name, p in files.items():
+                        tmp = f"{d}/.{name}.{os.getpid()}.part"
+                        sftp.put(str(p), tmp)
+                        sftp.posix_rename(tmp, f"{d}/{name}")
+                finally:
+                    sftp.close()
+            except (paramiko.SSHException, EOFError, OSError) as e:
+                raise InfraError(f"host {self.name}: sending the guest kit to {d} failed: {e!r}") from None
             if not self._kit_ok(d, want):
                 raise InfraError(f"host {self.name}: the guest kit in {d} does not match what was sent")
         staged = Kit(kit.key, Path(d) / kit.kernel.name, Path(d) / kit.initrd.name if kit.initrd else None,

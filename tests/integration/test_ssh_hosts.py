@@ -283,6 +283,7 @@ hosts: [hosta, hostc]
 axes: {ic_mode: [dual], smp: [1], firmware: [vof]}
 """)
     r = run_cli(["run", str(m), "--hosts", str(hosts_file), "-n", "2"], tmp_path / "out")
+    assert (tmp_path / "out" / "results.json").exists(), r.stdout[-3000:] + r.stderr[-3000:]
     assert r.rc == 3, r.stdout[-2000:] + r.stderr[-2000:]  # ERROR without FAIL
     cells = {c["host"]: c for c in r.results["cells"]}
     assert cells["hosta"]["verdict"] == "PASS", cells["hosta"]["reason"]
