@@ -189,13 +189,13 @@ class SshHost:
                            allow_agent=False, timeout=CONNECT_TIMEOUT, banner_timeout=CONNECT_TIMEOUT,
                            auth_timeout=CONNECT_TIMEOUT, sock=sock)
         except paramiko.BadHostKeyException as e:
-            client.close()
+            _close_failed(client)
             raise InfraError(f"host {self.name} ({self._where()}): its host key CHANGED "
                              f"(got {e.key.get_name()} {e.key.fingerprint}, {s.known_hosts} has "
                              f"{e.expected_key.fingerprint}); refusing to connect. If the host was reinstalled, "
                              f"check the new key out of band and replace its line in {s.known_hosts}") from None
         except paramiko.SSHException as e:
-            client.close()
+            _close_failed(client)
             if "not found in known_hosts" in str(e):
                 target = s.address if s.port == 22 else f"[{s.address}]:{s.port}"
                 raise InfraError(f"host {self.name} ({self._where()}): its host key is not in {s.known_hosts}; "
@@ -204,7 +204,7 @@ class SshHost:
                                  f"(the line starts with {target})") from None
             raise InfraError(f"host {self.name} ({self._where()}): SSH failed: {e}") from None
         except (OSError, EOFError) as e:
-            client.close()
+            _close_failed(client)
             raise InfraError(f"host {self.name} ({self._where()}): cannot connect: {e}") from None
         t = client.get_transport()
         assert t is not None
@@ -368,6 +368,19 @@ class SshHost:
             return False
         have = {line.split()[1]: line.split()[0] for line in out.splitlines() if len(line.split()) == 2}
         return have == want
+
+
+def _close_failed(client: paramiko.SSHClient) -> None:
+    """Close a client whose connect failed, and wait for its transport thread to end. That thread
+    formats a traceback of the failure, and on Python 3.11 formatting parses source with `ast`;
+    `ast` in two threads at once can fail with "AST constructor recursion depth mismatch" (a
+    CPython 3.11 bug: the depth counter is shared between threads), which is what pytest's
+    assertion rewriting ran into beside it (seen on CI: a run of a host-down test lost its
+    results to that SystemError)."""
+    t = client.get_transport()
+    client.close()
+    if t is not None and t is not threading.current_thread():
+        t.join(10)
 
 
 def _first_line(ch: paramiko.Channel, timeout: float) -> bytes:
