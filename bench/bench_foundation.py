@@ -468,7 +468,7 @@ class Probe:
 
         self.wrap(cellrun, "run_cell", "run_cell")
         self.wrap(cellrun, "execute", "execute")
-        for mod in ("harness.cellrun", "harness.launcher"):  # wherever the argv is rendered from
+        for mod in ("harness.cellrun", "harness.cell_machines"):  # wherever the argv is rendered from
             with contextlib.suppress(ImportError):
                 m = importlib.import_module(mod)
                 if hasattr(m, "qemu_argv"):
@@ -569,7 +569,8 @@ class InProc:
     """harness.cellrun.run_cell for one cell, as a `caskit run` worker would call it."""
 
     def __init__(self, matrix_file: Path, work: Path):
-        from harness import kit, probe, session
+        from harness import kit, prepare as session
+        from harness.hosts import probe
         from harness.config import load_hosts
 
         t0 = time.monotonic()
@@ -589,7 +590,7 @@ class InProc:
 
     def run(self, i: int) -> dict:
         from harness.cellrun import CellContext, run_cell
-        from harness.probe import make_host
+        from harness.hosts import make_host
         from harness.results import RunStore
 
         run_id = f"bench-{os.getpid()}-{i}"
@@ -618,7 +619,7 @@ def one_cell_matrix(path: Path) -> dict:
     """A matrix file holding only the first cell of the quick matrix."""
     import yaml
 
-    from harness import session
+    from harness import prepare as session
 
     c = session.plan(["quick"], None).cells[0]
     axes = {k: [v] for k, v in c.axes_dict.items()}

@@ -14,15 +14,16 @@ import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import known_issues, model, observe, plans, workloads
+from . import model, observe, workloads
+from .migration import known_issues, plans
 from .console import GuestPanic
-from .domain import Cell, Expected, HostFacts, Observed, Stage
+from .cell import Cell, Expected, HostFacts, Observed, Stage
 from .errors import GuestTimeout, InfraError, LaunchFailure, QemuDied
 from .hosts import Host
 from .interrupts import InterruptsFormatError
 from .kit import Kit
 from .machine import GuestMachine
-from .launcher import Launcher, Site, run_tag  # noqa: F401  (run_tag: the tag tests and cleanup look for)
+from .cell_machines import CellMachines, Site, run_tag  # noqa: F401  (run_tag: the tag tests and cleanup look for)
 from .qmp import QmpCommandError, QmpLost
 from .results import RunStore
 from .verdict import combine, combine_migration, decide
@@ -111,10 +112,10 @@ def _run_workloads(m: GuestMachine, ctx: CellContext, mode: str | None) -> list[
     return out
 
 
-def _run_migration(launcher: Launcher, m: GuestMachine, ctx: CellContext, mode: str) -> dict:
+def _run_migration(machines: CellMachines, m: GuestMachine, ctx: CellContext, mode: str) -> dict:
     cell = ctx.cell
     build = ctx.facts.build(str(cell.axis("qemu")))
-    pc = plans.PlanContext(launcher, ctx.timeouts["liveness"], ctx.timeouts["command"], mode, ctx.max_bandwidth,
+    pc = plans.PlanContext(machines, ctx.timeouts["liveness"], ctx.timeouts["command"], mode, ctx.max_bandwidth,
                            ctx.peer, dict(ctx.addresses))
     rec: dict = {"plan": cell.migration, "window_s": pc.window, "hops": []}
     if ctx.peer is not None:
@@ -164,9 +165,9 @@ def execute(ctx: CellContext, expected: Expected, log_dir: Path, wl_results: lis
         if ctx.peer is not None:
             ctx = replace(ctx, peer=replace(ctx.peer, kit=ctx.peer.host.stage_kit(ctx.peer.kit)))
         scratch = ctx.host.tempdir("ck-s-")
-        launcher = Launcher(ctx.host, cell, build, kit, ctx.run_id, log_dir, scratch,
+        machines = CellMachines(ctx.host, cell, build, kit, ctx.run_id, log_dir, scratch,
                             ctx.timeouts["shutdown"], heartbeat=cell.migration != "none")
-        m = launcher.machine()
+        m = machines.machine()
         try:
             m.launch()
         except LaunchFailure as e:
@@ -177,7 +178,7 @@ def execute(ctx: CellContext, expected: Expected, log_dir: Path, wl_results: lis
             if cell.workloads and o.guest is not None:
                 wl_results.extend(_run_workloads(m, ctx, o.guest.mode))
             if cell.migration != "none" and o.guest is not None and o.guest.mode:
-                mig.update(_run_migration(launcher, m, ctx, o.guest.mode))
+                mig.update(_run_migration(machines, m, ctx, o.guest.mode))
         except GuestPanic as e:
             o.error, o.stage, o.log_excerpt = e.message, Stage.GUEST.value, e.tail
             o.infra = bool(KIT_PANICS.search(e.tail))
@@ -190,7 +191,7 @@ def execute(ctx: CellContext, expected: Expected, log_dir: Path, wl_results: lis
         finally:
             code = m.shutdown()
             o.exit_code = o.exit_code if o.exit_code is not None else code
-            launcher.shutdown_all()
+            machines.shutdown_all()
             ctx.host.remove_tree(scratch)
     return o
 
@@ -208,7 +209,7 @@ def run_cell(ctx: CellContext) -> dict:
         # Nothing can be predicted or observed on a host we cannot reach: ERROR, never SKIP.
         expected = Expected(None, "host-unreachable", "the host probe at the start of the run")
         observed = Observed(error=f"host {cell.host} unreachable: {ctx.facts.error}", infra=True)
-    elif (expected := model.expect(cell, ctx.facts)).skip:
+    elif (expected := model.predict(cell, ctx.facts)).skip:
         observed = Observed()
     else:
         try:

@@ -68,26 +68,26 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_run(a) -> int:
     import pytest
 
-    from . import session
+    from . import prepare
 
     try:
-        session.plan(a.matrices, a.hosts, a.known_issues)  # validate before anything boots
+        prepare.load_plan(a.matrices, a.hosts, a.known_issues)  # validate before anything boots
     except ConfigError as e:
         print(f"caskit: config error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    run_id = session.new_run_id()
-    out = Path(a.out or Path(session.ROOT) / "reports" / run_id).resolve()
+    run_id = prepare.new_run_id()
+    out = Path(a.out or Path(prepare.ROOT) / "reports" / run_id).resolve()
     if out.exists() and any(out.iterdir()) and not a.resume:
         if (out / "results.json").exists() or (out / "cells").exists():
             print(f"caskit: {out} holds an earlier run; use --resume or another --out", file=sys.stderr)
             return EXIT_USAGE
     args = ["-p", "no:cacheprovider", "-o", "addopts=", "-q",
-            "--rootdir", str(session.ROOT), "--caskit-out", str(out), "--caskit-run-id", run_id,
+            "--rootdir", str(prepare.ROOT), "--caskit-out", str(out), "--caskit-run-id", run_id,
             "--junitxml", str(out / "pytest-junit.xml")]
     for m in a.matrices:
         args += ["--caskit-matrix", m]
     if not a.matrices:
-        args += ["--caskit-matrix", session.DEFAULT_MATRIX]
+        args += ["--caskit-matrix", prepare.DEFAULT_MATRIX]
     if a.hosts:
         args += ["--caskit-hosts", a.hosts]
     if a.resume:
@@ -111,24 +111,24 @@ def cmd_run(a) -> int:
 
 
 def cmd_matrix(a) -> int:
-    from . import model, session
+    from . import model, prepare
 
     try:
-        p = session.plan(a.matrices, a.hosts)
+        p = prepare.load_plan(a.matrices, a.hosts)
     except ConfigError as e:
         print(f"caskit: config error: {e}", file=sys.stderr)
         return EXIT_USAGE
     import tempfile
     with tempfile.TemporaryDirectory(prefix="caskit-matrix-") as tmp:
-        facts = session.probe_hosts(p, Path(tmp), log=lambda m: print(m, file=sys.stderr))
-    cells, _ = session.pin_cells(p, facts)  # the cells as a run would have them (domain-pinned)
+        facts = prepare.probe_hosts(p, Path(tmp), log=lambda m: print(m, file=sys.stderr))
+    cells, _ = prepare.pin_cells(p, facts)  # the cells as a run would have them (domain-pinned)
     rows = []
     for c in cells:
         if facts[c.host].error:
             rows.append({"id": c.id, "axes": c.axes_dict, "host_error": facts[c.host].error,
                          "explain": f"ERROR: host {c.host} unreachable"})
             continue
-        e = model.expect(c, facts[c.host])
+        e = model.predict(c, facts[c.host])
         explain = model.explain(e)
         if c.migration != "none":
             explain += f"; then {c.migration}" + (f" via {'/'.join(c.peer)}" if c.peer else "")
@@ -160,7 +160,7 @@ def cmd_kit(a) -> int:
 def cmd_hosts(a) -> int:
     import tempfile
 
-    from . import probe
+    from .hosts import probe
     from .config import load_hosts
 
     if a.hostcmd != "probe":
@@ -206,7 +206,8 @@ def cmd_report(a) -> int:
 def cmd_domain(a) -> int:
     import tempfile
 
-    from . import probe, session
+    from . import prepare
+    from .hosts import probe
     from .config import load_domains, load_hosts
 
     hosts, domains = load_hosts(a.hosts), load_domains(a.hosts)
@@ -217,7 +218,7 @@ def cmd_domain(a) -> int:
     with tempfile.TemporaryDirectory(prefix="caskit-domain-") as tmp:
         facts = {h: probe.probe(hosts[h], Path(tmp), set(spec.qemu) or None, log=lambda m: print(m, file=sys.stderr))
                  for h in spec.hosts}
-    pin = session.domain_pin(spec, facts)
+    pin = prepare.domain_pin(spec, facts)
     print(json.dumps({"domain": a.name, "hosts": list(spec.hosts), "qemu": list(spec.qemu) or "all",
                       **pin.to_dict()}, indent=2))
     print(f"-machine {pin.to_dict()['machine_option']}", file=sys.stderr)
@@ -230,7 +231,7 @@ def cmd_cleanup(a) -> int:
     killed = kill_tagged(f"caskit:{a.run_id}")
     print(f"caskit: stopped {len(killed)} QEMU process(es): {' '.join(map(str, killed))}")
     from .config import load_hosts
-    from .probe import make_host
+    from .hosts import make_host
     for name, spec in load_hosts(a.hosts).items():
         if spec.kind == "ssh":
             remote = make_host(spec).kill_tagged(f"caskit:{a.run_id}")

@@ -6,7 +6,7 @@ import itertools
 
 from .axes import AXIS_NAMES
 from .config import Matrix
-from .domain import Cell
+from .cell import Cell
 
 
 def _excluded(axes: dict, excludes: tuple[dict, ...]) -> bool:

@@ -1,6 +1,6 @@
 """The model: what *should* happen to a cell on a host. Pure functions, no I/O.
 
-`expect(cell, facts)` walks the rules below in order; the first that decides the outcome names
+`predict(cell, facts)` walks the rules below in order; the first that decides the outcome names
 itself in the result, the others that shaped it are kept as notes. Each rule cites its source
 (a QEMU or Linux file and function) and the measurement that confirmed it, so a wrong
 prediction points at one rule to fix.
@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from .axes import COMPAT_LEVEL, CPU_LEVEL, DEFAULT
-from .domain import Cell, Expected, HostFacts, Stage
+from .cell import Cell, Expected, HostFacts, Stage
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def _fail(rule: str, notes: list[str], stage: Stage, pattern: str) -> Expected:
     return _expected(rule, notes, mode=None, stage=stage.value, error=pattern)
 
 
-def expect(cell: Cell, facts: HostFacts) -> Expected:
+def predict(cell: Cell, facts: HostFacts) -> Expected:
     a = cell.axes_dict
     notes: list[str] = []
     accel = a["accel"]

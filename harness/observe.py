@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from . import interrupts
-from .domain import GuestView, HostView
+from .cell import GuestView, HostView
 
 CHIP_MODE = {"XIVE-IPI": "xive", "XIVE-IRQ": "xive", "XICS": "xics"}
 COMPAT_MODE = {"ibm,power-ivpe": "xive", "IBM,ppc-xicp": "xics", "IBM,ppc-xics": "xics"}

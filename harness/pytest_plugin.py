@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from .config import ROOT, TIMEOUT_KEYS
-from .domain import Cell, HostFacts, Verdict
+from .cell import Cell, HostFacts, Verdict
 from .errors import CaskitError, ConfigError
 
 CELLTEST = str(Path(__file__).with_name("celltest.py"))
@@ -42,7 +42,7 @@ def _is_worker(config) -> bool:
 def pytest_configure(config):
     if not config.getoption("caskit_matrix"):
         return
-    from . import session
+    from . import prepare
 
     if getattr(config.option, "dist", "no") in ("loadscope", "loadfile", "loadgroup"):
         # Every cell is a test of one module: grouping by module would put them all on one worker.
@@ -55,17 +55,17 @@ def pytest_configure(config):
         config.args[:] = [CELLTEST]  # xdist hands workers the original arguments, not ours
         return
     try:
-        p = session.plan(config.getoption("caskit_matrix"), config.getoption("caskit_hosts"),
+        p = prepare.load_plan(config.getoption("caskit_matrix"), config.getoption("caskit_hosts"),
                          config.getoption("caskit_known_issues"))
     except ConfigError as e:
         raise pytest.UsageError(str(e)) from None
-    run_id = config.getoption("caskit_run_id") or session.new_run_id()
+    run_id = config.getoption("caskit_run_id") or prepare.new_run_id()
     out = Path(config.getoption("caskit_out") or ROOT / "reports" / run_id).resolve()
     config.option.caskit_out = str(out)  # xdist hands the controller's options to its workers
     config.option.caskit_run_id = run_id
     tw = config.get_terminal_writer()
     try:
-        run = session.prepare(p, out, run_id, log=lambda m: tw.line(m),
+        run = prepare.prepare_run(p, out, run_id, log=lambda m: tw.line(m),
                               known_issues_file=config.getoption("caskit_known_issues"))
     except CaskitError as e:
         raise pytest.UsageError(f"caskit: cannot prepare the run: {e}") from None
@@ -92,9 +92,9 @@ def pytest_generate_tests(metafunc):
 def caskit_cell(request):
     from .cellrun import CellContext, run_cell
     from .config import load_hosts
-    from .probe import make_host
+    from .hosts import make_host
     from .results import RunStore
-    from .session import kit_from_run
+    from .prepare import kit_from_run
 
     cell: Cell = request.param
     st = request.config.stash[KEY]
@@ -103,8 +103,8 @@ def caskit_cell(request):
     if record is None or record.get("verdict") == Verdict.ERROR.value:
         specs = load_hosts(request.config.getoption("caskit_hosts"))
         worker = getattr(request.config, "workerinput", {}).get("workerid", "main")
-        from . import known_issues
-        from .launcher import Site
+        from .migration import known_issues
+        from .cell_machines import Site
         kit = kit_from_run(run)
         peer = None
         if cell.peer:
@@ -155,7 +155,7 @@ def pytest_runtest_logreport(report):
 def _kill_tagged_remote(config, run: dict) -> list[int]:
     """Leftovers of this run on the SSH hosts it used (a worker that died mid-cell)."""
     from .config import load_hosts
-    from .probe import make_host
+    from .hosts import make_host
 
     killed: list[int] = []
     specs = load_hosts(config.getoption("caskit_hosts"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .domain import Cell, QemuBuild
+from .cell import Cell, QemuBuild
 from .templating import render_lines, render_text
 
 def memory_mib(smp: int) -> int:

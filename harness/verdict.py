@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .domain import Expected, Observed, Verdict
+from .cell import Expected, Observed, Verdict
 from .model import matches_error
 
 

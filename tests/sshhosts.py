@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from harness.ssh_host import BRIDGE
+from harness.hosts.ssh import BRIDGE
 
 SSHD = "/usr/sbin/sshd"
 

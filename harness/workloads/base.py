@@ -16,7 +16,7 @@ from typing import Callable
 
 from .. import interrupts
 from ..console import CommandResult, Console
-from ..domain import Cell, Verdict
+from ..cell import Cell, Verdict
 from ..qmp import QmpClient
 
 

@@ -8,10 +8,11 @@ import time
 import pytest
 
 from conftest import run_cli, write_matrix
-from harness import config, probe
+from harness import config
+from harness.hosts import probe
 from harness.axes import AXIS_NAMES
 from harness.cellrun import CellContext, run_cell, run_tag
-from harness.domain import Cell
+from harness.cell import Cell
 from harness.hosts import LocalHost
 from harness.results import RunStore
 from integration.helpers import KillWhen, assert_no_qemu_left, pid_alive

@@ -44,7 +44,7 @@ def inventory(pair, backports, tmp_path_factory):
 
 
 def host(pair, inventory, name, **changes):
-    from harness.ssh_host import SshHost
+    from harness.hosts.ssh import SshHost
 
     spec = parse_hosts(yaml.safe_load(inventory.read_text()), str(inventory))[name]
     if changes:
@@ -219,14 +219,14 @@ def test_a_dropped_ssh_connection_mid_cell_is_error_and_a_retry_passes(pair, inv
     import signal
     import threading
 
-    from harness import probe
+    from harness.hosts import probe
     from harness.axes import AXIS_NAMES
     from harness.cellrun import CellContext, run_cell
     from harness.config import TIMEOUT_KEYS
-    from harness.domain import Cell
-    from harness.launcher import run_tag
+    from harness.cell import Cell
+    from harness.cell_machines import run_tag
     from harness.results import RunStore
-    from harness.ssh_host import SshHost
+    from harness.hosts.ssh import SshHost
 
     spec = parse_hosts(yaml.safe_load(inventory.read_text()), str(inventory))["hosta"]
     facts = probe.probe(spec, tmp_path / "probe", {"system"})

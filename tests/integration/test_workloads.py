@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import run_cli
-from harness import config, probe, workloads
+from harness import config, workloads
+from harness.hosts import probe
 from harness.hosts import LocalHost
 from harness.machine import GuestMachine, MachineFiles
 from harness.qemu_cmd import qemu_argv

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness.axes import AXIS_NAMES
-from harness.domain import Cell, HostFacts, QemuBuild
+from harness.cell import Cell, HostFacts, QemuBuild
 
 # One value per axis; a test overrides only what it is about.
 BASE_AXES: dict[str, str | int] = {

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from harness import known_issues as ki
-from harness import migration_domain as md
+from harness.migration import known_issues as ki
+from harness.migration import domains as md
 from harness.config import parse_hosts, parse_matrix
 from harness.errors import ConfigError
-from harness.probe import kvm_mode_from
+from harness.hosts.probe import kvm_mode_from
 
 BUILDS = {"a": ["system", "backports"], "b": ["system", "backports"], "c": ["system"]}
 

@@ -9,7 +9,7 @@ import pytest
 
 from harness.axes import AXES, AXIS_NAMES
 from harness.config import parse_matrix
-from harness.domain import Cell, HostFacts
+from harness.cell import Cell, HostFacts
 from harness.matrix import expand, expand_all
 
 from .factories import make_build, make_cell, make_facts

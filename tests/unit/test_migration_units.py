@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness import guestlog, known_issues as ki, migration_domain as md
-from harness.domain import HostFacts, QemuBuild, Verdict
+from harness import guestlog
+from harness.migration import domains as md, known_issues as ki
+from harness.cell import HostFacts, QemuBuild, Verdict
 from harness.errors import ConfigError
 from harness.heartbeat import Beat, liveness
 from harness.verdict import combine_migration

@@ -1,4 +1,4 @@
-"""harness/model.py: expect(cell, facts), rule by rule, then every TCG combination against the
+"""harness/model.py: predict(cell, facts), rule by rule, then every TCG combination against the
 outcomes measured on QEMU 7.2 (cas-rules.md sections 1-3)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
-from harness.domain import Stage
-from harness.model import RULES, expect, explain, matches_error
+from harness.cell import Stage
+from harness.model import RULES, predict, explain, matches_error
 
 from .factories import HV_HOST, NESTED_HOST, PR_BARE_HOST, TCG_HOST, make_build, make_cell, make_facts
 
@@ -37,33 +37,33 @@ def assert_mode(e, rule: str, mode: str, byte23: str, irqchip: str) -> None:
 
 
 def test_kvm_cell_on_a_host_without_kvm_is_skip():
-    e = expect(make_cell(accel="kvm"), TCG_HOST)
+    e = predict(make_cell(accel="kvm"), TCG_HOST)
     assert (e.rule, e.mode, e.error) == ("host-has-kvm", None, None)
     assert e.skip == "host local has no KVM"
 
 
 def test_unknown_qemu_build_is_skip():
-    e = expect(make_cell(qemu="backports"), TCG_HOST)
+    e = predict(make_cell(qemu="backports"), TCG_HOST)
     assert (e.rule, e.mode, e.error) == ("qemu-build-known", None, None)
     assert "'backports'" in e.skip and "not in the host inventory" in e.skip
 
 
 def test_qemu_build_whose_probe_failed_is_skip_with_the_probe_error():
     facts = make_facts(builds=(make_build(), make_build("mine", error="binary not found: /opt/q")))
-    e = expect(make_cell(qemu="mine"), facts)
+    e = predict(make_cell(qemu="mine"), facts)
     assert e.rule == "qemu-build-known"
     assert e.skip.endswith("binary not found: /opt/q")
 
 
 def test_cpu_model_the_build_lacks_is_skip():
     facts = make_facts(builds=(make_build(cpu_models=("POWER8", "POWER9")),))
-    e = expect(make_cell(cpu="POWER10"), facts)
+    e = predict(make_cell(cpu="POWER10"), facts)
     assert (e.rule, e.mode) == ("cpu-model-known", None)
     assert "POWER10" in e.skip
 
 
 def test_pr_host_without_in_kernel_devices_is_noted():
-    e = expect(make_cell(accel="kvm", ic_mode="xics"), PR_BARE_HOST)
+    e = predict(make_cell(accel="kvm", ic_mode="xics"), PR_BARE_HOST)
     assert "pr-kvm-untestable" in e.notes
     assert (e.mode, e.irqchip) == ("xics", "emulated")
 
@@ -73,7 +73,7 @@ def test_pr_host_without_in_kernel_devices_is_noted():
 
 @pytest.mark.parametrize("smp, refused", [(4096, False), (4097, True), (5000, True)])
 def test_smp_above_the_machines_max_cpus_is_refused_at_start(smp, refused):
-    e = expect(make_cell(smp=smp), TCG_HOST)
+    e = predict(make_cell(smp=smp), TCG_HOST)
     if refused:
         assert_refused(e, "smp-max-cpus", Stage.QEMU_START,
                        f"Invalid SMP CPUs {smp}. The max CPUs supported by machine 'pseries-7.2' is 4096")
@@ -84,14 +84,14 @@ def test_smp_above_the_machines_max_cpus_is_refused_at_start(smp, refused):
 
 def test_smp_is_unchecked_when_the_probe_found_no_max_cpus():
     facts = make_facts(builds=(make_build(max_cpus=None),))
-    assert expect(make_cell(smp=100000), facts).mode == "xive"
+    assert predict(make_cell(smp=100000), facts).mode == "xive"
 
 
 @pytest.mark.parametrize("ic_mode,expected", [("default", "xics"), ("dual", None)])
 def test_legacy_machine_versions_are_xics_only_and_refuse_ic_mode(ic_mode, expected):
     # Measured: pseries-3.0 and older report ic-mode "legacy" and refuse any ic-mode option.
     host = make_facts(builds=(make_build(default_ic_mode="legacy"),))
-    e = expect(make_cell(ic_mode=ic_mode), host)
+    e = predict(make_cell(ic_mode=ic_mode), host)
     if expected:
         assert (e.mode, e.byte23, e.error) == ("xics", "0x00", None)
         assert "legacy-machine-no-ic-mode" in e.notes
@@ -102,12 +102,12 @@ def test_legacy_machine_versions_are_xics_only_and_refuse_ic_mode(ic_mode, expec
 
 def test_unknown_default_ic_mode_is_skipped_not_guessed():
     host = make_facts(builds=(make_build(default_ic_mode=None),))
-    e = expect(make_cell(), host)
+    e = predict(make_cell(), host)
     assert e.skip and "default ic-mode" in e.skip
 
 
 def test_xive_with_power8_compat_is_refused_with_qemus_message():
-    e = expect(make_cell(ic_mode="xive", cpu_compat="power8"), TCG_HOST)
+    e = predict(make_cell(ic_mode="xive", cpu_compat="power8"), TCG_HOST)
     assert_refused(e, "xive-needs-power9", Stage.QEMU_START, XIVE_NEEDS_P9)
 
 
@@ -117,7 +117,7 @@ def test_xive_with_power8_compat_is_refused_with_qemus_message():
     ("POWER8", "power10", "Compatibility PVR 0x0f000006 not valid for CPU"),
 ])
 def test_compat_above_the_cpu_is_refused(cpu, compat, message):
-    e = expect(make_cell(cpu=cpu, cpu_compat=compat, ic_mode="dual"), TCG_HOST)
+    e = predict(make_cell(cpu=cpu, cpu_compat=compat, ic_mode="dual"), TCG_HOST)
     assert_refused(e, "compat-above-cpu", Stage.QEMU_START, message)
     other = PVR_MSG["power9" if compat == "power10" else "power10"]
     assert not matches_error(e, other), "the PVR in the pattern must be the compat level's"
@@ -125,7 +125,7 @@ def test_compat_above_the_cpu_is_refused(cpu, compat, message):
 
 def test_power8_cpu_with_xive_and_power10_compat_fails_on_xive_first():
     # Measured: QEMU checks the interrupt controller before the compat level.
-    e = expect(make_cell(cpu="POWER8", ic_mode="xive", cpu_compat="power10"), TCG_HOST)
+    e = predict(make_cell(cpu="POWER8", ic_mode="xive", cpu_compat="power10"), TCG_HOST)
     assert_refused(e, "xive-needs-power9", Stage.QEMU_START, XIVE_NEEDS_P9)
     assert not matches_error(e, PVR_MSG["power10"])
 
@@ -140,13 +140,13 @@ def test_power8_cpu_with_xive_and_power10_compat_fails_on_xive_first():
 ])
 def test_ic_mode_default_resolves_from_the_probed_build(build_default, mode, byte23, rule):
     facts = make_facts(builds=(make_build(default_ic_mode=build_default),))
-    e = expect(make_cell(ic_mode="default"), facts)
+    e = predict(make_cell(ic_mode="default"), facts)
     assert_mode(e, rule, mode, byte23, "emulated")
     assert "ic-mode-default" in e.notes
 
 
 def test_given_ic_mode_does_not_note_the_default():
-    assert "ic-mode-default" not in expect(make_cell(ic_mode="dual"), TCG_HOST).notes
+    assert "ic-mode-default" not in predict(make_cell(ic_mode="dual"), TCG_HOST).notes
 
 
 @pytest.mark.parametrize("guest_xive, mode, rule", [
@@ -154,7 +154,7 @@ def test_given_ic_mode_does_not_note_the_default():
     ("off", "xive", "xive-only-ignores-xive-off"),
 ])
 def test_xive_off_is_ignored_on_a_xive_only_machine(guest_xive, mode, rule):
-    e = expect(make_cell(ic_mode="xive", guest_xive=guest_xive), TCG_HOST)
+    e = predict(make_cell(ic_mode="xive", guest_xive=guest_xive), TCG_HOST)
     assert_mode(e, rule, mode, "0x40", "emulated")
     assert "offer-xive-only" in e.notes
 
@@ -162,14 +162,14 @@ def test_xive_off_is_ignored_on_a_xive_only_machine(guest_xive, mode, rule):
 @pytest.mark.parametrize("guest_xive", ["default", "off"])
 @pytest.mark.parametrize("ic_mode", ["default", "dual", "xics"])
 def test_power8_compat_forces_xics_only(ic_mode, guest_xive):
-    e = expect(make_cell(ic_mode=ic_mode, cpu_compat="power8", guest_xive=guest_xive), TCG_HOST)
+    e = predict(make_cell(ic_mode=ic_mode, cpu_compat="power8", guest_xive=guest_xive), TCG_HOST)
     rule = "offer-xics-only" if ic_mode == "xics" else "dual-below-power9-offers-xics"
     assert_mode(e, rule, "xics", "0x00", "emulated")
 
 
 @pytest.mark.parametrize("guest_xive", ["default", "off"])
 def test_power8_cpu_with_dual_offers_xics_only(guest_xive):
-    e = expect(make_cell(cpu="POWER8", ic_mode="dual", guest_xive=guest_xive), TCG_HOST)
+    e = predict(make_cell(cpu="POWER8", ic_mode="dual", guest_xive=guest_xive), TCG_HOST)
     assert_mode(e, "dual-below-power9-offers-xics", "xics", "0x00", "emulated")
 
 
@@ -179,20 +179,20 @@ def test_power8_cpu_with_dual_offers_xics_only(guest_xive):
     ("off", "xics", "guest-xive-off"),
 ])
 def test_dual_on_power9_and_power10_lets_the_guest_choose(cpu, guest_xive, mode, rule):
-    e = expect(make_cell(cpu=cpu, ic_mode="dual", guest_xive=guest_xive), TCG_HOST)
+    e = predict(make_cell(cpu=cpu, ic_mode="dual", guest_xive=guest_xive), TCG_HOST)
     assert_mode(e, rule, mode, "0x80", "emulated")
     assert "offer-dual" in e.notes
 
 
 @pytest.mark.parametrize("cpu", ["POWER9", "POWER10"])
 def test_xics_on_power9_and_power10(cpu):
-    assert_mode(expect(make_cell(cpu=cpu, ic_mode="xics"), TCG_HOST), "offer-xics-only", "xics", "0x00", "emulated")
+    assert_mode(predict(make_cell(cpu=cpu, ic_mode="xics"), TCG_HOST), "offer-xics-only", "xics", "0x00", "emulated")
 
 
 @pytest.mark.parametrize("kirq", ["default", "on", "off"])
 @pytest.mark.parametrize("ic_mode, mode", [("dual", "xive"), ("xics", "xics"), ("xive", "xive")])
 def test_kernel_irqchip_has_no_effect_under_tcg(ic_mode, mode, kirq):
-    e = expect(make_cell(ic_mode=ic_mode, kernel_irqchip=kirq), TCG_HOST)
+    e = predict(make_cell(ic_mode=ic_mode, kernel_irqchip=kirq), TCG_HOST)
     assert (e.mode, e.irqchip, e.error) == (mode, "emulated", None)
     assert "tcg-emulates" in e.notes
     assert "kvm-irqchip-off" not in e.notes
@@ -206,7 +206,7 @@ def test_kernel_irqchip_has_no_effect_under_tcg(ic_mode, mode, kirq):
     ("dual", "default", "xive"), ("dual", "off", "xics"), ("xics", "default", "xics"), ("xive", "off", "xive"),
 ])
 def test_bare_metal_hv_runs_both_controllers_in_kernel(ic_mode, guest_xive, mode, kirq):
-    e = expect(make_cell(accel="kvm", ic_mode=ic_mode, guest_xive=guest_xive, kernel_irqchip=kirq), HV_HOST)
+    e = predict(make_cell(accel="kvm", ic_mode=ic_mode, guest_xive=guest_xive, kernel_irqchip=kirq), HV_HOST)
     assert (e.mode, e.irqchip, e.error) == (mode, "in-kernel", None)
     assert "kvm-in-kernel" in e.notes
 
@@ -214,14 +214,14 @@ def test_bare_metal_hv_runs_both_controllers_in_kernel(ic_mode, guest_xive, mode
 @pytest.mark.parametrize("host", [HV_HOST, NESTED_HOST], ids=["hv", "hv-nested"])
 @pytest.mark.parametrize("ic_mode, mode", [("dual", "xive"), ("xics", "xics"), ("xive", "xive")])
 def test_kernel_irqchip_off_emulates_under_kvm(host, ic_mode, mode):
-    e = expect(make_cell(accel="kvm", ic_mode=ic_mode, kernel_irqchip="off"), host)
+    e = predict(make_cell(accel="kvm", ic_mode=ic_mode, kernel_irqchip="off"), host)
     assert (e.mode, e.irqchip, e.error) == (mode, "emulated", None)
     assert "kvm-irqchip-off" in e.notes and "tcg-emulates" not in e.notes
 
 
 @pytest.mark.parametrize("ic_mode", ["dual", "xive"])
 def test_nested_hv_xive_allowed_but_unavailable_falls_back_to_emulation(ic_mode):
-    e = expect(make_cell(accel="kvm", ic_mode=ic_mode), NESTED_HOST)
+    e = predict(make_cell(accel="kvm", ic_mode=ic_mode), NESTED_HOST)
     assert (e.mode, e.irqchip, e.error) == ("xive", "emulated", None)
     assert "kvm-fallback-emulated" in e.notes
 
@@ -229,26 +229,26 @@ def test_nested_hv_xive_allowed_but_unavailable_falls_back_to_emulation(ic_mode)
 @pytest.mark.parametrize("ic_mode, stage", [("xive", Stage.QEMU_START), ("dual", Stage.CAS)])
 def test_nested_hv_xive_required_but_unavailable_fails(ic_mode, stage):
     # A XIVE-only machine connects at init; a dual one when CAS switches to XIVE.
-    e = expect(make_cell(accel="kvm", ic_mode=ic_mode, kernel_irqchip="on"), NESTED_HOST)
+    e = predict(make_cell(accel="kvm", ic_mode=ic_mode, kernel_irqchip="on"), NESTED_HOST)
     assert_refused(e, "kvm-irqchip-required", stage, KVM_XIVE_REQUIRED)
 
 
 @pytest.mark.parametrize("kirq", ["default", "on"])
 @pytest.mark.parametrize("ic_mode, guest_xive", [("xics", "default"), ("dual", "off")])
 def test_nested_hv_xics_is_in_kernel(ic_mode, guest_xive, kirq):
-    e = expect(make_cell(accel="kvm", ic_mode=ic_mode, guest_xive=guest_xive, kernel_irqchip=kirq), NESTED_HOST)
+    e = predict(make_cell(accel="kvm", ic_mode=ic_mode, guest_xive=guest_xive, kernel_irqchip=kirq), NESTED_HOST)
     assert (e.mode, e.irqchip, e.error) == ("xics", "in-kernel", None)
 
 
 def test_xics_required_but_unavailable_matches_qemus_xics_message():
-    e = expect(make_cell(accel="kvm", ic_mode="xics", kernel_irqchip="on"), PR_BARE_HOST)
+    e = predict(make_cell(accel="kvm", ic_mode="xics", kernel_irqchip="on"), PR_BARE_HOST)
     assert_refused(e, "kvm-irqchip-required", Stage.QEMU_START, KVM_XICS_REQUIRED)
 
 
 @pytest.mark.parametrize("guest_xive", ["default", "off"])
 def test_dual_without_in_kernel_xics_fails_at_start_when_required(guest_xive):
     # hw/ppc/spapr_irq.c spapr_irq_update_active_intc(), called by spapr_irq_reset() at start.
-    e = expect(make_cell(accel="kvm", ic_mode="dual", guest_xive=guest_xive, kernel_irqchip="on"), PR_BARE_HOST)
+    e = predict(make_cell(accel="kvm", ic_mode="dual", guest_xive=guest_xive, kernel_irqchip="on"), PR_BARE_HOST)
     assert e.stage == Stage.QEMU_START.value
 
 
@@ -288,7 +288,7 @@ def test_the_table_covers_the_whole_tcg_cas_space():
 @pytest.mark.parametrize("cpu, compat, ic_mode, guest_xive", COMBOS, ids=["-".join(c) for c in COMBOS])
 def test_every_tcg_combination_matches_the_measured_table(cpu, compat, ic_mode, guest_xive):
     mode, byte23, error = measured(cpu, compat, ic_mode, guest_xive)
-    e = expect(make_cell(cpu=cpu, cpu_compat=compat, ic_mode=ic_mode, guest_xive=guest_xive), TCG_HOST)
+    e = predict(make_cell(cpu=cpu, cpu_compat=compat, ic_mode=ic_mode, guest_xive=guest_xive), TCG_HOST)
     if error:
         assert (e.mode, e.stage, e.byte23) == (None, Stage.QEMU_START.value, None)
         assert matches_error(e, error), f"/{e.error}/ does not match {error!r}"
@@ -325,14 +325,14 @@ EXAMPLES = [
 def test_every_rule_is_reached_by_an_example():
     reached = set()
     for cell, facts in EXAMPLES:
-        e = expect(cell, facts)
+        e = predict(cell, facts)
         reached |= {e.rule, *e.notes}
     assert reached == set(RULES)
 
 
 @pytest.mark.parametrize("cell, facts", EXAMPLES)
 def test_expected_cites_its_rules_source(cell, facts):
-    e = expect(cell, facts)
+    e = predict(cell, facts)
     assert e.source == RULES[e.rule].source
     assert all(n in RULES for n in e.notes)
     assert e.rule not in e.notes
@@ -344,9 +344,9 @@ def test_expected_cites_its_rules_source(cell, facts):
     (make_cell(ic_mode="xive", cpu="POWER8"), f"fails at qemu-start: /{XIVE_NEEDS_P9}/  [xive-needs-power9: "),
 ])
 def test_explain(cell, starts):
-    assert explain(expect(cell, TCG_HOST)).startswith(starts)
+    assert explain(predict(cell, TCG_HOST)).startswith(starts)
 
 
 def test_matches_error_is_false_without_an_expected_error():
-    e = expect(make_cell(), TCG_HOST)
+    e = predict(make_cell(), TCG_HOST)
     assert not matches_error(e, "anything")

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from harness.domain import Expected, Observed
+from harness.cell import Expected, Observed
 from harness.report import html_report, junit_xml, matrix_layout
 from harness.results import EXIT_ERROR, EXIT_FAIL, EXIT_OK, RunStore, exit_status, load_results, summary
 from harness.errors import ConfigError

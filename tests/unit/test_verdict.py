@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.domain import Expected, GuestView, HostView, Observed, Verdict
-from harness.model import expect
+from harness.cell import Expected, GuestView, HostView, Observed, Verdict
+from harness.model import predict
 from harness.verdict import decide
 
 from .factories import TCG_HOST, make_cell
@@ -53,7 +53,7 @@ def test_pass_without_byte23_or_irqchip_expectations():
 
 
 def test_pass_from_the_models_own_prediction():
-    e = expect(make_cell(ic_mode="dual", guest_xive="off"), TCG_HOST)
+    e = predict(make_cell(ic_mode="dual", guest_xive="off"), TCG_HOST)
     assert decide(e, observed("xics", byte23="0x80"))[0] is Verdict.PASS
 
 

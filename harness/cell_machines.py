@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import workloads
-from .domain import Cell, QemuBuild
+from .cell import Cell, QemuBuild
 from .hosts import Host
 from .kit import Kit
 from .machine import GuestMachine, MachineFiles
@@ -31,7 +31,7 @@ class Site:
 
 
 @dataclass
-class Launcher:
+class CellMachines:
     host: Host
     cell: Cell
     build: QemuBuild

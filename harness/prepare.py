@@ -12,9 +12,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, kit as kitmod, matrix as matrixmod, probe
+from . import __version__, kit as kitmod, matrix as matrixmod
+from .hosts import probe
 from .config import ROOT, DomainSpec, HostSpec, Matrix, load_domains, load_hosts, load_matrix
-from .domain import Cell, HostFacts
+from .cell import Cell, HostFacts
 from .errors import CaskitError, ConfigError
 from .results import RunStore
 
@@ -22,7 +23,7 @@ DEFAULT_MATRIX = "quick"
 
 
 @dataclass(frozen=True)
-class Plan:
+class RunPlan:
     matrices: list[Matrix]
     hosts: dict[str, HostSpec]
     cells: list[Cell]
@@ -33,7 +34,7 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
 
 
-def plan(matrix_args: list[str], hosts_file: str | None, known_issues_file: str | None = None) -> Plan:
+def load_plan(matrix_args: list[str], hosts_file: str | None, known_issues_file: str | None = None) -> RunPlan:
     """Load and validate everything; raises ConfigError before anything boots."""
     hosts = load_hosts(hosts_file)
     domains = load_domains(hosts_file)
@@ -41,11 +42,11 @@ def plan(matrix_args: list[str], hosts_file: str | None, known_issues_file: str 
     kits = {tuple(sorted(m.kit.items())) if m.kit else None for m in matrices}
     if len(kits) > 1:
         raise ConfigError(matrices[-1].path, "kit", "matrices of one run must use the same guest kit")
-    from . import known_issues
+    from .migration import known_issues
     if known_issues_file and not Path(known_issues_file).is_file():
         raise ConfigError(known_issues_file, None, "no such known-issues file")
     known_issues.load(Path(known_issues_file) if known_issues_file else None)  # broken: a config error now
-    return Plan(matrices, hosts, matrixmod.expand_all(matrices), domains)
+    return RunPlan(matrices, hosts, matrixmod.expand_all(matrices), domains)
 
 
 def git_sha() -> str | None:
@@ -56,7 +57,7 @@ def git_sha() -> str | None:
         return None
 
 
-def probe_hosts(p: Plan, log_dir: Path, log=print) -> dict[str, HostFacts]:
+def probe_hosts(p: RunPlan, log_dir: Path, log=print) -> dict[str, HostFacts]:
     """HostFacts of every host the plan uses: the cells' hosts and their domains' members, each
     with the builds the cells (or the domain) name."""
     used_hosts = {c.host for c in p.cells}
@@ -79,7 +80,7 @@ def probe_hosts(p: Plan, log_dir: Path, log=print) -> dict[str, HostFacts]:
     return facts
 
 
-def prepare(p: Plan, out: Path, run_id: str, log=print, known_issues_file: str | None = None) -> dict:
+def prepare_run(p: RunPlan, out: Path, run_id: str, log=print, known_issues_file: str | None = None) -> dict:
     """Probe the hosts, build the kit, write run.json. Returns the run record."""
     store = RunStore(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,7 +120,7 @@ def kit_from_run(run: dict) -> kitmod.Kit:
 
 
 def domain_pin(spec: DomainSpec, facts: dict[str, HostFacts]):
-    from . import migration_domain as md
+    from .migration import domains as md
 
     members = [md.Member(facts[h], b) for h in spec.hosts for b in facts[h].qemu
                if not b.error and (not spec.qemu or b.name in spec.qemu)]
@@ -134,11 +135,11 @@ def domain_pin(spec: DomainSpec, facts: dict[str, HostFacts]):
     return pin
 
 
-def pin_cells(p: Plan, facts: dict[str, HostFacts]) -> tuple[list[Cell], dict]:
+def pin_cells(p: RunPlan, facts: dict[str, HostFacts]) -> tuple[list[Cell], dict]:
     """Cells of matrices that name a migration domain get the domain's pinned machine options."""
     from dataclasses import replace
 
-    from . import migration_domain as md
+    from .migration import domains as md
     from .axes import COMPAT_LEVEL, CPU_LEVEL
     from .config import DOMAIN_PLANS
 

@@ -12,12 +12,13 @@ import platform
 import re
 from pathlib import Path
 
-from .config import HostSpec, QemuBuildSpec
-from .domain import HostFacts, QemuBuild
-from .errors import CaskitError, LaunchFailure
-from .hosts import Host, LocalHost
-from .machine import GuestMachine, MachineFiles
-from .qmp import QmpCommandError
+from ..config import HostSpec, QemuBuildSpec
+from ..cell import HostFacts, QemuBuild
+from ..errors import CaskitError, LaunchFailure
+from . import make_host
+from .local import Host, LocalHost
+from ..machine import GuestMachine, MachineFiles
+from ..qmp import QmpCommandError
 
 
 def _qemu_version(host: Host, binary: str) -> str:
@@ -33,7 +34,7 @@ def _qemu_version(host: Host, binary: str) -> str:
 
 def probe_build(host: Host, spec: QemuBuildSpec, log_dir: Path, log=print) -> QemuBuild:
     if spec.debian_suite:
-        from .qemu_builds import suite_build
+        from ..qemu_builds import suite_build
         try:
             binary, fw, _ = suite_build(spec.debian_suite, log=log)
         except CaskitError as e:
@@ -160,12 +161,3 @@ def probe(spec: HostSpec, log_dir: Path, builds: set[str] | None = None, log=pri
     if spec.kind == "ssh":
         return probe_remote(make_host(spec), spec, log_dir, builds, log)
     raise CaskitError(f"host {spec.name}: kind {spec.kind} cannot be probed")
-
-
-def make_host(spec: HostSpec) -> Host:
-    if spec.kind == "local":
-        return LocalHost(spec.name, spec.slots)
-    if spec.kind == "ssh":
-        from .ssh_host import ssh_host
-        return ssh_host(spec)
-    raise CaskitError(f"host {spec.name}: kind {spec.kind} is not supported")

@@ -1,6 +1,6 @@
 """Hosts behind one small interface: spawn and stop processes, temp dirs, sockets, slot leases.
 
-`LocalHost` is this machine; `ssh_host.SshHost` implements the same methods over paramiko, and
+`LocalHost` is this machine; `ssh.SshHost` implements the same methods over paramiko, and
 everything above this module is the same for a laptop and a farm host.
 """
 
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Protocol
 
-from .errors import InfraError
-from .kit import Kit
+from ..errors import InfraError
+from ..kit import Kit
 
 
 class Process(Protocol):

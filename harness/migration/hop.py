@@ -18,10 +18,10 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from . import guestlog, heartbeat, observe
-from .errors import GuestTimeout, InfraError, QemuDied
-from .machine import GuestMachine
-from .qmp import QmpCommandError, QmpLost
+from .. import guestlog, heartbeat, observe
+from ..errors import GuestTimeout, InfraError, QemuDied
+from ..machine import GuestMachine
+from ..qmp import QmpCommandError, QmpLost
 
 MIGRATE_TIMEOUT = 120.0
 STALL_S = 3.0  # 15 heartbeat periods of silence once beats have resumed

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .domain import HostFacts, QemuBuild
+from ..cell import HostFacts, QemuBuild
 
 # Levels of the tri-state caps, weakest first. Booleans order false < true; numbers by value.
 CAP_LEVELS = {

@@ -8,8 +8,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import CONFIGS, load_yaml
-from .errors import ConfigError
+from ..config import CONFIGS, load_yaml
+from ..errors import ConfigError
 
 KNOWN_ISSUES = CONFIGS / "known-issues.yaml"
 MATCH_KEYS = {"qemu_version", "accel", "plans", "guest_state", "smp_min", "modes", "symptoms", "log_regex", "hops",

@@ -12,6 +12,7 @@ paramiko cannot open OpenSSH's direct-streamlocal channels).
 from __future__ import annotations
 
 import contextlib
+from importlib import resources
 import hashlib
 import os
 import shlex
@@ -24,77 +25,31 @@ from typing import Iterator
 
 import paramiko
 
-from .config import HostSpec
-from .errors import InfraError
-from .kit import Kit
+from ..config import HostSpec
+from ..errors import InfraError
+from ..kit import Kit
+
+
+def _script(name: str) -> str:
+    """A helper that runs on the remote host, kept as a file beside this module."""
+    return resources.files(__package__).joinpath("remote", name).read_text()
+
 
 CONNECT_TIMEOUT = 15.0
 COMMAND_TIMEOUT = 60.0
 KEEPALIVE_S = 5
 
-# stdin/stdout <-> a socket: `unix PATH` (QEMU's console and QMP, printing one line first so the
-# controller knows the connection stands before it hands the stream over) or `tcp HOST PORT`
-# (a proxy command into a network namespace, which must print nothing of its own).
-BRIDGE = r"""
-import os, socket, sys, threading
-if sys.argv[1] == "unix":
-    import time
-    deadline = time.monotonic() + 5
-    while True:  # QEMU binds (the file appears) a moment before it listens
-        s = socket.socket(socket.AF_UNIX)
-        try:
-            s.connect(sys.argv[2])
-            break
-        except ConnectionRefusedError:
-            s.close()
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
-    os.write(1, b"ck-bridge-ok\n")
-else:
-    s = socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=10)
-    s.settimeout(None)
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # SSH's small packets: no Nagle delays
-def up():
-    while True:
-        b = os.read(0, 65536)
-        if not b:
-            break
-        s.sendall(b)
-    s.shutdown(socket.SHUT_WR)
-threading.Thread(target=up, daemon=True).start()
-while True:
-    b = s.recv(65536)
-    if not b:
-        break
-    os.write(1, b)
-"""
+BRIDGE = _script("bridge.py")
 
 # Starts the command in the background and reports its PID first, so that the controller can
 # stop it by PID; the shell's own exit status is then the command's (128+N after signal N).
 SPAWN = '"$@" </dev/null & echo "$!"; wait "$!"'
 
 
-# The remote twin of hosts.kill_tagged: the argument after -name, matched as a prefix.
-KILL_TAGGED = r"""
-for d in /proc/[0-9]*; do
-  tag=$(tr '\0' '\n' < "$d/cmdline" 2>/dev/null | sed -n '/^-name$/{n;p;q;}')
-  case "$tag" in "$1"*) pid=${d#/proc/}; kill -9 "$pid" 2>/dev/null && echo "$pid";; esac
-done
-"""
+KILL_TAGGED = _script("kill_tagged.sh")
 
 
-# Exit 0 once every path exists, 3 if the process exits first, 1 when the polls run out.
-WAIT_PATHS = r"""
-pid=$1; polls=$2; shift 2; n=0
-while :; do
-  ok=1; for p in "$@"; do [ -e "$p" ] || ok=0; done
-  [ "$ok" = 1 ] && exit 0
-  kill -0 "$pid" 2>/dev/null || exit 3
-  n=$((n + 1)); [ "$n" -ge "$polls" ] && exit 1
-  sleep 0.02
-done
-"""
+WAIT_PATHS = _script("wait_paths.sh")
 
 
 class SshCommandError(InfraError):

@@ -7,13 +7,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import migrate, workloads
-from .domain import Cell
-from .errors import InfraError
-from .launcher import Launcher, Site
-from .machine import GuestMachine
-from .workloads import blk, ipi, net
-from .workloads.devices import nic_up
+from .. import workloads
+from . import hop as migrate
+from ..cell import Cell
+from ..errors import InfraError
+from ..cell_machines import CellMachines, Site
+from ..machine import GuestMachine
+from ..workloads import blk, ipi, net
+from ..workloads.devices import nic_up
 
 # The interrupt controllers a machine of each ic-mode has (and migrates). pseries machines older
 # than the ic-mode property ("legacy") have XICS only.
@@ -43,7 +44,7 @@ def ic_mismatches(source_ic_mode: str, guest_mode: str) -> list[tuple[str, bool]
 
 @dataclass
 class PlanContext:
-    launcher: Launcher
+    machines: CellMachines
     window: float
     timeout: float
     mode: str  # negotiated before the first hop
@@ -122,11 +123,11 @@ def _hop(pc: PlanContext, src: GuestMachine, name: str, *, axes: dict | None = N
     """One live hop to a new destination: over a unix socket on the same host, over TCP to
     another host (the destination picks a free port; QMP tells which). The caller owns both."""
     t_setup = time.monotonic()
-    dst = pc.launcher.machine(name, axes=axes, incoming=True, pinned=pinned, site=site)
+    dst = pc.machines.machine(name, axes=axes, incoming=True, pinned=pinned, site=site)
     dst.launch()
     src_host = src.host.name
     across = dst.host.name != src_host
-    source = "A" if src.files.log_dir == pc.launcher.log_dir else src.files.log_dir.name
+    source = "A" if src.files.log_dir == pc.machines.log_dir else src.files.log_dir.name
     if across:
         addr = pc.addresses.get(dst.host.name)
         if not addr:
@@ -180,7 +181,7 @@ def _resume_and_check(pc: PlanContext, hop: migrate.Hop, dst: GuestMachine, src:
     since = time.monotonic()
     hop.harness_s = round(since - hop.t_migrate, 3) if hop.t_migrate else None
     migrate.health(hop, dst, window=pc.window, timeout=pc.timeout, since=since,
-                   probe_progress=progress_probe(pc.launcher.cell, pc.timeout))
+                   probe_progress=progress_probe(pc.machines.cell, pc.timeout))
     migrate.judge(hop)
 
 
@@ -191,7 +192,7 @@ def _source_lives_on(pc: PlanContext, hop: migrate.Hop, src: GuestMachine) -> No
     check = migrate.Hop(f"{hop.name}-source", hop.source, hop.source, hop.uri)
     check.mode_before = hop.mode_before
     migrate.health(check, src, window=pc.window, timeout=pc.timeout, since=time.monotonic(),
-                   probe_progress=progress_probe(pc.launcher.cell, pc.timeout))
+                   probe_progress=progress_probe(pc.machines.cell, pc.timeout))
     migrate.judge(check)
     hop.source_after = {"verdict": check.verdict, "problems": check.problems, "liveness": check.liveness,
                         "mode": check.mode_after}
@@ -233,7 +234,7 @@ def _there_and_back(pc: PlanContext, a: GuestMachine, away: Site | None) -> tupl
 
 def to_file(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], GuestMachine]:
     """Save to a file with exec:, stop the source, restore into a new QEMU from the file."""
-    path = pc.launcher.scratch / "state.bin"
+    path = pc.machines.scratch / "state.bin"
     uri_out = "exec:cat > " + shlex.quote(str(path))
     hop = migrate.Hop("file", "A", "restore", uri_out)
     hop.mode_before = migrate.views(a, pc.timeout)
@@ -249,7 +250,7 @@ def to_file(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], GuestM
     hop.qmp["file_bytes"] = path.stat().st_size if path.exists() else None
     hop.source_alive = a.alive()
     a.shutdown()
-    dst = pc.launcher.machine("restore", incoming=True)
+    dst = pc.machines.machine("restore", incoming=True)
     hop.source_build, hop.destination_build = a.build, dst.build
     hop.source_host = hop.destination_host = a.host.name
     dst.launch()
@@ -266,15 +267,15 @@ def to_file(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], GuestM
 def mismatch_cases(pc: PlanContext) -> list[tuple[str, dict]]:
     """Destinations that cannot take this guest's state: another interrupt controller, and
     (where the build has one) an older machine version."""
-    b = pc.launcher.build
-    configured = str(pc.launcher.cell.axis("ic_mode"))
+    b = pc.machines.build
+    configured = str(pc.machines.cell.axis("ic_mode"))
     source = b.default_ic_mode if configured == "default" else configured
     cases = [(f"ic_mode-{m}", {"axes": {"ic_mode": m}, "refused": refused})
              for m, refused in ic_mismatches(source or "dual", pc.mode)]
-    mine = pc.launcher.cell.pinned[0] if pc.launcher.cell.pinned else b.machine
+    mine = pc.machines.cell.pinned[0] if pc.machines.cell.pinned else b.machine
     older = [m for m in b.machines if mine in b.machines and b.machines.index(m) < b.machines.index(mine)]
     if older:
-        rest = pc.launcher.cell.pinned[1:] if pc.launcher.cell.pinned else ()
+        rest = pc.machines.cell.pinned[1:] if pc.machines.cell.pinned else ()
         cases.append((older[-1], {"pinned": (older[-1], *rest), "refused": True}))
     return cases
 
@@ -309,7 +310,7 @@ def mismatch(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], Guest
         hop.qmp["destination_exit"] = dst.proc.poll() if dst.proc else None
         dst.shutdown()
         migrate.health(hop, a, window=pc.window, timeout=pc.timeout, since=time.monotonic(),
-                       probe_progress=progress_probe(pc.launcher.cell, pc.timeout))
+                       probe_progress=progress_probe(pc.machines.cell, pc.timeout))
         hop.source_alive = a.alive()
         hop.destination_alive = False
         migrate.judge(hop)

@@ -1,0 +1,2 @@
+"""Migration: plans (sequences of hops), one hop and its health check, migration domains, and
+known defects as data."""
