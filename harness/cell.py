@@ -114,8 +114,15 @@ class QemuBuild:
     max_cpus: int | None = None
     cpu_models: tuple[str, ...] = ()
     caps: tuple[tuple[str, str], ...] = ()  # spapr cap-* as this host can actually provide them
+    # The same per CPU model where asked for: QEMU lowers some caps for older CPUs (cap-dawr1 is
+    # off below POWER10), so a migration domain's pin must be made for the cells' own CPU.
+    caps_by_cpu: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
     env: tuple[tuple[str, str], ...] = ()  # environment the binary needs (e.g. LD_LIBRARY_PATH)
     error: str | None = None  # why the probe could not use it
+
+    def caps_for(self, cpu: str | None) -> tuple[tuple[str, str], ...]:
+        """The cap defaults for CPU model `cpu` where probed, else the build's own defaults."""
+        return dict(self.caps_by_cpu).get(cpu, self.caps) if cpu else self.caps
 
 
 @dataclass(frozen=True)
@@ -148,6 +155,7 @@ class HostFacts:
         d["qemu"] = tuple(
             QemuBuild(**{**b, "cpu_models": tuple(b.get("cpu_models", ())),
                          "caps": tuple(tuple(x) for x in b.get("caps", ())),
+                         "caps_by_cpu": tuple((c, tuple(tuple(x) for x in caps)) for c, caps in b.get("caps_by_cpu", ())),
                          "machines": tuple(b.get("machines", ())),
                          "env": tuple(tuple(x) for x in b.get("env", ()))}) for b in d.get("qemu", ())
         )
@@ -165,7 +173,10 @@ class Expected:
     stage: str | None = None  # Stage value of the expected failure
     byte23: str | None = None  # expected ibm,arch-vec-5-platform-support byte 23, e.g. "0x80"
     irqchip: str | None = None  # "emulated" | "in-kernel" as the host should show it
-    skip: str | None = None  # reason the host cannot offer this cell
+    skip: str | None = None  # reason the host cannot offer this cell by its facts (SKIP)
+    # The cell cannot be judged here at all: a build the inventory names that cannot run
+    # (ERROR, never SKIP: it is the host's failure, not a fact about what it offers).
+    blocked: str | None = None
     notes: tuple[str, ...] = ()  # other rules that applied on the way
 
     def to_dict(self) -> dict:
@@ -211,6 +222,11 @@ class Observed:
     host: HostView | None = None
     exit_code: int | None = None
     log_excerpt: str | None = None
+    forensics: str | None = None  # the host's view of a stuck guest, saved before QEMU stopped
+    # The guest kernel's log, read at the end of the cell (and before every guest reset):
+    # findings make the cell FAIL, warnings are recorded and shown.
+    kernel_findings: list[dict] = field(default_factory=list)
+    kernel_warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         d = asdict(self)

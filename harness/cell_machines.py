@@ -38,21 +38,42 @@ class CellMachines:
     kit: Kit
     run_id: str
     log_dir: Path
-    scratch: Path
     shutdown_timeout: float = 10.0
     heartbeat: bool = False
+    scratch: Path | None = None  # on the cell's host, made on entry, removed on exit
     created: list[GuestMachine] = field(default_factory=list)
 
+    def __enter__(self) -> "CellMachines":
+        self.scratch = self.host.tempdir("ck-s-")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Every machine of the cell stopped, whatever happened, then its scratch removed."""
+        try:
+            self.shutdown_all()
+        finally:
+            if self.scratch is not None:
+                self.host.remove_tree(self.scratch)
+
     def shutdown_all(self) -> None:
-        """Stop every machine this cell made (safe for ones already stopped)."""
+        """Stop every machine this cell made (safe for ones already stopped); one that fails to
+        stop does not keep the others running."""
+        errors = []
         for m in self.created:
-            m.shutdown()
+            try:
+                m.shutdown()
+            except Exception as e:  # noqa: BLE001 -- re-raised below, after the others stopped
+                errors.append(e)
+        if errors:
+            raise errors[0]
 
     def machine(self, name: str = "", *, axes: dict | None = None, incoming: bool = False,
                 site: Site | None = None, pinned: tuple[str, ...] | None = None) -> GuestMachine:
         """A machine for this cell; `axes` overrides some of the cell's (a mismatched destination),
         `incoming` starts it waiting for a migration stream (-incoming defer), `site` runs it on
         another host or QEMU build of the cell's migration domain."""
+        if self.scratch is None:
+            raise RuntimeError("CellMachines is a context manager: machines are made inside `with`")
         host, build, kit = (site.host, site.build, site.kit) if site else (self.host, self.build, self.kit)
         cell = self.cell
         if axes:
@@ -60,7 +81,8 @@ class CellMachines:
         if pinned is not None:
             cell = replace(cell, pinned=pinned)
         sock_dir = host.tempdir("ck-")
-        extra = workloads.device_args(self.cell.workloads, workloads.LaunchContext(self.cell, self.scratch))
+        # The machine's own host: its devices' files are made where its QEMU opens them.
+        extra = workloads.device_args(self.cell.workloads, workloads.LaunchContext(self.cell, self.scratch, host))
         if incoming:
             extra += ["-incoming", "defer"]
         files = MachineFiles(self.log_dir / name if name else self.log_dir, sock_dir)

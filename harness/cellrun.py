@@ -1,8 +1,12 @@
-"""Running one cell: lease a slot, launch the guest, observe, decide, record.
+"""Running one cell: lease a slot, launch the guest, observe, run workloads and migrations, read
+the guest kernel's log, decide, record.
 
-The only place where the pieces meet. It never decides a verdict itself (verdict.decide does)
-and it turns every way a cell can go wrong into an Observed with `infra` set or not, so FAIL
-(the system under test misbehaved) and ERROR (we could not judge) are never confused.
+The only place where the pieces meet. It never decides a verdict itself (verdict.decide does);
+every way a cell can go wrong arrives here as an exception of the one error tree
+(errors.py), is resolved by the machine it happened on (machine.resolve: a timeout becomes a
+hang or a silent firmware, a dead QEMU a crash or a kill), and is classified by
+errors.classify, so FAIL (the system under test misbehaved) and ERROR (we could not judge) are
+decided in one place.
 """
 
 from __future__ import annotations
@@ -14,23 +18,23 @@ import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import model, observe, workloads
-from .migration import known_issues, plans
-from .console import GuestPanic
+from . import guestlog, model, observe, workloads
 from .cell import Cell, Expected, HostFacts, Observed, Stage
-from .errors import GuestTimeout, InfraError, LaunchFailure, QemuDied
+from .cell_machines import CellMachines, Site, run_tag  # noqa: F401  (run_tag: the tag tests and cleanup look for)
+from .errors import (CaskitError, GuestPanic, InfraError, KitError, Kind, PinRefused, QemuRefused, classify)
 from .hosts import Host
-from .interrupts import InterruptsFormatError
 from .kit import Kit
 from .machine import GuestMachine
-from .cell_machines import CellMachines, Site, run_tag  # noqa: F401  (run_tag: the tag tests and cleanup look for)
-from .qmp import QmpCommandError, QmpLost
+from .migration import known_issues, plans
 from .results import RunStore
 from .verdict import combine, combine_migration, decide
 
 # Panics that mean the kit cannot boot at all (a wrong init, no root): ours to fix, not the SUT's.
 KIT_PANICS = re.compile(r"No working init found|Requested init \S+ failed|VFS: Unable to mount root")
-QEMU_ERROR_LINE = re.compile(r"^qemu-system-\w+: (?!warning:)(.+)$", re.M)
+# QEMU's words when the kit's kernel or initramfs is not something it can load: ours.
+KIT_LOAD = re.compile(r"could not load (kernel|initial ram disk)|error loading \S+: The image is not ELF")
+# QEMU's words for a refusal that happens when the guest asks for something at CAS.
+CAS_REFUSAL = re.compile(r"interrupt mode|CAS|kernel_irqchip")
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class CellContext:
     cell: Cell
     facts: HostFacts
     host: Host
-    kit: Kit
+    kit: Kit | None
     store: RunStore
     run_id: str
     timeouts: dict[str, float]
@@ -47,29 +51,65 @@ class CellContext:
     max_bandwidth: int | None = None
     peer: Site | None = None  # a cross plan's other member of the migration domain
     addresses: dict[str, str] = field(default_factory=dict)  # host -> address for migration streams
+    kit_error: str | None = None  # the run's kit could not be built: every cell is ERROR
 
 
-def qemu_error(stderr: str) -> str | None:
-    """QEMU's own error line(s), without its warnings."""
-    lines = QEMU_ERROR_LINE.findall(stderr)
-    return "; ".join(l.strip() for l in lines) if lines else None
+@dataclass
+class Findings:
+    """What the cell gathered besides the CAS outcome."""
+
+    workloads: list[dict] = field(default_factory=list)
+    migration: dict = field(default_factory=dict)
 
 
-def _observe_launch_failure(o: Observed, e: LaunchFailure) -> None:
-    o.exit_code = e.exit_code
-    msg = qemu_error(e.stderr)
-    if e.exit_code == 1 and msg:  # QEMU refused the configuration: an outcome, not an accident
-        o.error, o.stage = msg, Stage.QEMU_START.value
-    else:
-        o.error, o.stage, o.infra = f"QEMU failed to start: {e}", Stage.QEMU_START.value, True
-    o.log_excerpt = e.stderr[-2000:]
+def _concrete(e: CaskitError, m: GuestMachine | None, stage: str) -> CaskitError:
+    """The error as the machine explains it, with the kit's own panics set apart."""
+    if m is not None:
+        e = m.resolve(e, stage=stage)
+    if isinstance(e, GuestPanic) and KIT_PANICS.search(e.tail):
+        k = KitError(f"the guest kit cannot boot: {e.message}")
+        k.stage, k.__cause__ = e.stage or stage, e
+        return k
+    if isinstance(e, QemuRefused) and KIT_LOAD.search(e.error_line):
+        k = KitError(f"QEMU cannot load the guest kit: {e.error_line}")
+        k.stage, k.__cause__ = e.stage or Stage.QEMU_START.value, e
+        return k
+    if isinstance(e, QemuRefused) and e.stage not in (Stage.QEMU_START.value,):
+        e.stage = Stage.CAS.value if CAS_REFUSAL.search(e.error_line) else Stage.GUEST.value
+    return e
+
+
+def _record(o: Observed, e: CaskitError) -> None:
+    stage, kind = classify(e)
+    o.error = e.error_line if isinstance(e, QemuRefused) else (e.message if isinstance(e, GuestPanic) else str(e))
+    o.stage = stage or Stage.GUEST.value
+    o.infra = kind is Kind.ERROR
+    o.exit_code = getattr(e, "exit_code", o.exit_code)
+    excerpt = getattr(e, "tail", None) or getattr(e, "stderr", None)
+    if excerpt:
+        o.log_excerpt = excerpt[-2000:]
+    o.forensics = getattr(e, "forensics", None) or o.forensics
+
+
+def _pinned_refusal(e: QemuRefused, cell: Cell, expected: Expected) -> CaskitError:
+    """A refusal at start of options caskit composed (a migration domain's pin) is caskit's
+    error, not the system's, unless the model predicted exactly this refusal."""
+    if not cell.pinned or model.matches_error(expected, e.error_line):
+        return e
+    words = e.error_line.lower()
+    named = [opt for opt in cell.pinned[1:] if opt.split("=")[0].removeprefix("cap-").lower() in words]
+    which = ", ".join(named) if named else "-machine " + ",".join(cell.pinned)
+    out = PinRefused(f"QEMU refused the options caskit pinned for the cell's migration domain ({which}): "
+                     f"{e.error_line}")
+    out.stage, out.__cause__ = Stage.QEMU_START.value, e
+    return out
 
 
 def _observe_guest(m: GuestMachine, ctx: CellContext, o: Observed) -> None:
     assert m.qmp is not None and m.console is not None
     configured = m.qmp.execute("qom-get", path="/machine", property="ic-mode")
     m.cont()
-    m.console.wait_ready(ctx.timeouts["boot"])
+    m.wait_ready(ctx.timeouts["boot"])
     r = m.console.run("ck-observe", ctx.timeouts["command"])
     if not r.ok:
         raise observe.ObserveError(f"ck-observe exited {r.status}: {r.output[-500:]}")
@@ -79,40 +119,47 @@ def _observe_guest(m: GuestMachine, ctx: CellContext, o: Observed) -> None:
     o.mode = o.guest.mode if o.guest.mode == o.host.mode else None
 
 
-def _observe_qemu_gone(m: GuestMachine, o: Observed, e: Exception) -> None:
-    code = m.shutdown()
-    o.exit_code = code
-    stderr = m.stderr_text()
-    msg = qemu_error(stderr)
-    o.log_excerpt = (stderr[-1000:] + "\n--- console ---\n" + (m.console.tail() if m.console else "")).strip()
-    if code == 1 and msg:  # QEMU stopped on an error of its own, e.g. at CAS
-        o.error = msg
-        o.stage = Stage.CAS.value if re.search(r"interrupt mode|CAS|kernel_irqchip", msg) else Stage.GUEST.value
-    else:  # killed or crashed: the cell cannot be judged
-        o.error, o.stage, o.infra = f"QEMU went away (exit code {code}): {msg or e}", Stage.GUEST.value, True
+def kernel_log(m: GuestMachine, timeout: float) -> tuple[list[dict], list[str]]:
+    """The guest kernel's findings and warnings: its whole log (dmesg) plus whatever its
+    heartbeat console relayed (kept even when the log buffer turned over)."""
+    assert m.console is not None
+    lines = m.console.run("dmesg", timeout).output.splitlines()
+    if m.heartbeat is not None:
+        lines += [text for _, text in m.heartbeat.snapshot().kmsg]
+    return guestlog.findings(lines), guestlog.warnings(lines)
 
 
-def _run_workloads(m: GuestMachine, ctx: CellContext, mode: str | None) -> list[dict]:
-    """Every workload of the cell in this one boot; infrastructure failures end the series."""
+def _add_kernel(o: Observed, found: tuple[list[dict], list[str]]) -> None:
+    o.kernel_findings = guestlog.unique(o.kernel_findings + found[0])
+    o.kernel_warnings = guestlog.unique(o.kernel_warnings + found[1])
+
+
+def _run_workloads(m: GuestMachine, ctx: CellContext, o: Observed, out: list[dict]) -> bool:
+    """Every workload of the cell in this one boot. Returns False when the guest was lost on
+    the way (the rest are recorded as not run, and the cell goes no further)."""
     assert m.console is not None and m.qmp is not None
-    g = workloads.GuestSession(ctx.cell, m.console, m.qmp, ctx.timeouts["command"], m.console.wait_ready,
+    mode = o.guest.mode if o.guest else None
+    g = workloads.GuestSession(ctx.cell, m.console, m.qmp, ctx.timeouts["command"], m.wait_ready,
                                ctx.timeouts["boot"], mode=mode)
-    out: list[dict] = []
     todo = workloads.ordered(ctx.cell.workloads)
     for i, w in enumerate(todo):
         try:
+            if w.resets_guest:  # the log of this boot is gone after a reset: read it first
+                _add_kernel(o, kernel_log(m, ctx.timeouts["command"]))
             out.append(workloads.execute(w, g).to_dict())
-        except (GuestTimeout, QemuDied, QmpLost, GuestPanic, InterruptsFormatError) as e:
-            verdict = "FAIL" if isinstance(e, GuestPanic) and not KIT_PANICS.search(e.tail) else "ERROR"
-            out.append(workloads.WorkloadResult(w.name, verdict, f"{type(e).__name__}: {e}",
+        except CaskitError as e:
+            e = _concrete(e, m, "workload")
+            _, kind = classify(e)
+            out.append(workloads.WorkloadResult(w.name, kind.value, f"{type(e).__name__}: {e}",
                                                 excerpt=getattr(e, "tail", None)).to_dict())
             out += [workloads.WorkloadResult(x.name, "ERROR", f"not run: {w.name} lost the guest").to_dict()
                     for x in todo[i + 1:]]
-            break
-    return out
+            return False
+    return True
 
 
-def _run_migration(machines: CellMachines, m: GuestMachine, ctx: CellContext, mode: str) -> dict:
+def _run_migration(machines: CellMachines, m: GuestMachine, ctx: CellContext, mode: str) -> tuple[dict, GuestMachine]:
+    """The cell's migration plan; returns its record and the machine the guest lives in after it."""
     cell = ctx.cell
     build = ctx.facts.build(str(cell.axis("qemu")))
     pc = plans.PlanContext(machines, ctx.timeouts["liveness"], ctx.timeouts["command"], mode, ctx.max_bandwidth,
@@ -123,21 +170,25 @@ def _run_migration(machines: CellMachines, m: GuestMachine, ctx: CellContext, mo
     try:
         plans.start_heartbeat(m, pc.timeout)
         plans.start_background_traffic(m, cell, pc.timeout)
-        hops, _final = plans.PLANS[cell.migration](pc, m)
-    except (InfraError, LaunchFailure, QmpLost, QmpCommandError, GuestTimeout, observe.ObserveError,
-            workloads.WorkloadFailed) as e:
-        rec.update(verdict="ERROR", reason=f"migration could not be carried out: {e}")
-        return rec
+        hops, final = plans.PLANS[cell.migration](pc, m)
+    except CaskitError as e:
+        e = _concrete(e, None, "migration")
+        stage, kind = classify(e)
+        rec.update(verdict=kind.value, reason=f"the migration could not be carried out: {type(e).__name__}: {e}")
+        return rec, m
     rec["hops"] = [h.to_dict() for h in hops]
-    facts = known_issues.CellFacts(build.version if build else "", str(cell.axis("accel")), cell.migration,
-                                   "workload" if cell.workloads else "idle", int(cell.axis("smp")), mode,
-                                   ctx.peer.build.version if ctx.peer else "")
+    facts = known_issues.CellFacts(str(cell.axis("accel")), cell.migration,
+                                   "workload" if cell.workloads else "idle", int(cell.axis("smp")), mode)
     rec.update(known_issues.classify(ctx.known_issues, facts, rec["hops"]))
     bad = [h for h in rec["hops"] if h["verdict"] != "PASS"]
     rec["reason"] = "; ".join(f"hop {h['name']}: {'; '.join(h['problems'] or h['infra'])}"
                               + (f" [known issue {h['known_issue']}]" if h.get("known_issue") else "")
+                              + (f" [not explained by any known issue: {', '.join(h['unexplained'])}]"
+                                 if h.get("unexplained") and not h.get("known_issue") else "")
                               for h in bad) or f"{len(hops)} hop(s) healthy"
-    return rec
+    if build is not None:
+        rec["build"] = f"{build.name} {build.version}"
+    return rec, final
 
 
 @contextlib.contextmanager
@@ -151,11 +202,10 @@ def lease_all(hosts: list[Host], timeout: float = 3600.0):
         yield
 
 
-def execute(ctx: CellContext, expected: Expected, log_dir: Path, wl_results: list[dict],
-            mig: dict) -> Observed:
+def execute(ctx: CellContext, expected: Expected, log_dir: Path, found: Findings) -> Observed:
     o = Observed()
     cell, build = ctx.cell, ctx.facts.build(str(ctx.cell.axis("qemu")))
-    assert build is not None
+    assert build is not None and ctx.kit is not None
     # A peer on another host holds a slot there too, for the cell's whole life: its guest may
     # live there for a while. Slots are taken in host-name order, so two cells crossing between
     # the same hosts in opposite directions never each hold one and wait for the other.
@@ -164,36 +214,39 @@ def execute(ctx: CellContext, expected: Expected, log_dir: Path, wl_results: lis
         kit = ctx.host.stage_kit(ctx.kit)
         if ctx.peer is not None:
             ctx = replace(ctx, peer=replace(ctx.peer, kit=ctx.peer.host.stage_kit(ctx.peer.kit)))
-        scratch = ctx.host.tempdir("ck-s-")
-        machines = CellMachines(ctx.host, cell, build, kit, ctx.run_id, log_dir, scratch,
-                            ctx.timeouts["shutdown"], heartbeat=cell.migration != "none")
-        m = machines.machine()
-        try:
-            m.launch()
-        except LaunchFailure as e:
-            _observe_launch_failure(o, e)
-            return o
-        try:
-            _observe_guest(m, ctx, o)
-            if cell.workloads and o.guest is not None:
-                wl_results.extend(_run_workloads(m, ctx, o.guest.mode))
-            if cell.migration != "none" and o.guest is not None and o.guest.mode:
-                mig.update(_run_migration(machines, m, ctx, o.guest.mode))
-        except GuestPanic as e:
-            o.error, o.stage, o.log_excerpt = e.message, Stage.GUEST.value, e.tail
-            o.infra = bool(KIT_PANICS.search(e.tail))
-        except GuestTimeout as e:
-            o.error, o.stage, o.infra, o.log_excerpt = str(e), Stage.GUEST.value, True, e.tail
-        except (QemuDied, QmpLost) as e:
-            _observe_qemu_gone(m, o, e)
-        except (observe.ObserveError, QmpCommandError) as e:
-            o.error, o.stage, o.infra = f"cannot judge the guest: {e}", Stage.GUEST.value, True
-        finally:
-            code = m.shutdown()
-            o.exit_code = o.exit_code if o.exit_code is not None else code
-            machines.shutdown_all()
-            ctx.host.remove_tree(scratch)
+        with CellMachines(ctx.host, cell, build, kit, ctx.run_id, log_dir, ctx.timeouts["shutdown"],
+                          heartbeat=cell.migration != "none") as machines:
+            m = machines.machine()
+            current: GuestMachine | None = m  # where the guest lives; errors are resolved there
+            try:
+                try:
+                    m.launch()
+                except QemuRefused as e:
+                    raise _pinned_refusal(e, cell, expected)
+                _observe_guest(m, ctx, o)
+                alive = True
+                if cell.workloads:
+                    alive = _run_workloads(m, ctx, o, found.workloads)
+                if alive and cell.migration != "none" and o.guest is not None and o.guest.mode:
+                    current = None  # a plan resolves its own machines' troubles
+                    found.migration, current = _run_migration(machines, m, ctx, o.guest.mode)
+                    alive = found.migration.get("verdict") == "PASS" and current.alive()
+                if alive and current is not None:
+                    _add_kernel(o, kernel_log(current, ctx.timeouts["command"]))
+            except CaskitError as e:
+                _record(o, _concrete(e, current, Stage.GUEST.value))
+            o.exit_code = o.exit_code if o.exit_code is not None else m.shutdown()
     return o
+
+
+def _unjudgeable(cell: Cell, ctx: CellContext) -> Observed | None:
+    """Why the cell cannot run at all on this host: host down, a named build that cannot run,
+    no kit. Never SKIP: the host or caskit failed, and the run says so (ERROR)."""
+    if ctx.facts.error:
+        return Observed(error=f"host {cell.host} unreachable: {ctx.facts.error}", infra=True)
+    if ctx.kit_error or ctx.kit is None:
+        return Observed(error=f"the guest kit could not be built: {ctx.kit_error}", infra=True)
+    return None
 
 
 def run_cell(ctx: CellContext) -> dict:
@@ -203,28 +256,31 @@ def run_cell(ctx: CellContext) -> dict:
     t0 = time.monotonic()
     log_dir = ctx.store.cell_dir(cell.id)
     log_dir.mkdir(parents=True, exist_ok=True)
-    wl_results: list[dict] = []
-    mig: dict = {}
-    if ctx.facts.error:
-        # Nothing can be predicted or observed on a host we cannot reach: ERROR, never SKIP.
-        expected = Expected(None, "host-unreachable", "the host probe at the start of the run")
-        observed = Observed(error=f"host {cell.host} unreachable: {ctx.facts.error}", infra=True)
-    elif (expected := model.predict(cell, ctx.facts)).skip:
+    found = Findings()
+    observed = _unjudgeable(cell, ctx)
+    if observed is not None:
+        # Nothing can be predicted or observed: ERROR with the reason, never SKIP.
+        expected = Expected(None, "cell-runnable", "the host and build probes and the kit at the start of the run")
+    elif (expected := model.predict(cell, ctx.facts)).blocked:
+        observed = Observed(error=expected.blocked, stage=Stage.QEMU_START.value, infra=True)
+    elif expected.skip:
         observed = Observed()
     else:
         try:
-            observed = execute(ctx, expected, log_dir, wl_results, mig)
-        except InfraError as e:
-            observed = Observed(error=str(e), infra=True)
+            observed = execute(ctx, expected, log_dir, found)
+        except CaskitError as e:  # leasing, staging the kit: the host's trouble
+            observed = Observed()
+            _record(observed, e)
         except Exception as e:  # a harness bug must not take the run down; it is an ERROR with its trace
             (log_dir / "harness-error.txt").write_text(traceback.format_exc())
             observed = Observed(error=f"harness error: {e!r} (see harness-error.txt)", infra=True)
-    verdict, reason = combine(decide(expected, observed), wl_results, cell.workloads)
-    verdict, reason = combine_migration((verdict, reason), mig, cell.migration)
+    verdict, reason = combine(decide(expected, observed), found.workloads, cell.workloads)
+    verdict, reason = combine_migration((verdict, reason), found.migration, cell.migration)
     build = ctx.facts.build(str(cell.axis("qemu")))
     logs = {name: str(p.relative_to(ctx.store.out)) for name, p in (
         ("console", log_dir / "console.log"), ("qemu_stderr", log_dir / "qemu-stderr.log"),
         ("qmp", log_dir / "qmp.jsonl"), ("argv", log_dir / "qemu-argv.txt"),
+        ("forensics", log_dir / "forensics.txt"),
         ("harness_error", log_dir / "harness-error.txt")) if p.exists()}
     record = {
         **cell.to_dict(),
@@ -235,11 +291,14 @@ def run_cell(ctx: CellContext) -> dict:
         "duration_s": round(time.monotonic() - t0, 3),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "qemu_version": build.version if build else None,
-        "kit": ctx.kit.key,
+        "kit": ctx.kit.key if ctx.kit else None,
         "worker": ctx.worker,
         "logs": logs,
-        "workloads": wl_results,
-        "migration": mig or None,
+        "workloads": found.workloads,
+        "migration": found.migration or None,
     }
     ctx.store.write_cell(record)
     return record
+
+
+__all__ = ["CellContext", "run_cell", "execute", "kernel_log", "lease_all", "run_tag", "InfraError"]

@@ -75,14 +75,24 @@ def cmd_run(a) -> int:
     except ConfigError as e:
         print(f"caskit: config error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as e:  # a file named on the command line that the OS refuses to look at (name too long)
+        print(f"caskit: config error: {e.filename}: cannot read: {e.strerror or e}", file=sys.stderr)
+        return EXIT_USAGE
     run_id = prepare.new_run_id()
-    out = Path(a.out or Path(prepare.ROOT) / "reports" / run_id).resolve()
-    if out.exists() and any(out.iterdir()) and not a.resume:
-        if (out / "results.json").exists() or (out / "cells").exists():
-            print(f"caskit: {out} holds an earlier run; use --resume or another --out", file=sys.stderr)
-            return EXIT_USAGE
+    try:
+        out = Path(a.out or prepare.reports_dir() / run_id).resolve()
+        earlier = out.exists() and any(out.iterdir()) and (
+            (out / "results.json").exists() or (out / "cells").exists())
+    except OSError as e:  # --out names a file, or a name too long
+        print(f"caskit: error: --out {a.out}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_USAGE
+    if earlier and not a.resume:
+        print(f"caskit: {out} holds an earlier run; use --resume or another --out", file=sys.stderr)
+        return EXIT_USAGE
+    # rootdir: the directory holding the package (the checkout, or site-packages), so a cell's
+    # node id is harness/celltest.py::... either way.
     args = ["-p", "no:cacheprovider", "-o", "addopts=", "-q",
-            "--rootdir", str(prepare.ROOT), "--caskit-out", str(out), "--caskit-run-id", run_id,
+            "--rootdir", str(Path(__file__).resolve().parent.parent), "--caskit-out", str(out), "--caskit-run-id", run_id,
             "--junitxml", str(out / "pytest-junit.xml")]
     for m in a.matrices:
         args += ["--caskit-matrix", m]

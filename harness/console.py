@@ -24,7 +24,7 @@ from typing import BinaryIO
 import pexpect
 import pexpect.fdpexpect
 
-from .errors import GuestTimeout, InfraError, QemuDied
+from .errors import GuestPanic, GuestTimeout, ObserveError, QemuDied
 
 READY_RE = re.compile(rb"CASKIT-READY kit=(\S+) cpus=(\d+)")
 # Kernel messages that mean the guest will never reach the command loop.
@@ -32,7 +32,7 @@ PANIC_RE = re.compile(rb"Kernel panic - not syncing:[^\r\n]*")
 MAX_COMMAND = 3000  # the guest tty's canonical line limit is 4095 bytes
 
 
-class FrameError(InfraError):
+class FrameError(ObserveError):
     """The guest's answer is not a well-formed frame."""
 
 
@@ -101,7 +101,7 @@ class Console:
             raise QemuDied("console closed before the guest was ready", None, self.tail())
         raise GuestTimeout("the guest's ready marker", timeout, self.tail())
 
-    def _panic(self, during: str) -> "GuestPanic":
+    def _panic(self, during: str) -> GuestPanic:
         """Read what the kernel prints after the panic line (its reason, a backtrace) briefly."""
         text = self.child.before + self.child.after
         self.child.expect([pexpect.TIMEOUT, pexpect.EOF], timeout=1.0)
@@ -129,14 +129,3 @@ class Console:
         if i == 2:
             raise QemuDied(f"console closed while running {command!r}", None, self.tail())
         raise GuestTimeout(f"the answer to {command!r}", timeout, self.tail())
-
-
-class GuestPanic(Exception):
-    """The guest kernel panicked. Not an InfraError: whether it is the system under test's fault
-    is the verdict's call (a panic in interrupt setup is a real failure)."""
-
-    def __init__(self, during: str, tail: str):
-        self.during, self.tail = during, tail
-        m = re.search(r"Kernel panic - not syncing:[^\n]*", tail)
-        self.message = m.group(0).strip() if m else "Kernel panic"
-        super().__init__(f"{self.message} (during {during or 'boot'})")

@@ -1,20 +1,34 @@
-"""What in a guest kernel's log means the guest is not well. Pure."""
+"""What the guest kernel's log says: findings that mean the guest is not well, warnings worth a
+look, and how far a boot got. Pure.
+
+Order matters: the first pattern that matches a line names it, so the specific patterns come
+before the generic ones ("watchdog: BUG: soft lockup" is a soft lockup, not a plain `BUG:`).
+"""
 
 from __future__ import annotations
 
 import re
 
-# Each: (name, pattern). A line matching any is a finding, quoted in the results.
+# (kind, pattern): a line matching one of these makes the cell FAIL, quoted in the results.
 FINDINGS = (
-    ("panic", re.compile(r"Kernel panic - not syncing")),
-    ("oops", re.compile(r"\bOops\b")),
-    ("bug", re.compile(r"\bBUG:")),
-    ("hard-lockup", re.compile(r"hard LOCKUP", re.I)),
-    ("soft-lockup", re.compile(r"soft lockup", re.I)),
-    ("rcu-stall", re.compile(r"rcu.*(detected stalls|self-detected stall)", re.I)),
     ("deadlocked-on-memory", re.compile(r"deadlocked on memory")),
     ("kill-idle-task", re.compile(r"Attempted to kill the idle task")),
+    ("panic", re.compile(r"Kernel panic - not syncing")),
+    ("soft-lockup", re.compile(r"soft lockup", re.I)),
+    ("hard-lockup", re.compile(r"hard LOCKUP", re.I)),
+    ("rcu-stall", re.compile(r"rcu.*(detected stalls|self-detected stall)", re.I)),
+    ("workqueue-lockup", re.compile(r"BUG: workqueue lockup")),
+    ("hung-task", re.compile(r"INFO: task \S+ blocked for more than \d+ seconds")),
+    ("oops", re.compile(r"\bOops\b")),
+    ("bug", re.compile(r"\bBUG:|kernel BUG at ")),
 )
+# Recorded in the cell and shown in the report, never a verdict on their own: a WARN_ON is a
+# kernel developer's "this should not happen", not proof the guest is broken.
+WARNING = re.compile(r"\bWARNING: (CPU: \d+ PID: \d+ at |.*\bat \S+:\d+)")
+
+# A timestamped kernel line as printk puts it on the console ("[    1.833722] ...").
+KERNEL_LINE = re.compile(r"^\[\s*\d+\.\d+\] ", re.M)
+RUN_INIT = re.compile(r"Run (\S+) as init process")
 
 
 def findings(lines: list[str]) -> list[dict]:
@@ -25,3 +39,38 @@ def findings(lines: list[str]) -> list[dict]:
                 out.append({"kind": name, "line": line.strip()[:300]})
                 break
     return out
+
+
+def warnings(lines: list[str]) -> list[str]:
+    return [line.strip()[:300] for line in lines if WARNING.search(line)]
+
+
+def unique(items: list) -> list:
+    """In order, each once (the same line can come from dmesg and from the heartbeat relay)."""
+    seen, out = set(), []
+    for x in items:
+        key = repr(x)
+        if key not in seen:
+            seen.add(key)
+            out.append(x)
+    return out
+
+
+def boot_stage(console: str) -> tuple[str, str | None]:
+    """How far a boot got, from what its console showed:
+
+    - ("silent", None): nothing at all (the firmware never ran, or the console is not ours);
+    - ("firmware", None): output, but no kernel line;
+    - ("kernel", None): the kernel printed (its timestamped lines);
+    - ("init", PATH): the kernel started PATH as the first user process.
+    """
+    text = console.replace("\r", "")
+    runs = RUN_INIT.findall(text)
+    if runs:
+        return "init", runs[-1]
+    # "Linux ppc64le" is printed by the kernel's early setup whatever the log level.
+    if KERNEL_LINE.search(text) or "Linux version" in text or re.search(r"^Linux ppc64", text, re.M):
+        return "kernel", None
+    if text.strip():
+        return "firmware", None
+    return "silent", None

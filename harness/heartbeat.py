@@ -84,6 +84,9 @@ class HeartbeatReader:
             return Stream(list(self.stream.beats), list(self.stream.kmsg), list(self.stream.other))
 
     def close(self) -> None:
+        """Called once QEMU has ended: the reader drains what is left up to the end of the
+        stream by itself (the last beats before a hop count), then stops."""
+        self._thread.join(timeout=2)
         self._stop.set()
         self._thread.join(timeout=2)
         try:
@@ -92,18 +95,40 @@ class HeartbeatReader:
             self._log.close()
 
 
-def liveness(beats: list[Beat], since: float, until: float, period: float = 0.2) -> dict:
-    """What the beats between `since` and `until` (host times) say about the guest's life."""
+# A beat torn in two by the hop (its first bytes written on the source, the rest on the
+# destination) reaches neither reader whole: one missing sequence number at the hop is allowed.
+TORN_AT_HOP = 1
+
+
+def continuity(prev: Beat, first: Beat) -> str | None:
+    """Why the first beat after a hop does not continue the guest's sequence, or None.
+    A sequence from 1 or a guest clock that went back means the guest booted again."""
+    if first.seq <= prev.seq:
+        if first.seq <= 2 or first.uptime + 1.0 < prev.uptime:
+            return (f"the heartbeat restarted: beat {first.seq} (uptime {first.uptime:.1f}s) after beat "
+                    f"{prev.seq} (uptime {prev.uptime:.1f}s): the guest rebooted")
+        return f"the heartbeat went back: beat {first.seq} after beat {prev.seq}"
+    if first.seq > prev.seq + 1 + TORN_AT_HOP:
+        return f"beats {prev.seq + 1}..{first.seq - 1} lost across the hop"
+    return None
+
+
+def liveness(beats: list[Beat], since: float, until: float, source_last: Beat | None = None) -> dict:
+    """What the beats between `since` and `until` (host times) say about the guest's life.
+    `source_last` is the last beat the guest printed before the hop (on its source machine)."""
     window = [b for b in beats if since <= b.t <= until]
     before = [b for b in beats if b.t < since]
+    prev = before[-1] if before else source_last
     out: dict = {"beats": len(window), "first_beat_s": None, "seq_gaps": [], "max_silence_s": None,
-                 "last_seq_before": before[-1].seq if before else None}
+                 "last_seq_before": prev.seq if prev else None, "continuity": None}
     if not window:
         out["max_silence_s"] = round(until - since, 3)
         return out
     out["first_beat_s"] = round(window[0].t - since, 3)
-    seqs = ([before[-1]] if before else []) + window
-    out["seq_gaps"] = [(a.seq, b.seq) for a, b in zip(seqs, seqs[1:]) if b.seq != a.seq + 1]
+    if prev is not None:
+        out["continuity"] = continuity(prev, window[0])
+    out["first_seq"] = window[0].seq
+    out["seq_gaps"] = [(a.seq, b.seq) for a, b in zip(window, window[1:]) if b.seq != a.seq + 1]
     times = [since] + [b.t for b in window] + [until]
     out["max_silence_s"] = round(max(b - a for a, b in zip(times, times[1:])), 3)
     # Silence once the guest had shown life again: a guest that beats once and stops is not alive.

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .errors import ObserveError
 
-class InterruptsFormatError(ValueError):
+
+class InterruptsFormatError(ObserveError):
     """Text that is not /proc/interrupts."""
 
 

@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import cpio
-from .config import ROOT
 from .debfetch import PrivateApt, debian_codename, unpack
 from .errors import KitError
+from .resources import GUEST_TESTS
 
 KIT_FORMAT = 2
-GUEST_TESTS = ROOT / "guest_tests"
 ARCH = "ppc64el"
 KERNEL_META = "linux-image-powerpc64le"
 BUSYBOX = "busybox-static"

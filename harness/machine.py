@@ -1,8 +1,13 @@
 """One QEMU guest on a host: launched paused, console and QMP attached, then started.
 
-Modelled on QEMU's python/qemu QEMUMachine: a context manager whose failed launch cleans up
-and raises one error carrying the exit code, argv and stderr; shutdown in layers (QMP quit,
-bounded wait, SIGKILL by PID), console closed first so QEMU never blocks writing to it.
+Modelled on QEMU's python/qemu QEMUMachine: a context manager that owns its socket directory on
+the host; a failed launch stops QEMU and raises one error saying why (QEMU's refusal, a crash, a
+kill); shutdown in layers (QMP quit, bounded wait, SIGKILL by PID), console closed first so QEMU
+never blocks writing to it, and the socket directory removed whatever happened.
+
+`resolve()` turns what a caller saw (a console timeout, a closed console, a lost QMP connection)
+into why it happened, by asking the process and QMP: the one place a timeout becomes a guest
+hang (FAIL) or a silent firmware (ERROR), and a dead QEMU a crash (FAIL) or a kill (ERROR).
 """
 
 from __future__ import annotations
@@ -12,11 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import guestlog, qemu_exit
 from .console import Console
-from .errors import LaunchFailure
-from .heartbeat import HeartbeatReader
+from .errors import (CaskitError, GuestHang, GuestTimeout, HostError, KitError, LaunchFailure, NoGuestOutput, QemuDied,
+                     QemuHung, QmpLost, Unresolved)
+from .heartbeat import HeartbeatReader, Stream
 from .hosts import Host, Process
-from .qmp import QmpClient, QmpLost
+from .qmp import QmpClient
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,10 @@ class MachineFiles:
     def qmp_log(self) -> Path:
         return self.log_dir / "qmp.jsonl"
 
+    @property
+    def forensics(self) -> Path:
+        return self.log_dir / "forensics.txt"
+
 
 @dataclass
 class GuestMachine:
@@ -74,6 +85,10 @@ class GuestMachine:
     build: str = ""  # the QEMU build's name and version, for the record ("backports 10.0.2")
     exit_code: int | None = None
     started_at: float = field(default_factory=time.monotonic)
+    ready_seen: bool = False  # the guest's ready marker arrived (its kernel and init ran)
+    final_heartbeat: Stream | None = None  # what the heartbeat console carried, kept after shutdown
+    forensics_saved: bool = False
+    stopped_by_us: bool = False  # shutdown() ran: an exit after it says nothing about QEMU
 
     def __enter__(self) -> "GuestMachine":
         self.launch()
@@ -88,22 +103,40 @@ class GuestMachine:
         except OSError:
             return ""
 
-    def _fail_launch(self, message: str) -> LaunchFailure:
-        self.shutdown()
-        return LaunchFailure(message, self.exit_code, self.stderr_text(), self.argv)
+    def console_text(self) -> str:
+        try:
+            return self.files.transcript.read_text(errors="replace")
+        except OSError:
+            return ""
 
     def launch(self) -> None:
+        """Start QEMU paused and attach to it. Whatever goes wrong after the spawn, QEMU is
+        stopped before the error leaves (nothing is left running with its slot released)."""
+        if self.proc is not None:
+            raise RuntimeError("a GuestMachine is launched once")
         self.files.log_dir.mkdir(parents=True, exist_ok=True)
         (self.files.log_dir / "qemu-argv.txt").write_text("\n".join(self.argv) + "\n")
         self.started_at = time.monotonic()
-        self.proc = self.host.spawn(self.argv, self.files.stdout, self.files.stderr)
+        try:
+            self.proc = self.host.spawn(self.argv, self.files.stdout, self.files.stderr)
+            self._attach()
+        except BaseException as e:
+            exited = self.proc is not None and self.proc.poll() is not None
+            self.shutdown()
+            if exited and isinstance(e, (Unresolved, OSError)):
+                raise self._exit_cause("qemu-start") from e
+            raise
+
+    def _attach(self) -> None:
+        assert self.proc is not None
         # QEMU creates its listening sockets before machine init; a refused configuration
-        # exits right after. Wait for both sockets, or the exit, whichever comes first.
+        # exits right after. Wait for the sockets, or the exit, whichever comes first.
         socks = [self.files.qmp_sock, self.files.console_sock] + ([self.files.heartbeat_sock] if self.with_heartbeat else [])
         if not self.host.wait_paths(socks, self.proc, self.launch_timeout):
             if self.proc.poll() is not None:
-                raise self._fail_launch("QEMU exited at start")
-            raise self._fail_launch(f"QEMU created no sockets within {self.launch_timeout:.0f}s")
+                raise LaunchFailure("QEMU exited at start", self.proc.poll(), self.stderr_text(), self.argv)
+            raise LaunchFailure(f"QEMU created no sockets within {self.launch_timeout:.0f}s", None,
+                                self.stderr_text(), self.argv)
         try:
             # All at once (each costs a remote command on an SSH host); with -S the guest has not
             # run, so nothing it prints is missed before its console is read.
@@ -115,9 +148,8 @@ class GuestMachine:
             # Machine init finishes before QMP answers; a late refusal shows up as an exit here.
             self.qmp.execute("query-status")
         except (OSError, QmpLost) as e:
-            if self.proc.wait(2.0) is not None:
-                raise self._fail_launch("QEMU exited at start") from None
-            raise self._fail_launch(f"cannot attach to QEMU: {e}") from None
+            self.proc.wait(2.0)
+            raise LaunchFailure(f"cannot attach to QEMU: {e}", self.proc.poll(), self.stderr_text(), self.argv) from e
 
     def _connect_all(self, paths: list[Path]) -> list:
         with ThreadPoolExecutor(len(paths)) as pool:
@@ -137,28 +169,122 @@ class GuestMachine:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def shutdown(self) -> int | None:
-        """Stop QEMU for sure and return its exit code. Safe to call twice."""
-        if self.proc is None:
-            return None
-        if self.console is not None:
-            self.console.close()
-            self.console = None
-        if self.heartbeat is not None:
-            self.heartbeat.close()
-            self.heartbeat = None
-        if self.proc.poll() is None and self.qmp is not None:
-            try:
-                self.qmp.execute("quit")
-            except Exception:  # QEMU may be wedged or gone; the kill below covers it
-                pass
+    def wait_ready(self, timeout: float) -> dict:
+        assert self.console is not None
+        info = self.console.wait_ready(timeout)
+        self.ready_seen = True
+        return info
+
+    # -- why something went wrong ----------------------------------------------------------
+
+    def _exit_cause(self, stage: str) -> CaskitError:
+        assert self.proc is not None
+        code = self.proc.poll()
+        e = qemu_exit.cause(code, self.stderr_text(), dropped=bool(getattr(self.proc, "dropped", False)),
+                            host=self.host.name if self.host.name != "local" else "")
+        e.stage = e.stage or stage
+        return e
+
+    def resolve(self, exc: CaskitError, stage: str = "guest") -> CaskitError:
+        """Why `exc` happened, as one of the error tree's concrete kinds. Saves the forensics of a
+        hang while QEMU still runs. Anything already concrete is returned as it is."""
+        if not isinstance(exc, Unresolved) or self.proc is None or self.stopped_by_us:
+            return exc
+        # A QEMU that went away exits within moments; give it that long before calling it alive.
+        if self.proc.wait(3.0 if isinstance(exc, (QemuDied, QmpLost)) else 0.0) is not None:
+            out = self._exit_cause(stage)
+        elif getattr(self.proc, "dropped", False):
+            out = HostError(f"lost the connection to host {self.host.name}")
+        elif isinstance(exc, QmpLost):
+            self.save_forensics(f"QEMU alive, QMP lost: {exc}", ask_qmp=False)
+            out = QemuHung(f"QEMU runs but its monitor stopped answering: {exc}")
+        elif isinstance(exc, QemuDied):
+            out = HostError(f"the console of a running QEMU closed: {exc}")
+        elif isinstance(exc, GuestTimeout):
+            out = self._timeout_cause(exc)
+        else:
+            out = exc
+        out.stage = out.stage or exc.stage or stage
+        if out is not exc:
+            out.__cause__ = exc
+        return out
+
+    def _timeout_cause(self, exc: GuestTimeout) -> CaskitError:
+        """A timeout with QEMU alive: the guest hung if its kernel ran (FAIL); ours if nothing
+        ever came from it, or if the kernel started some other program than the kit's /init."""
         if self.qmp is not None:
-            self.qmp.close()
-            self.qmp = None
-        self.proc.wait(self.shutdown_timeout if self.proc.poll() is None else 0)
-        # A no-op for a process that exited; by PID for one still running, or one a dropped SSH
-        # connection hid from us.
-        self.proc.kill()
-        self.exit_code = self.proc.poll()
-        self.host.remove_tree(self.files.sock_dir)
-        return self.exit_code
+            try:
+                self.qmp.execute("query-status")
+            except (QmpLost, CaskitError) as e:
+                self.save_forensics(f"QEMU alive, QMP does not answer: {e}", ask_qmp=False)
+                return QemuHung(f"{exc.what}: the guest gave no answer in {exc.timeout:.0f}s and QEMU's "
+                                f"monitor does not answer either: {e}")
+        stage, init = guestlog.boot_stage(self.console_text())
+        if self.ready_seen or stage in ("kernel", "init", "firmware"):
+            if not self.ready_seen and stage == "init" and init != "/init":
+                return KitError(f"the guest kernel ran {init} as its first process, not the kit's /init "
+                                f"(is rdinit= or init= in the cell's `append`?)")
+            where = ("after it was ready" if self.ready_seen else
+                     {"init": "after starting /init", "kernel": "after its kernel started",
+                      "firmware": "in firmware, before its kernel printed"}[stage])
+            path = self.save_forensics(f"hang: no answer to {exc.what} in {exc.timeout:.0f}s")
+            return GuestHang(f"the guest hung {where}: no {exc.what} within {exc.timeout:.0f}s "
+                             f"(QEMU alive; forensics in {path.name})", exc.tail, str(path))
+        return NoGuestOutput(f"nothing came from the guest within {exc.timeout:.0f}s (QEMU alive): "
+                             f"the firmware never printed")
+
+    def save_forensics(self, why: str, *, ask_qmp: bool = True) -> Path:
+        """The host's view of a stuck guest, saved before QEMU is stopped: the last console
+        lines, `info pic`, and every vCPU's registers (the decrementer and timebase show whether
+        the guest's clock still runs)."""
+        parts = [f"# {why}", f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}", "",
+                 "## last console lines", *self.console_text().replace("\r", "").splitlines()[-60:]]
+        if ask_qmp and self.qmp is not None:
+            for cmd in ("info status", "info pic", "info registers -a"):
+                try:
+                    text = self.qmp.hmp(cmd)
+                except CaskitError as e:
+                    text = f"(not available: {e})"
+                parts += ["", f"## {cmd}", text.replace("\r", "").rstrip()]
+        self.files.forensics.write_text("\n".join(parts) + "\n")
+        self.forensics_saved = True
+        return self.files.forensics
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    def shutdown(self) -> int | None:
+        """Stop QEMU for sure, remove its socket directory, and return its exit code. Safe to
+        call twice, and on a machine whose launch failed half way."""
+        try:
+            if self.proc is None:
+                return None
+            self.stopped_by_us = self.stopped_by_us or self.proc.poll() is None
+            if self.console is not None:
+                self.console.close()
+                self.console = None
+            if self.proc.poll() is None and self.qmp is not None:
+                try:
+                    self.qmp.execute("quit")
+                except Exception:  # QEMU may be wedged or gone; the kill below covers it
+                    pass
+            if self.qmp is not None:
+                self.qmp.close()
+                self.qmp = None
+            self.proc.wait(self.shutdown_timeout if self.proc.poll() is None else 0)
+            # A no-op for a process that exited; by PID for one still running, or one a dropped SSH
+            # connection hid from us.
+            self.proc.kill()
+            self.exit_code = self.proc.poll()
+            return self.exit_code
+        finally:
+            if self.heartbeat is not None:
+                # Closed after QEMU ended, so every beat it sent has been read.
+                self.heartbeat.close()
+                self.final_heartbeat = self.heartbeat.snapshot()
+                self.heartbeat = None
+            self.host.remove_tree(self.files.sock_dir)
+
+    def last_beat(self):
+        """The newest heartbeat this machine's guest printed, while it runs or after shutdown."""
+        s = self.heartbeat.snapshot() if self.heartbeat is not None else self.final_heartbeat
+        return s.beats[-1] if s and s.beats else None

@@ -31,8 +31,9 @@ RULES: dict[str, Rule] = {r.name: r for r in (
        "a cell asking for KVM on a host without it is SKIP"),
     _r("pr-kvm-untestable", "cas-rules.md section 5: Debian's kernel has no kvm_pr",
        "PR KVM cells need a host whose kernel has kvm_pr"),
-    _r("qemu-build-known", "caskit: hosts.yaml qemu builds, probed",
-       "a cell naming a QEMU build the host lacks is SKIP"),
+    _r("qemu-build-usable", "caskit: hosts.yaml qemu builds, probed",
+       "a QEMU build the inventory names that is missing, not executable or whose probe fails is the "
+       "host's failure: its cells are ERROR with the probe's words"),
     _r("cpu-model-known", "QEMU -cpu help for the build, probed",
        "a CPU model the build does not emulate is SKIP"),
     _r("smp-max-cpus", "hw/core/machine-smp.c machine_parse_smp_config(); query-machines cpu-max",
@@ -94,8 +95,9 @@ def predict(cell: Cell, facts: HostFacts) -> Expected:
         notes.append("pr-kvm-untestable")
     build = facts.build(str(a["qemu"]))
     if build is None or build.error:
-        why = build.error if build else "not in the host inventory"
-        return _expected("qemu-build-known", notes, mode=None, skip=f"QEMU build {a['qemu']!r} on {facts.name}: {why}")
+        why = build.error if build else "not probed on this host"
+        return _expected("qemu-build-usable", notes, mode=None,
+                         blocked=f"QEMU build {a['qemu']!r} on host {facts.name} cannot run: {why}")
     if build.cpu_models and a["cpu"] not in build.cpu_models:
         return _expected("cpu-model-known", notes, mode=None, skip=f"{build.name} QEMU has no CPU model {a['cpu']}")
 
@@ -183,9 +185,36 @@ KVM_REQUIRED_ERROR = {
 
 
 def explain(e: Expected) -> str:
-    what = e.skip and f"SKIP ({e.skip})" or e.mode or f"fails at {e.stage}: /{e.error}/"
+    what = (e.blocked and f"ERROR ({e.blocked})") or (e.skip and f"SKIP ({e.skip})") or e.mode \
+        or f"fails at {e.stage}: /{e.error}/"
     return f"{what}  [{e.rule}: {RULES[e.rule].says}]"
 
 
 def matches_error(e: Expected, message: str) -> bool:
     return bool(e.error) and re.search(e.error, message or "", re.S) is not None
+
+
+# The interrupt controllers a machine of each ic-mode has (and migrates). pseries machines older
+# than the ic-mode property ("legacy") have XICS only.
+CONTROLLERS = {"xics": {"xics"}, "xive": {"xive"}, "dual": {"xics", "xive"}, "legacy": {"xics"}}
+
+
+def ic_mismatches(source_ic_mode: str, guest_mode: str) -> list[tuple[str, bool]]:
+    """Destination ic-modes other than the source's for a guest that negotiated `guest_mode`, each
+    with whether QEMU must refuse the stream (measured on 7.2.22 and 10.0.2, cas-rules.md
+    section 7):
+
+    - a destination without the guest's controller (a XIVE guest into ic-mode=xics), or without
+      a controller whose state the source sends (dual into xics or xive): refused, "Unknown
+      savevm section";
+    - a destination with every controller the source has, and more (xics or xive into dual):
+      nothing in the stream can tell, so QEMU takes it; the guest must then live on there (a XIVE
+      guest does; a XICS guest's destination aborts, a known defect).
+
+    Never the source's own ic-mode: that is a plain migration, not a mismatch."""
+    have = CONTROLLERS.get(source_ic_mode, {"xics", "xive"})
+    refused = [(m, True) for m in ("xics", "xive", "dual")
+               if CONTROLLERS[m] != have and (guest_mode not in CONTROLLERS[m] or not have <= CONTROLLERS[m])]
+    accepted = [(m, False) for m in ("xics", "xive", "dual")
+                if guest_mode in CONTROLLERS[m] and have < CONTROLLERS[m]]
+    return refused + accepted

@@ -10,13 +10,14 @@ import re
 
 from . import interrupts
 from .cell import GuestView, HostView
+from .errors import ObserveError
+
+__all__ = ["ObserveError", "guest_view", "host_view"]
 
 CHIP_MODE = {"XIVE-IPI": "xive", "XIVE-IRQ": "xive", "XICS": "xics"}
 COMPAT_MODE = {"ibm,power-ivpe": "xive", "IBM,ppc-xicp": "xics", "IBM,ppc-xics": "xics"}
 
 
-class ObserveError(ValueError):
-    """Guest or host output that does not have the expected shape."""
 
 
 def sections(text: str) -> dict[str, str]:
@@ -37,7 +38,7 @@ def parse_interrupts(text: str) -> tuple[list[str], str | None, int | None]:
     try:
         table = interrupts.parse(text)
     except interrupts.InterruptsFormatError as e:
-        raise ObserveError(str(e)) from None
+        raise ObserveError(str(e)) from e
     chips = list(dict.fromkeys(l.chip for l in table.lines if l.chip))
     ipi = next((l.chip for l in table.lines if l.chip and l.name.startswith("IPI")), None)
     spu = table.by_label("SPU")
@@ -51,8 +52,8 @@ def parse_platform_support(text: str) -> str | None:
         return None
     try:
         nums = [int(v, 16) for v in vals]
-    except ValueError:
-        raise ObserveError(f"ibm,arch-vec-5-platform-support is not hex bytes: {text[:100]!r}") from None
+    except ValueError as e:
+        raise ObserveError(f"ibm,arch-vec-5-platform-support is not hex bytes: {text[:100]!r}") from e
     for i in range(0, len(nums) - 1, 2):
         if nums[i] == 23:
             return f"0x{nums[i + 1]:02x}"

@@ -10,13 +10,15 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 from . import __version__, kit as kitmod, matrix as matrixmod
 from .hosts import probe
-from .config import ROOT, DomainSpec, HostSpec, Matrix, load_domains, load_hosts, load_matrix
+from .resources import CHECKOUT
+from .config import DomainSpec, HostSpec, Matrix, load_domains, load_hosts, load_matrix
 from .cell import Cell, HostFacts
-from .errors import CaskitError, ConfigError
+from .errors import CaskitError, ConfigError, KitError, NoPeer
 from .results import RunStore
 
 DEFAULT_MATRIX = "quick"
@@ -49,18 +51,44 @@ def load_plan(matrix_args: list[str], hosts_file: str | None, known_issues_file:
     return RunPlan(matrices, hosts, matrixmod.expand_all(matrices), domains)
 
 
+def reports_dir() -> Path:
+    """Where runs go by default: reports/ under the working directory (an installed caskit's
+    own directory is site-packages, no place for results)."""
+    return Path.cwd() / "reports"
+
+
 def git_sha() -> str | None:
-    try:
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=5).stdout.strip() or None
-    except OSError:
+    """The checkout's commit; None for an installed caskit or when git cannot tell."""
+    if CHECKOUT is None:
         return None
+    try:
+        p = subprocess.run(["git", "-C", str(CHECKOUT), "rev-parse", "--show-toplevel", "HEAD"],
+                           capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = p.stdout.split()
+    # A tree exported without .git into some other repository would report that one's commit.
+    if p.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != CHECKOUT.resolve():
+        return None
+    return lines[1]
 
 
-def probe_hosts(p: RunPlan, log_dir: Path, log=print) -> dict[str, HostFacts]:
+def caskit_version() -> str:
+    """The installed distribution's version; the package's own when it runs uninstalled."""
+    try:
+        return metadata.version("caskit")
+    except metadata.PackageNotFoundError:
+        return __version__
+
+
+def probe_hosts(p: RunPlan, log_dir: Path, log=print, run_id: str | None = None) -> dict[str, HostFacts]:
     """HostFacts of every host the plan uses: the cells' hosts and their domains' members, each
-    with the builds the cells (or the domain) name."""
+    with the builds the cells (or the domain) name, and the cap defaults of the CPU models that
+    domain-pinned cells run. Probe machines carry the run's tag (`caskit cleanup RUN` finds them)."""
     used_hosts = {c.host for c in p.cells}
+    domain_matrices = {m.name for m in p.matrices if m.domain}
+    cpus = frozenset(str(c.axis("cpu")) for c in p.cells if c.matrix in domain_matrices)
+    tag = f"caskit:{run_id}:probe" if run_id else "caskit-probe"
     for m in p.matrices:
         if m.domain:
             used_hosts |= set(p.domains[m.domain].hosts)
@@ -72,7 +100,7 @@ def probe_hosts(p: RunPlan, log_dir: Path, log=print) -> dict[str, HostFacts]:
             if m.domain and h in p.domains[m.domain].hosts:
                 builds |= set(p.domains[m.domain].qemu) or {b.name for b in p.hosts[h].qemu if not b.debian_suite}
         try:
-            facts[h] = probe.probe(p.hosts[h], log_dir, builds, log)
+            facts[h] = probe.probe(p.hosts[h], log_dir, builds, log, cpus=cpus, tag=tag)
         except CaskitError as e:
             # One host down must not stop a farm's run: its cells are ERROR, the others run.
             log(f"caskit: host {h} is unreachable, its cells will be ERROR: {e}")
@@ -84,17 +112,14 @@ def prepare_run(p: RunPlan, out: Path, run_id: str, log=print, known_issues_file
     """Probe the hosts, build the kit, write run.json. Returns the run record."""
     store = RunStore(out)
     out.mkdir(parents=True, exist_ok=True)
-    facts = probe_hosts(p, out / "hosts", log)
+    facts = probe_hosts(p, out / "hosts", log, run_id)
     cells, pins = pin_cells(p, facts)
     m0 = p.matrices[0]
-    if m0.kit:
-        k = kitmod.user_kit(m0.kit["kernel"], m0.kit.get("initrd"))
-    else:
-        k = kitmod.build(log=log)
+    kit = kit_record(m0, log)
     run = {
         "id": run_id,
         "start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "caskit_version": __version__,
+        "caskit_version": caskit_version(),
         "git_sha": git_sha(),
         "controller": socket.gethostname(),
         "user": getpass.getuser(),
@@ -103,9 +128,7 @@ def prepare_run(p: RunPlan, out: Path, run_id: str, log=print, known_issues_file
         "migration_max_bandwidth": m0.migration_max_bandwidth,
         "known_issues_file": str(Path(known_issues_file).resolve()) if known_issues_file else None,
         "hosts": {h: f.to_dict() for h, f in facts.items()},
-        "kit": {"key": k.key, "kernel": str(k.kernel), "initrd": str(k.initrd) if k.initrd else None,
-                "manifest": {x: k.manifest.get(x) for x in ("kernel_release", "packages", "suite", "files", "user_supplied")
-                             if x in k.manifest}},
+        "kit": kit,
         "cell_order": [c.id for c in cells],
         "cells": [c.to_dict() for c in cells],
         "domains": pins,
@@ -114,12 +137,27 @@ def prepare_run(p: RunPlan, out: Path, run_id: str, log=print, known_issues_file
     return run
 
 
-def kit_from_run(run: dict) -> kitmod.Kit:
+def kit_record(m0: Matrix, log=print) -> dict:
+    """The run's guest kit, or why it could not be built. A kit that cannot be built is caskit's
+    failure, not bad input: every cell is then ERROR with the reason (exit 3), never exit 2."""
+    try:
+        k = kitmod.user_kit(m0.kit["kernel"], m0.kit.get("initrd")) if m0.kit else kitmod.build(log=log)
+    except (KitError, OSError) as e:
+        log(f"caskit: the guest kit cannot be built, every cell will be ERROR: {e}")
+        return {"key": None, "error": f"{type(e).__name__}: {e}"}
+    return {"key": k.key, "kernel": str(k.kernel), "initrd": str(k.initrd) if k.initrd else None,
+            "manifest": {x: k.manifest.get(x) for x in ("kernel_release", "packages", "suite", "files", "user_supplied")
+                         if x in k.manifest}}
+
+
+def kit_from_run(run: dict) -> kitmod.Kit | None:
     k = run["kit"]
+    if k.get("error"):
+        return None
     return kitmod.Kit(k["key"], Path(k["kernel"]), Path(k["initrd"]) if k["initrd"] else None, k.get("manifest", {}))
 
 
-def domain_pin(spec: DomainSpec, facts: dict[str, HostFacts]):
+def domain_pin(spec: DomainSpec, facts: dict[str, HostFacts], cpu: str | None = None):
     from .migration import domains as md
 
     members = [md.Member(facts[h], b) for h in spec.hosts for b in facts[h].qemu
@@ -127,7 +165,7 @@ def domain_pin(spec: DomainSpec, facts: dict[str, HostFacts]):
     if not members:
         raise CaskitError(f"domain {spec.name}: no member could be probed ("
                           + "; ".join(f"{h}: {facts[h].error or 'no usable QEMU build'}" for h in spec.hosts) + ")")
-    pin = md.pin(members)
+    pin = md.pin(members, cpu)
     down = [h for h in spec.hosts if facts[h].error]
     if down:  # pinned without them: a guest may not be able to go there when they come back
         from dataclasses import replace
@@ -143,15 +181,18 @@ def pin_cells(p: RunPlan, facts: dict[str, HostFacts]) -> tuple[list[Cell], dict
     from .axes import COMPAT_LEVEL, CPU_LEVEL
     from .config import DOMAIN_PLANS
 
-    pins = {name: domain_pin(p.domains[name], facts) for name in {m.domain for m in p.matrices if m.domain}}
     by_matrix = {m.name: m for m in p.matrices}
+    # One pin per domain and CPU model: the pin must fit the CPU the cells run.
+    wanted = {(by_matrix[c.matrix].domain, str(c.axis("cpu"))) for c in p.cells
+              if c.matrix in by_matrix and by_matrix[c.matrix].domain}
+    pins = {key: domain_pin(p.domains[key[0]], facts, key[1]) for key in sorted(wanted)}
     out = []
     for c in p.cells:
         m = by_matrix.get(c.matrix)
         if m is None or not m.domain:
             out.append(c)
             continue
-        pin = pins[m.domain]
+        pin = pins[(m.domain, str(c.axis("cpu")))]
         a = c.axes_dict
         # Never above the cell's own CPU model: QEMU refuses a compat level the CPU lacks.
         compat = min(pin.cpu_compat, f"power{CPU_LEVEL[str(a['cpu'])]}", key=lambda x: COMPAT_LEVEL[x])
@@ -164,9 +205,9 @@ def pin_cells(p: RunPlan, facts: dict[str, HostFacts]) -> tuple[list[Cell], dict
                       for h in spec.hosts}
             try:
                 peer = md.choose_peer(c.migration, c.host, str(a["qemu"]), spec.hosts, usable)
-            except md.NoPeer as e:
+            except NoPeer as e:
                 if not any(facts[h].error for h in spec.hosts):
-                    raise CaskitError(f"{m.path}: migration {c.migration!r} in domain {m.domain!r}: {e}") from None
+                    raise CaskitError(f"{m.path}: migration {c.migration!r} in domain {m.domain!r}: {e}") from e
                 peer = ()  # the peer it needs is down: the cell's migration is ERROR, not the run
         out.append(replace(c, axes=tuple(a.items()), pinned=(pin.machine, *caps), peer=peer))
-    return out, {k: v.to_dict() for k, v in pins.items()}
+    return out, {f"{dom}/{cpu}": v.to_dict() for (dom, cpu), v in pins.items()}

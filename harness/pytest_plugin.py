@@ -8,14 +8,15 @@ assembles results.json and the reports at the end, and stops any QEMU the run le
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-from .config import ROOT, TIMEOUT_KEYS
+from .config import TIMEOUT_KEYS
 from .cell import Cell, HostFacts, Verdict
-from .errors import CaskitError, ConfigError
+from .errors import CaskitError, ConfigError, InfraError
 
 CELLTEST = str(Path(__file__).with_name("celltest.py"))
 KEY = pytest.StashKey[dict]()
@@ -60,7 +61,7 @@ def pytest_configure(config):
     except ConfigError as e:
         raise pytest.UsageError(str(e)) from None
     run_id = config.getoption("caskit_run_id") or prepare.new_run_id()
-    out = Path(config.getoption("caskit_out") or ROOT / "reports" / run_id).resolve()
+    out = Path(config.getoption("caskit_out") or prepare.reports_dir() / run_id).resolve()
     config.option.caskit_out = str(out)  # xdist hands the controller's options to its workers
     config.option.caskit_run_id = run_id
     tw = config.get_terminal_writer()
@@ -95,12 +96,18 @@ def caskit_cell(request):
     from .hosts import make_host
     from .results import RunStore
     from .prepare import kit_from_run
+    from . import resume
 
     cell: Cell = request.param
     st = request.config.stash[KEY]
     run, store = st["run"], RunStore(st["out"])
     record = store.read_cell(cell.id) if request.config.getoption("caskit_resume") else None
-    if record is None or record.get("verdict") == Verdict.ERROR.value:
+    # --resume keeps a finished cell only while its kit, QEMU build and expected outcome are
+    # those of this run (harness/resume.py); otherwise it runs again and says why.
+    rerun = resume.rerun_because(record, resume.current(cell, run)) if record is not None else None
+    if rerun:
+        shutil.rmtree(store.cell_dir(cell.id), ignore_errors=True)  # no log of the old result may pass for the new
+    if record is None or rerun:
         specs = load_hosts(request.config.getoption("caskit_hosts"))
         worker = getattr(request.config, "workerinput", {}).get("workerid", "main")
         from .migration import known_issues
@@ -116,8 +123,13 @@ def caskit_cell(request):
                           store, run["id"], {**TIMEOUT_KEYS, **run["timeouts"]}, worker,
                           known_issues.load(Path(run["known_issues_file"]) if run.get("known_issues_file") else None),
                           run.get("migration_max_bandwidth"), peer,
-                          {name: s.migration_address for name, s in specs.items()})
+                          {name: s.migration_address for name, s in specs.items()},
+                          kit_error=run["kit"].get("error"))
         record = run_cell(ctx)
+        if rerun:
+            record["rerun_because"] = rerun
+            store.write_cell(record)
+            request.node.user_properties.append(("caskit_rerun_because", rerun))
     request.node.user_properties.append(("caskit_verdict", record["verdict"]))
     request.node.user_properties.append(("caskit_mode", str(record["observed"].get("mode"))))
     if record["verdict"] == Verdict.SKIP.value:
@@ -127,7 +139,7 @@ def caskit_cell(request):
     return record
 
 
-class CellError(Exception):
+class CellError(InfraError):
     """Raised in the fixture so pytest counts the cell as an error, not a failure."""
 
 
@@ -149,6 +161,8 @@ def pytest_runtest_logreport(report):
     cell = report.nodeid.split("[", 1)[-1].rstrip("]")
     tw = config.get_terminal_writer()
     tw.line()
+    if why := dict(report.user_properties).get("caskit_rerun_because"):  # a --resume that could not keep it
+        tw.line(f"caskit: rerunning {cell}: {why}")
     tw.line(f"caskit [{st['done']}/{total}] {verdict:5} {cell}  | {counts} | {time.monotonic() - st['t0']:.0f}s")
 
 
@@ -184,8 +198,10 @@ def pytest_sessionfinish(session, exitstatus):
     results = store.assemble(run["cell_order"], {"end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                                 "leftover_qemu_killed": killed})
     write_reports(st["out"], results)
-    latest = ROOT / "reports" / "latest"
-    if Path(st["out"]).parent == latest.parent:
+    from .prepare import reports_dir
+
+    latest = reports_dir() / "latest"
+    if Path(st["out"]).parent == latest.parent.resolve():
         try:
             if latest.is_symlink() or latest.exists():
                 latest.unlink()

@@ -11,19 +11,11 @@ from typing import Any
 from qemu.qmp import ExecuteError, QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
-from .errors import CaskitError
+from .errors import QmpCommandError, QmpLost
+
+__all__ = ["QmpClient", "QmpCommandError", "QmpLost"]
 
 
-class QmpCommandError(CaskitError):
-    """QEMU answered a command with an error. Carries what was sent and what came back."""
-
-    def __init__(self, command: str, args: dict, reply: str):
-        self.command, self.args, self.reply = command, args, reply
-        super().__init__(f"QMP {command} {json.dumps(args)} failed: {reply}")
-
-
-class QmpLost(CaskitError):
-    """The QMP connection broke (QEMU exited or hung)."""
 
 
 class QmpClient:
@@ -48,7 +40,7 @@ class QmpClient:
             ret = self._qmp.cmd(command, **args)
         except ExecuteError as e:
             self._write({"error": str(e)})
-            raise QmpCommandError(command, args, str(e)) from None
+            raise QmpCommandError(command, args, str(e)) from e
         except (QMPError, OSError, EOFError, TimeoutError) as e:
             self._write({"lost": repr(e)})
             raise QmpLost(f"QMP {command}: connection lost or timed out: {e!r}") from e

@@ -82,9 +82,9 @@ def load_results(out: Path) -> dict:
     try:
         data = json.loads(p.read_text())
     except OSError as e:
-        raise ConfigError(str(p), None, f"cannot read results: {e.strerror}") from None
+        raise ConfigError(str(p), None, f"cannot read results: {e.strerror}") from e
     except ValueError as e:
-        raise ConfigError(str(p), None, f"not valid JSON: {e}") from None
+        raise ConfigError(str(p), None, f"not valid JSON: {e}") from e
     if not isinstance(data, dict) or "cells" not in data or "run" not in data:
         raise ConfigError(str(p), "cells", "not a caskit results file (needs `run` and `cells`)")
     return data

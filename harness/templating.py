@@ -11,9 +11,7 @@ from functools import lru_cache
 
 import jinja2
 
-from .config import ROOT
-
-TEMPLATES = ROOT / "templates"
+from .resources import TEMPLATES
 
 
 @lru_cache(maxsize=None)

@@ -45,6 +45,10 @@ def decide(e: Expected, o: Observed) -> tuple[Verdict, str]:
         problems.append(f"irqchip is {h.irqchip}, expected {e.irqchip}")
     if problems:
         return Verdict.FAIL, "; ".join(problems)
+    if o.kernel_findings:
+        f = o.kernel_findings[0]
+        more = f" (and {len(o.kernel_findings) - 1} more)" if len(o.kernel_findings) > 1 else ""
+        return Verdict.FAIL, f"{o.mode} as predicted, but the guest kernel logged {f['kind']}: {f['line']!r}{more}"
     return Verdict.PASS, f"{o.mode} as predicted by {e.rule}"
 
 

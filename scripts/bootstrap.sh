@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debs=(qemu-system-ppc qemu-utils cpio xz-utils zstd dpkg-dev iproute2 openssh-server openssh-client)
+debs=(qemu-system-ppc qemu-utils cpio xz-utils zstd dpkg-dev iproute2 openssh-server openssh-client gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -27,6 +27,6 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "bootstrap: installing caskit into .venv"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e .
+  .venv/bin/pip install -q -e '.[test]'  # with the test suite's extras (hypothesis)
   echo "$want" > "$stamp"
 fi

@@ -30,10 +30,10 @@ class CliRun:
         return {c["id"]: c for c in self.results["cells"]}
 
 
-def run_cli(args: list[str], out: Path | None = None, timeout: float = 600) -> CliRun:
+def run_cli(args: list[str], out: Path | None = None, timeout: float = 600, env: dict | None = None) -> CliRun:
     argv = CASKIT + args + (["--out", str(out)] if out else [])
     p = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                       env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     return CliRun(p.returncode, p.stdout, p.stderr, out or Path("/nonexistent"))
 
 

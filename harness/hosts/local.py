@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Protocol
 
-from ..errors import InfraError
+from ..errors import HostError
 from ..kit import Kit
 
 
@@ -63,6 +63,8 @@ class Host(Protocol):
     def spawn(self, argv: list[str], stdout: Path, stderr: Path) -> Process: ...
     def tempdir(self, prefix: str) -> Path: ...
     def remove_tree(self, path: Path) -> None: ...
+    def make_sparse(self, path: Path, size: int) -> None: ...
+    def file_size(self, path: Path) -> int | None: ...
     def connect_unix(self, path: Path, timeout: float) -> socket.socket: ...
     def wait_paths(self, paths: list[Path], proc: Process, timeout: float) -> bool: ...
     def lease(self, timeout: float) -> contextlib.AbstractContextManager[int]: ...
@@ -84,7 +86,7 @@ class LocalHost:
     def spawn(self, argv: list[str], stdout: Path, stderr: Path) -> LocalProcess:
         exe = argv[0]
         if not (os.path.isabs(exe) and os.access(exe, os.X_OK)) and not shutil.which(exe):
-            raise InfraError(f"host {self.name}: {exe} not found")
+            raise HostError(f"host {self.name}: {exe} not found")
         with open(stdout, "ab") as out, open(stderr, "ab") as err:
             p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
         return LocalProcess(p)
@@ -93,9 +95,9 @@ class LocalHost:
         try:
             r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         except (OSError, subprocess.TimeoutExpired) as e:
-            raise InfraError(f"host {self.name}: {argv[0]}: {e}") from None
+            raise HostError(f"host {self.name}: {argv[0]}: {e}") from e
         if check and r.returncode != 0:
-            raise InfraError(f"host {self.name}: {' '.join(argv)[:200]} exited {r.returncode}: {r.stderr.strip()[-500:]}")
+            raise HostError(f"host {self.name}: {' '.join(argv)[:200]} exited {r.returncode}: {r.stderr.strip()[-500:]}")
         return r.returncode, r.stdout, r.stderr
 
     def stage_kit(self, kit: Kit) -> Kit:
@@ -110,6 +112,28 @@ class LocalHost:
 
     def remove_tree(self, path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
+
+    def make_sparse(self, path: Path, size: int) -> None:
+        """A file of `size` bytes at `path`, like `truncate -s`: created sparse if missing, an
+        existing one keeps its contents up to `size` (a migration destination shares its source's
+        disk, so making it again must not wipe it)."""
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                os.ftruncate(fd, size)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise HostError(f"host {self.name}: cannot make {path}: {e}") from e
+
+    def file_size(self, path: Path) -> int | None:
+        """The size of the file at `path` in bytes, None if there is none."""
+        try:
+            return os.stat(path).st_size
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise HostError(f"host {self.name}: cannot stat {path}: {e}") from e
 
     def wait_paths(self, paths: list[Path], proc: Process, timeout: float) -> bool:
         """True once every path exists; False if `proc` exits first or the time runs out."""
@@ -168,7 +192,7 @@ class LocalHost:
                     f.close()
                 return
             if time.monotonic() > deadline:
-                raise InfraError(f"host {self.name}: no free slot of {self.slots} within {timeout:.0f}s")
+                raise HostError(f"host {self.name}: no free slot of {self.slots} within {timeout:.0f}s")
             time.sleep(delay)  # flock offers no wait-for-any-of-N; back off and retry
             delay = min(delay * 2, 0.25)  # a freed slot is noticed within a quarter second
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..config import HostSpec, QemuBuildSpec
 from ..cell import HostFacts, QemuBuild
-from ..errors import CaskitError, LaunchFailure
+from ..errors import CaskitError
 from . import make_host
 from .local import Host, LocalHost
 from ..machine import GuestMachine, MachineFiles
@@ -25,14 +25,40 @@ def _qemu_version(host: Host, binary: str) -> str:
     try:
         code, out, err = host.run([binary, "--version"], timeout=20)
     except CaskitError as e:
-        raise CaskitError(f"{binary} --version: {e}") from None
+        raise CaskitError(f"{binary} --version: {e}") from e
     if code != 0:
         raise CaskitError(f"host {host.name}: {binary} --version exited {code}: {err.strip()[-200:]}")
     m = re.search(r"version (\S+)", out)
     return m.group(1) if m else out.strip()[:80]
 
 
-def probe_build(host: Host, spec: QemuBuildSpec, log_dir: Path, log=print) -> QemuBuild:
+def _paused(host: Host, spec: QemuBuildSpec, log_dir: Path, tag: str, cpu: str | None = None):
+    """A pseries machine of the build, started paused and never booted, tagged like the run's
+    own machines so that `caskit cleanup` finds it after a crash."""
+    sock_dir = host.tempdir("ck-probe-")
+    argv = [spec.binary] + (["-L", spec.firmware_dir] if spec.firmware_dir else []) + [
+        "-name", tag, "-machine", "pseries", "-accel", "tcg", *(["-cpu", cpu] if cpu else []),
+        "-nodefaults", "-display", "none",
+        "-S", "-qmp", f"unix:{sock_dir}/qmp.sock,server=on,wait=off",
+        "-chardev", f"socket,id=con0,path={sock_dir}/console.sock,server=on,wait=off", "-serial", "chardev:con0",
+    ]
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return GuestMachine(host, argv, MachineFiles(log_dir, sock_dir))
+
+
+def _caps(m: GuestMachine) -> dict[str, str]:
+    assert m.qmp is not None
+    caps = {}
+    for prop in m.qmp.execute("qom-list", path="/machine"):
+        if prop["name"].startswith("cap-"):
+            caps[prop["name"]] = m.qmp.execute("qom-get", path="/machine", property=prop["name"])
+    return effective_caps(caps, m.stderr_text())
+
+
+def probe_build(host: Host, spec: QemuBuildSpec, log_dir: Path, log=print, *, cpus: frozenset[str] = frozenset(),
+                tag: str = "caskit-probe") -> QemuBuild:
+    """What a build does by default; `cpus`: CPU models whose own cap defaults are wanted too
+    (QEMU lowers some caps for older CPUs, e.g. cap-dawr1 off below POWER10)."""
     if spec.debian_suite:
         from ..qemu_builds import suite_build
         try:
@@ -44,28 +70,22 @@ def probe_build(host: Host, spec: QemuBuildSpec, log_dir: Path, log=print) -> Qe
         version = _qemu_version(host, spec.binary)
     except CaskitError as e:
         return QemuBuild(spec.name, spec.binary, firmware_dir=spec.firmware_dir, error=str(e))
-    sock_dir = host.tempdir("ck-probe-")
-    argv = [spec.binary] + (["-L", spec.firmware_dir] if spec.firmware_dir else []) + [
-        "-name", "caskit-probe", "-machine", "pseries", "-accel", "tcg", "-nodefaults", "-display", "none",
-        "-S", "-qmp", f"unix:{sock_dir}/qmp.sock,server=on,wait=off",
-        "-chardev", f"socket,id=con0,path={sock_dir}/console.sock,server=on,wait=off", "-serial", "chardev:con0",
-    ]
-    log_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with GuestMachine(host, argv, MachineFiles(log_dir, sock_dir)) as m:
+        with _paused(host, spec, log_dir, tag) as m:
             assert m.qmp is not None
             try:
                 ic_mode = m.qmp.execute("qom-get", path="/machine", property="ic-mode")
             except QmpCommandError:
                 ic_mode = "legacy"  # QEMU older than the ic-mode property: XICS only
             machines = m.qmp.execute("query-machines")
-            cpus = m.qmp.execute("query-cpu-definitions")
-            caps = {}
-            for prop in m.qmp.execute("qom-list", path="/machine"):
-                if prop["name"].startswith("cap-"):
-                    caps[prop["name"]] = m.qmp.execute("qom-get", path="/machine", property=prop["name"])
-            stderr = m.stderr_text()
-    except (LaunchFailure, CaskitError) as e:
+            cpu_defs = m.qmp.execute("query-cpu-definitions")
+            caps = _caps(m)
+        models = tuple(sorted(c["name"].upper() for c in cpu_defs if re.fullmatch(r"power\d+", c["name"], re.I)))
+        by_cpu = []
+        for cpu in sorted(set(cpus) & set(models)):
+            with _paused(host, spec, log_dir / f"cpu-{cpu}", tag, cpu) as m:
+                by_cpu.append((cpu, tuple(sorted(_caps(m).items()))))
+    except CaskitError as e:
         return QemuBuild(spec.name, spec.binary, version, spec.firmware_dir, error=str(e)[:500])
     pseries = next((x for x in machines if x.get("alias") == "pseries"), None)
     return QemuBuild(
@@ -76,8 +96,9 @@ def probe_build(host: Host, spec: QemuBuildSpec, log_dir: Path, log=print) -> Qe
         default_ic_mode=str(ic_mode),
         machine=pseries["name"] if pseries else None,
         max_cpus=pseries.get("cpu-max") if pseries else None,
-        cpu_models=tuple(sorted(c["name"].upper() for c in cpus if re.fullmatch(r"power\d+", c["name"], re.I))),
-        caps=tuple(sorted(effective_caps(caps, stderr).items())),
+        cpu_models=models,
+        caps=tuple(sorted(caps.items())),
+        caps_by_cpu=tuple(by_cpu),
         machines=tuple(sorted((x["name"] for x in machines if re.fullmatch(r"pseries-\d+\.\d+", x["name"])),
                               key=lambda n: tuple(int(v) for v in re.findall(r"\d+", n)))),
     )
@@ -98,7 +119,8 @@ def _kvm_local() -> tuple[str, bool, bool]:
     return kvm_mode_from(platform.machine(), os.path.exists("/dev/kvm"), modules, cpuinfo)
 
 
-def probe_local(spec: HostSpec, log_dir: Path, builds: set[str] | None = None, log=print) -> HostFacts:
+def probe_local(spec: HostSpec, log_dir: Path, builds: set[str] | None = None, log=print, *,
+                cpus: frozenset[str] = frozenset(), tag: str = "caskit-probe") -> HostFacts:
     host = LocalHost(spec.name, spec.slots)
     cpu = ""
     for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
@@ -108,7 +130,8 @@ def probe_local(spec: HostSpec, log_dir: Path, builds: set[str] | None = None, l
     kvm_mode, kvm_xics, kvm_xive = _kvm_local()
     # Builds fetched on first use (backports) are probed only when asked for: no network otherwise.
     wanted = [b for b in spec.qemu if (builds is None and not b.debian_suite) or (builds is not None and b.name in builds)]
-    probed = tuple(probe_build(host, b, log_dir / f"probe-{spec.name}-{b.name}", log) for b in wanted)
+    probed = tuple(probe_build(host, b, log_dir / f"probe-{spec.name}-{b.name}", log, cpus=cpus, tag=tag)
+                   for b in wanted)
     return HostFacts(spec.name, platform.machine(), cpu, kvm_mode, kvm_xics, kvm_xive, spec.slots, probed)
 
 
@@ -136,7 +159,8 @@ grep -m1 -iE '^platform[[:space:]]*:' /proc/cpuinfo | sed 's/^[^:]*:[[:space:]]*
 """
 
 
-def probe_remote(host: Host, spec: HostSpec, log_dir: Path, builds: set[str] | None = None, log=print) -> HostFacts:
+def probe_remote(host: Host, spec: HostSpec, log_dir: Path, builds: set[str] | None = None, log=print, *,
+                 cpus: frozenset[str] = frozenset(), tag: str = "caskit-probe") -> HostFacts:
     code, out, err = host.run(["sh", "-c", REMOTE_FACTS], timeout=30)
     if code != 0:
         raise CaskitError(f"host {spec.name}: probing failed (exit {code}): {err.strip()[-300:]}")
@@ -150,14 +174,18 @@ def probe_remote(host: Host, spec: HostSpec, log_dir: Path, builds: set[str] | N
     arch = kv["arch"][0]
     mode, xics, xive = kvm_mode_from(arch, "dev_kvm" in kv, set(kv.get("module", [])), " ".join(kv.get("platform", [])))
     wanted = [b for b in spec.qemu if builds is None or b.name in builds]
-    probed = tuple(probe_build(host, b, log_dir / f"probe-{spec.name}-{b.name}", log) for b in wanted)
+    probed = tuple(probe_build(host, b, log_dir / f"probe-{spec.name}-{b.name}", log, cpus=cpus, tag=tag)
+                   for b in wanted)
     return HostFacts(spec.name, arch, kv.get("cpu", [""])[0], mode, xics, xive, spec.slots, probed)
 
 
-def probe(spec: HostSpec, log_dir: Path, builds: set[str] | None = None, log=print) -> HostFacts:
-    """Probe a host; `builds` limits which QEMU builds (None: every build that needs no fetch)."""
+def probe(spec: HostSpec, log_dir: Path, builds: set[str] | None = None, log=print, *,
+          cpus: frozenset[str] = frozenset(), tag: str = "caskit-probe") -> HostFacts:
+    """Probe a host; `builds` limits which QEMU builds (None: every build that needs no fetch);
+    `cpus`: CPU models whose cap defaults a migration domain's pin needs; `tag`: the `-name`
+    of the probe machines (the run's tag, so `caskit cleanup` finds them)."""
     if spec.kind == "local":
-        return probe_local(spec, log_dir, builds, log)
+        return probe_local(spec, log_dir, builds, log, cpus=cpus, tag=tag)
     if spec.kind == "ssh":
-        return probe_remote(make_host(spec), spec, log_dir, builds, log)
+        return probe_remote(make_host(spec), spec, log_dir, builds, log, cpus=cpus, tag=tag)
     raise CaskitError(f"host {spec.name}: kind {spec.kind} cannot be probed")

@@ -5,7 +5,8 @@ ever reaches a shell unquoted. Host keys are checked against the inventory's kno
 only; an unknown or changed key is refused, never learnt.
 
 What a remote host needs besides sshd and QEMU: `sh`, `flock` (util-linux, for slot leases),
-`sha256sum` and `python3` (a few lines that bridge a unix socket to the SSH channel, since
+`sha256sum`, `truncate` and `stat` (coreutils: the cell's disk image, the migration state file)
+and `python3` (a few lines that bridge a unix socket to the SSH channel, since
 paramiko cannot open OpenSSH's direct-streamlocal channels).
 """
 
@@ -26,7 +27,7 @@ from typing import Iterator
 import paramiko
 
 from ..config import HostSpec
-from ..errors import InfraError
+from ..errors import HostError
 from ..kit import Kit
 
 
@@ -51,8 +52,12 @@ KILL_TAGGED = _script("kill_tagged.sh")
 
 WAIT_PATHS = _script("wait_paths.sh")
 
+# A file's size, or nothing at all when there is no file: one command tells "missing" (None)
+# from "cannot look" (an error), which stat's exit status alone does not.
+FILE_SIZE = '[ -e "$1" ] || exit 0; exec stat -L -c %s -- "$1"'
 
-class SshCommandError(InfraError):
+
+class SshCommandError(HostError):
     pass
 
 
@@ -99,7 +104,7 @@ class SshProcess:
     def kill(self) -> None:
         """SIGKILL by PID on the host (over a new connection if the old one dropped)."""
         if self.poll() is None or self.dropped:
-            with contextlib.suppress(InfraError):
+            with contextlib.suppress(HostError):
                 self.host.run(["kill", "-9", str(self.pid)], timeout=10)
             if not self.dropped and self.wait(10) is None:
                 self.channel.close()
@@ -145,22 +150,22 @@ class SshHost:
                            auth_timeout=CONNECT_TIMEOUT, sock=sock)
         except paramiko.BadHostKeyException as e:
             _close_failed(client)
-            raise InfraError(f"host {self.name} ({self._where()}): its host key CHANGED "
+            raise HostError(f"host {self.name} ({self._where()}): its host key CHANGED "
                              f"(got {e.key.get_name()} {e.key.fingerprint}, {s.known_hosts} has "
                              f"{e.expected_key.fingerprint}); refusing to connect. If the host was reinstalled, "
-                             f"check the new key out of band and replace its line in {s.known_hosts}") from None
+                             f"check the new key out of band and replace its line in {s.known_hosts}") from e
         except paramiko.SSHException as e:
             _close_failed(client)
             if "not found in known_hosts" in str(e):
                 target = s.address if s.port == 22 else f"[{s.address}]:{s.port}"
-                raise InfraError(f"host {self.name} ({self._where()}): its host key is not in {s.known_hosts}; "
+                raise HostError(f"host {self.name} ({self._where()}): its host key is not in {s.known_hosts}; "
                                  f"refusing an unknown host. Check its fingerprint out of band, then add it, e.g. "
                                  f"`ssh-keyscan -p {s.port} {s.address} >> {s.known_hosts}` "
-                                 f"(the line starts with {target})") from None
-            raise InfraError(f"host {self.name} ({self._where()}): SSH failed: {e}") from None
+                                 f"(the line starts with {target})") from e
+            raise HostError(f"host {self.name} ({self._where()}): SSH failed: {e}") from e
         except (OSError, EOFError) as e:
             _close_failed(client)
-            raise InfraError(f"host {self.name} ({self._where()}): cannot connect: {e}") from None
+            raise HostError(f"host {self.name} ({self._where()}): cannot connect: {e}") from e
         t = client.get_transport()
         assert t is not None
         t.set_keepalive(KEEPALIVE_S)
@@ -174,13 +179,13 @@ class SshHost:
 
     def _exec(self, argv: list[str]) -> paramiko.Channel:
         """A channel running `argv` on the host. Any way SSH can fail here is the host's failure
-        (InfraError), so no paramiko exception reaches the callers."""
+        (HostError), so no paramiko exception reaches the callers."""
         try:
             ch = self.transport().open_session(timeout=CONNECT_TIMEOUT)
             ch.exec_command(shlex.join(argv))
             return ch
         except (paramiko.SSHException, EOFError, OSError) as e:
-            raise InfraError(f"host {self.name}: cannot run `{shlex.join(argv)[:120]}` over SSH: {e!r}") from None
+            raise HostError(f"host {self.name}: cannot run `{shlex.join(argv)[:120]}` over SSH: {e!r}") from e
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -198,17 +203,17 @@ class SshHost:
             deadline = time.monotonic() + timeout
             while not ch.exit_status_ready():
                 if time.monotonic() > deadline:
-                    raise InfraError(f"host {self.name}: `{shlex.join(argv)[:200]}` still running after {timeout:.0f}s")
+                    raise HostError(f"host {self.name}: `{shlex.join(argv)[:200]}` still running after {timeout:.0f}s")
                 ch.status_event.wait(0.5)
             code = ch.recv_exit_status()
-        except socket.timeout:
-            raise InfraError(f"host {self.name}: `{shlex.join(argv)[:200]}` still running after {timeout:.0f}s") from None
+        except socket.timeout as e:
+            raise HostError(f"host {self.name}: `{shlex.join(argv)[:200]}` still running after {timeout:.0f}s") from e
         except (paramiko.SSHException, EOFError, OSError) as e:
-            raise InfraError(f"host {self.name}: SSH failed during `{shlex.join(argv)[:200]}`: {e!r}") from None
+            raise HostError(f"host {self.name}: SSH failed during `{shlex.join(argv)[:200]}`: {e!r}") from e
         finally:
             ch.close()
         if code == -1:
-            raise InfraError(f"host {self.name}: the SSH connection dropped during `{shlex.join(argv)[:200]}`")
+            raise HostError(f"host {self.name}: the SSH connection dropped during `{shlex.join(argv)[:200]}`")
         if check and code != 0:
             raise SshCommandError(f"host {self.name}: `{shlex.join(argv)[:200]}` exited {code}: "
                                   f"{err.decode(errors='replace').strip()[-500:]}")
@@ -220,7 +225,7 @@ class SshHost:
         line = _first_line(ch, CONNECT_TIMEOUT)
         if not line.strip().isdigit():
             ch.close()
-            raise InfraError(f"host {self.name}: could not start {argv[0]}: no PID reported ({line[:100]!r})")
+            raise HostError(f"host {self.name}: could not start {argv[0]}: no PID reported ({line[:100]!r})")
         out_f, err_f = open(stdout, "ab", buffering=0), open(stderr, "ab", buffering=0)
         pumps = [threading.Thread(target=_pump_to_file, args=(ch, out_f), daemon=True),
                  threading.Thread(target=_pump_to_file, args=(_Stderr(ch), err_f), daemon=True)]
@@ -233,8 +238,18 @@ class SshHost:
         return Path(out.strip())
 
     def remove_tree(self, path: Path) -> None:
-        with contextlib.suppress(InfraError):
+        with contextlib.suppress(HostError):
             self.run(["rm", "-rf", "--", str(path)], timeout=30)
+
+    def make_sparse(self, path: Path, size: int) -> None:
+        """A file of `size` bytes at `path` on the host, created sparse if missing, an existing one
+        keeping its contents (`truncate -s`, as LocalHost does)."""
+        self.run(["truncate", "-s", str(int(size)), "--", str(path)], check=True)
+
+    def file_size(self, path: Path) -> int | None:
+        """The size of the file at `path` on the host in bytes, None if there is none."""
+        _, out, _ = self.run(["sh", "-c", FILE_SIZE, "sh", str(path)], check=True)
+        return int(out) if out.strip() else None
 
     def wait_paths(self, paths: list[Path], proc: SshProcess, timeout: float) -> bool:
         """One remote command polls for the paths (every remote command costs a login shell)."""
@@ -284,7 +299,7 @@ class SshHost:
                     return
                 ch.close()
             if time.monotonic() > deadline:
-                raise InfraError(f"host {self.name}: no free slot of {self.slots} within {timeout:.0f}s")
+                raise HostError(f"host {self.name}: no free slot of {self.slots} within {timeout:.0f}s")
             time.sleep(delay)  # flock -n offers no wait-for-any-of-N; back off and retry
             delay = min(delay * 2, 0.5)
 
@@ -309,9 +324,9 @@ class SshHost:
                 finally:
                     sftp.close()
             except (paramiko.SSHException, EOFError, OSError) as e:
-                raise InfraError(f"host {self.name}: sending the guest kit to {d} failed: {e!r}") from None
+                raise HostError(f"host {self.name}: sending the guest kit to {d} failed: {e!r}") from e
             if not self._kit_ok(d, want):
-                raise InfraError(f"host {self.name}: the guest kit in {d} does not match what was sent")
+                raise HostError(f"host {self.name}: the guest kit in {d} does not match what was sent")
         staged = Kit(kit.key, Path(d) / kit.kernel.name, Path(d) / kit.initrd.name if kit.initrd else None,
                      {**kit.manifest, "staged_on": self.name})
         self._kits[kit.key] = staged

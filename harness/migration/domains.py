@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..cell import HostFacts, QemuBuild
+from ..errors import NoPeer
 
 # Levels of the tri-state caps, weakest first. Booleans order false < true; numbers by value.
 CAP_LEVELS = {
@@ -73,31 +74,36 @@ def _weakest(cap: str, values: list[str]) -> str:
     return values[0]
 
 
-def pin(members: list[Member]) -> Pin:
+def pin(members: list[Member], cpu: str | None = None) -> Pin:
+    """The options every member can run and migrate between; `cpu`: the CPU model the cells run
+    (the pin must fit it: under TCG a member emulates every CPU up to POWER10, but a POWER9
+    cell can neither take max-cpu-compat=power10 nor POWER10-only caps such as cap-dawr1)."""
     if not members:
         raise ValueError("a migration domain needs at least one member")
     notes = []
     machine = min((m.build.machine or "pseries" for m in members), key=_machine_version)
-    compat = min((_max_compat(m) for m in members), key=COMPAT_ORDER.index)
+    levels = [_max_compat(m) for m in members]
+    if cpu and f"power{cpu.upper().removeprefix('POWER')}" in COMPAT_ORDER:
+        levels.append(f"power{cpu.upper().removeprefix('POWER')}")
+    compat = min(levels, key=COMPAT_ORDER.index)
     ic_mode = "dual" if COMPAT_ORDER.index(compat) >= COMPAT_ORDER.index("power9") else "xics"
     in_kernel = all(m.host.kvm_mode != "none" and m.host.kvm_xics and m.host.kvm_xive for m in members)
     kirq = "on" if in_kernel else "off"
     if not in_kernel:
         notes.append("kernel-irqchip=off: not every member has both in-kernel controllers (TCG or nested/PR KVM)")
+    member_caps = [dict(m.build.caps_for(cpu)) for m in members]
+    if cpu and any(cpu not in dict(m.build.caps_by_cpu) for m in members):
+        notes.append(f"caps of some member not probed for {cpu}: its defaults used")
     caps: dict[str, str] = {}
-    names = set.intersection(*(set(dict(m.build.caps)) for m in members))
+    names = set.intersection(*(set(c) for c in member_caps))
     for cap in sorted(names):
-        caps[cap] = _weakest(cap, [dict(m.build.caps)[cap] for m in members])
-    missing = set.union(*(set(dict(m.build.caps)) for m in members)) - names
+        caps[cap] = _weakest(cap, [c[cap] for c in member_caps])
+    missing = set.union(*(set(c) for c in member_caps)) - names
     if missing:
         notes.append(f"not pinned, unknown to some member's QEMU: {', '.join(sorted(missing))}")
     # QEMU spells boolean caps on/off on the command line.
     caps = {k: {"true": "on", "false": "off"}.get(v, v) for k, v in caps.items()}
     return Pin(machine, ic_mode, kirq, compat, caps, tuple(notes))
-
-
-class NoPeer(ValueError):
-    """The domain has no member a cross plan could migrate to."""
 
 
 def choose_peer(plan: str, host: str, build: str, domain_hosts: tuple[str, ...],

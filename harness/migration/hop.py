@@ -14,14 +14,15 @@ QMP saying "completed" and "running" decides nothing.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
-from .. import guestlog, heartbeat, observe
-from ..errors import GuestTimeout, InfraError, QemuDied
+from .. import guestlog, heartbeat, observe, qemu_exit
+from ..errors import (CaskitError, GuestHang, Kind, MigrationStuck, QemuCrashed, QemuDied, QemuHung, QemuRefused,
+                      classify)
+from ..heartbeat import Beat
 from ..machine import GuestMachine
-from ..qmp import QmpCommandError, QmpLost
 
 MIGRATE_TIMEOUT = 120.0
 STALL_S = 3.0  # 15 heartbeat periods of silence once beats have resumed
@@ -54,12 +55,43 @@ class Hop:
     window_wall: list[float] = field(default_factory=list)  # [start, end] as time.time(), for audits
     problems: list[str] = field(default_factory=list)
     infra: list[str] = field(default_factory=list)
-    symptoms: list[str] = field(default_factory=list)  # for known-issue matching
+    symptoms: list[str] = field(default_factory=list)  # one per problem: what known issues match
+    expected: str | None = None  # a mismatch hop: "refused" or "accepted", as the model predicts
+    refusal: str | None = None  # a refused hop: the destination's own error line
     verdict: str = "PASS"
     known_issue: str | None = None
+    unexplained: list[str] = field(default_factory=list)  # signals no known issue explains
+
+    def flag(self, symptom: str, problem: str) -> None:
+        """A failure signal: every problem carries the symptom a known issue must explain."""
+        self.symptoms.append(symptom)
+        self.problems.append(problem)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+# What the machine's view of an ended or stuck QEMU means for a hop.
+def _symptom(e: CaskitError) -> str:
+    if isinstance(e, QemuCrashed):
+        return "destination-crashed"
+    if isinstance(e, QemuHung):
+        return "qemu-hung"
+    if isinstance(e, GuestHang):
+        return "unresponsive"
+    if isinstance(e, QemuRefused):
+        return "destination-exited"
+    return "destination-exited"
+
+
+def record_failure(hop: Hop, m: GuestMachine, e: CaskitError, what: str) -> None:
+    """An exception met while checking a hop: the system's fault flags a symptom, ours is infra."""
+    e = m.resolve(e, stage="migration")
+    _, kind = classify(e)
+    if kind is Kind.ERROR:
+        hop.infra.append(f"{what}: {e}")
+    else:
+        hop.flag(_symptom(e), f"{what}: {e}")
 
 
 def views(m: GuestMachine, timeout: float) -> dict:
@@ -92,7 +124,7 @@ def migrate(src: GuestMachine, dst: GuestMachine, uri: str, *, incoming_uri: str
             return info
         if time.monotonic() > deadline:
             src.qmp.execute("migrate_cancel")
-            raise InfraError(f"migration still {status} after {timeout:.0f}s")
+            raise MigrationStuck(f"migration still {status} after {timeout:.0f}s")
         time.sleep(0.05)  # QMP has no blocking wait for a status; MIGRATION events race the poll
 
 
@@ -102,7 +134,7 @@ def incoming_port(dst: GuestMachine) -> int:
     for a in dst.qmp.execute("query-migrate").get("socket-address") or []:
         if a.get("type") == "inet" and str(a.get("port", "0")) != "0":
             return int(a["port"])
-    raise InfraError(f"the destination on {dst.host.name} reports no listening TCP port for the migration")
+    raise QemuHung(f"the destination on {dst.host.name} reports no listening TCP port for the migration")
 
 
 def qmp_account(info: dict) -> dict:
@@ -137,34 +169,35 @@ def kernel_lines(m: GuestMachine, since: float) -> list[str]:
 
 
 def health(hop: Hop, dst: GuestMachine, *, window: float, timeout: float, since: float,
-           probe_progress=None) -> None:
-    """Steps 1-4 of the module doc on the destination `dst`; fills in the hop."""
+           source_last: Callable[[], Beat | None] | None = None, probe_progress=None) -> None:
+    """Steps 1-4 of the module doc on the destination `dst`; fills in the hop. `source_last`
+    gives the guest's last beat before the hop (asked after the window, when the paused source's
+    stream has been read to its end): the destination must carry on from it."""
     wall0 = time.time()
     w0, w1 = watch(dst, window)
     hop.window_s = round(w1 - w0, 3)
     hop.window_wall = [round(wall0, 3), round(wall0 + (w1 - w0), 3)]
     beats = dst.heartbeat.snapshot().beats if dst.heartbeat else []
-    hop.liveness = heartbeat.liveness(beats, since, w1)
-    if hop.liveness["beats"] == 0:
-        hop.problems.append(f"no heartbeat within {window:.0f}s of the hop")
-        hop.symptoms.append("no-heartbeat")
-    else:
-        if hop.liveness["seq_gaps"]:
-            hop.problems.append(f"heartbeat sequence gaps {hop.liveness['seq_gaps'][:5]}")
-            hop.symptoms.append("heartbeat-gap")
-        if hop.liveness["max_silence_after_first_s"] > STALL_S:
-            hop.problems.append(f"heartbeat stalled: {hop.liveness['max_silence_after_first_s']:.1f}s without a beat "
-                                f"after the guest resumed")
-            hop.symptoms.append("heartbeat-stall")
+    hop.liveness = heartbeat.liveness(beats, since, w1, source_last() if source_last else None)
     hop.destination_alive = dst.alive()
     if not hop.destination_alive:
-        hop.problems.append(f"destination QEMU exited (code {dst.proc.poll() if dst.proc else None})")
-        hop.symptoms.append("destination-exited")
+        # A destination that ended explains its silence: its end is the one signal to judge.
+        if not hop.infra and not any(x.startswith(("destination-", "qemu-")) for x in hop.symptoms):
+            record_failure(hop, dst, QemuDied("the destination QEMU exited", None, ""), "after the hop")
+    elif hop.liveness["beats"] == 0:
+        hop.flag("no-heartbeat", f"no heartbeat within {window:.0f}s of the hop")
+    else:
+        cont = hop.liveness.get("continuity")
+        if cont:
+            hop.flag("heartbeat-restarted" if "restarted" in cont or "went back" in cont else "heartbeat-gap", cont)
+        if hop.liveness["seq_gaps"]:
+            hop.flag("heartbeat-gap", f"heartbeat sequence gaps {hop.liveness['seq_gaps'][:5]}")
+        if hop.liveness["max_silence_after_first_s"] > STALL_S:
+            hop.flag("heartbeat-stall", f"heartbeat stalled: {hop.liveness['max_silence_after_first_s']:.1f}s "
+                                        f"without a beat after the guest resumed")
     hop.kernel_log = guestlog.findings(kernel_lines(dst, since))
     for f in hop.kernel_log:
-        hop.symptoms.append(f"kernel:{f['kind']}")
-    if hop.kernel_log:
-        hop.problems.append("guest kernel log: " + "; ".join(f["line"] for f in hop.kernel_log[:3]))
+        hop.flag(f"kernel:{f['kind']}", f"guest kernel log: {f['line']}")
     if not hop.destination_alive or hop.liveness["beats"] == 0:
         return  # nobody to talk to
     try:
@@ -174,26 +207,19 @@ def health(hop: Hop, dst: GuestMachine, *, window: float, timeout: float, since:
         if probe_progress:
             hop.progress = probe_progress(dst)
         dmesg = dst.console.run("dmesg", timeout).output.splitlines() if dst.console else []
-        extra = [f for f in guestlog.findings(dmesg) if f not in hop.kernel_log]
-        if extra:
-            hop.kernel_log += extra
-            hop.symptoms += [f"kernel:{f['kind']}" for f in extra]
-            hop.problems.append("guest kernel log (dmesg): " + "; ".join(f["line"] for f in extra[:3]))
-    except (GuestTimeout, QemuDied, QmpLost) as e:
-        hop.problems.append(f"the guest stopped answering after the hop: {e}")
-        hop.symptoms.append("unresponsive")
-        return
-    except (observe.ObserveError, QmpCommandError) as e:
-        hop.infra.append(f"cannot judge the guest after the hop: {e}")
+        for f in guestlog.findings(dmesg):
+            if f not in hop.kernel_log:
+                hop.kernel_log.append(f)
+                hop.flag(f"kernel:{f['kind']}", f"guest kernel log (dmesg): {f['line']}")
+    except CaskitError as e:
+        record_failure(hop, dst, e, "the guest after the hop")
         return
     for side in ("guest", "host"):
         if hop.mode_after.get(side) != hop.mode_before.get(side):
-            hop.problems.append(f"{side} view: mode {hop.mode_before.get(side)} before the hop, "
-                                f"{hop.mode_after.get(side)} after")
-            hop.symptoms.append("mode-changed")
-    for p in hop.progress.get("problems", []):
-        hop.problems.append(p)
-        hop.symptoms.append("no-progress")
+            hop.flag("mode-changed", f"{side} view: mode {hop.mode_before.get(side)} before the hop, "
+                                     f"{hop.mode_after.get(side)} after")
+    for symptom, problem in hop.progress.get("problems", []):
+        hop.flag(symptom, problem)
 
 
 def judge(hop: Hop) -> None:
@@ -202,5 +228,4 @@ def judge(hop: Hop) -> None:
 
 
 def error_lines(stderr: str) -> str | None:
-    lines = re.findall(r"^qemu-system-\w+: (?!warning:)(.+)$", stderr, re.M)
-    return "; ".join(lines) if lines else None
+    return qemu_exit.error_lines(stderr)

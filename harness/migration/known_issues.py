@@ -8,8 +8,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import CONFIGS, load_yaml
+from ..axes import AXIS_BY_NAME
+# The same value checks as matrix files and the inventory, so messages read alike.
+from ..config import (MAX_PROSE, MAX_SMP, MIGRATIONS, _child, _got, _item, _list, _part, _show, _text, _whole,
+                      load_yaml)
 from ..errors import ConfigError
+from ..resources import CONFIGS
 
 KNOWN_ISSUES = CONFIGS / "known-issues.yaml"
 MATCH_KEYS = {"qemu_version", "accel", "plans", "guest_state", "smp_min", "modes", "symptoms", "log_regex", "hops",
@@ -57,48 +61,99 @@ def version_matches(spec: str, version: str) -> bool:
     return True
 
 
-def parse(data, path: str) -> list[KnownIssue]:
-    if not isinstance(data, dict) or not isinstance(data.get("issues", []), list):
-        raise ConfigError(path, None, "a known-issues file is a mapping with an `issues:` list")
+def _strings(path: str, key: str, v, allowed: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """A list of non-empty one-line strings (one string stands for a list of one), each in
+    `allowed` when given."""
     out = []
-    for i, e in enumerate(data.get("issues") or []):
+    for i, x in enumerate(_list(path, key, v, "strings")):
+        item = _item(key, v, i)
+        _text(path, item, x, "a non-empty string")
+        if allowed is not None and x not in allowed:
+            raise ConfigError(path, item, f"{x!r} is not allowed; allowed: {', '.join(allowed)}")
+        out.append(x)
+    return tuple(out)
+
+
+def _constraint(path: str, key: str, v) -> str:
+    if not isinstance(v, str):  # `qemu_version: 7.2` is a YAML number: the operator is missing anyway
+        raise ConfigError(path, key, f"must be version constraints such as \">=7.2,<8\" (a quoted string), {_got(v)}")
+    _text(path, key, v, "version constraints such as \">=7.2,<8\"")
+    try:
+        version_matches(v, "1.0.0")
+    except ValueError as err:
+        raise ConfigError(path, key, str(err)) from None
+    return v
+
+
+def _regex(path: str, key: str, v) -> str:
+    _text(path, key, v, "a regular expression (a string)")
+    try:
+        re.compile(v)
+    except (re.error, RecursionError, OverflowError) as err:  # the parser recurses on nested groups
+        raise ConfigError(path, key, f"not a regular expression: {err}") from None
+    return v
+
+
+ENTRY_KEYS = ("id", "summary", "reference", "match", "evidence")
+MODES = ("xics", "xive")
+
+
+def parse(data, path: str) -> list[KnownIssue]:
+    if not isinstance(data, dict):
+        raise ConfigError(path, None, f"a known-issues file is a mapping with an `issues:` list, {_got(data)}")
+    for k in data:
+        if k != "issues":
+            raise ConfigError(path, _part(k), "unknown key; a known-issues file has only `issues:`")
+    issues = data.get("issues")
+    if issues is not None and not isinstance(issues, list):
+        raise ConfigError(path, "issues", f"must be a list of entries, {_got(issues)}")
+    out = []
+    for i, e in enumerate(issues or []):
         key = f"issues[{i}]"
         if not isinstance(e, dict) or not all(k in e for k in ("id", "summary", "reference", "match")):
             raise ConfigError(path, key, "needs id, summary, reference and match")
-        m = e["match"] or {}
+        for k in e:
+            if k not in ENTRY_KEYS:
+                raise ConfigError(path, _child(key, k), f"unknown key; allowed: {', '.join(ENTRY_KEYS)}")
+        ident = _text(path, f"{key}.id", e["id"], "an id (one line)", max_len=200)
+        summary = _text(path, f"{key}.summary", e["summary"], "text", max_len=MAX_PROSE, lines=True)
+        reference = _text(path, f"{key}.reference", e["reference"], "text", max_len=MAX_PROSE, lines=True)
+        evidence = e.get("evidence")
+        if evidence is not None and not isinstance(evidence, dict):
+            raise ConfigError(path, f"{key}.evidence", f"must be a mapping (what was measured, cells, lines), {_got(evidence)}")
+        mkey = f"{key}.match"
+        m = e["match"]
+        if m is None:
+            m = {}
+        if not isinstance(m, dict):
+            raise ConfigError(path, mkey, f"must be a mapping of conditions, {_got(m)}")
         for k in m:
             if k not in MATCH_KEYS:
-                raise ConfigError(path, f"{key}.match.{k}", f"unknown key; allowed: {', '.join(sorted(MATCH_KEYS))}")
-        if m.get("guest_state", "any") not in GUEST_STATES:
-            raise ConfigError(path, f"{key}.match.guest_state", f"must be one of {', '.join(GUEST_STATES)}")
-        if "qemu_version" in m:
-            try:
-                version_matches(str(m["qemu_version"]), "1.0.0")
-            except ValueError as err:
-                raise ConfigError(path, f"{key}.match.qemu_version", str(err)) from None
-        for vk in ("source_version", "destination_version"):
-            if vk in m:
-                try:
-                    version_matches(str(m[vk]), "1.0.0")
-                except ValueError as err:
-                    raise ConfigError(path, f"{key}.match.{vk}", str(err)) from None
-        for rk in ("log_regex", "error_regex"):
-            if rk in m:
-                try:
-                    re.compile(m[rk])
-                except re.error as err:
-                    raise ConfigError(path, f"{key}.match.{rk}", f"not a regular expression: {err}") from None
-        if not m.get("symptoms") and not m.get("log_regex") and not m.get("error_regex"):
-            raise ConfigError(path, f"{key}.match", "needs symptoms, log_regex or error_regex: what the failure looks like")
+                raise ConfigError(path, _child(mkey, k), f"unknown key; allowed: {', '.join(sorted(MATCH_KEYS))}")
+        state = m.get("guest_state", "any")
+        if not isinstance(state, str) or state not in GUEST_STATES:
+            raise ConfigError(path, f"{mkey}.guest_state", f"must be one of {', '.join(GUEST_STATES)}, {_got(state)}")
+        versions = {vk: _constraint(path, f"{mkey}.{vk}", m[vk]) if m.get(vk) is not None else None
+                    for vk in ("qemu_version", "source_version", "destination_version")}
+        regexes = {rk: _regex(path, f"{mkey}.{rk}", m[rk]) if m.get(rk) is not None else None
+                   for rk in ("log_regex", "error_regex")}
+        accel = m.get("accel")
+        if accel is not None and (not isinstance(accel, str) or accel not in AXIS_BY_NAME["accel"].values):
+            raise ConfigError(path, f"{mkey}.accel", f"{_show(accel)} is not allowed; allowed: "
+                                                     f"{', '.join(AXIS_BY_NAME['accel'].values)}")
+        smp_min = m.get("smp_min")
+        if smp_min is not None:
+            smp_min = _whole(path, f"{mkey}.smp_min", smp_min, MAX_SMP, "as many vCPUs as a matrix may ask for")
+        lists = {lk: _strings(path, f"{mkey}.{lk}", m[lk], allowed) if m.get(lk) not in (None, []) else ()
+                 for lk, allowed in (("plans", tuple(MIGRATIONS)), ("modes", MODES), ("hops", None), ("symptoms", None))}
+        if not lists["symptoms"] and not regexes["log_regex"] and not regexes["error_regex"]:
+            raise ConfigError(path, mkey, "needs symptoms, log_regex or error_regex: what the failure looks like")
         out.append(KnownIssue(
-            id=str(e["id"]), summary=str(e["summary"]), reference=str(e["reference"]),
-            qemu_version=str(m["qemu_version"]) if "qemu_version" in m else None, accel=m.get("accel"),
-            plans=tuple(m.get("plans") or ()), guest_state=m.get("guest_state", "any"), smp_min=m.get("smp_min"),
-            modes=tuple(m.get("modes") or ()), hops=tuple(m.get("hops") or ()), symptoms=tuple(m.get("symptoms") or ()),
-            log_regex=m.get("log_regex"), error_regex=m.get("error_regex"),
-            source_version=str(m["source_version"]) if "source_version" in m else None,
-            destination_version=str(m["destination_version"]) if "destination_version" in m else None,
-            evidence=e.get("evidence") or {}))
+            id=ident, summary=summary, reference=reference, qemu_version=versions["qemu_version"], accel=accel,
+            plans=lists["plans"], guest_state=state, smp_min=smp_min, modes=lists["modes"], hops=lists["hops"],
+            symptoms=lists["symptoms"], log_regex=regexes["log_regex"], error_regex=regexes["error_regex"],
+            source_version=versions["source_version"], destination_version=versions["destination_version"],
+            evidence=evidence or {}))
     ids = [k.id for k in out]
     dup = {x for x in ids if ids.count(x) > 1}
     if dup:
@@ -115,21 +170,17 @@ def load(path: Path | None = None) -> list[KnownIssue]:
 
 @dataclass(frozen=True)
 class CellFacts:
-    """What an entry's conditions are checked against."""
+    """What an entry's cell-level conditions are checked against."""
 
-    qemu_version: str
     accel: str
     plan: str
     guest_state: str  # idle | workload
     smp: int
     mode: str | None
-    peer_qemu_version: str = ""  # a cross-build hop involves two builds: an entry for either applies
 
 
 def applies(k: KnownIssue, c: CellFacts) -> bool:
-    versions = [v for v in (c.qemu_version, c.peer_qemu_version) if v]
-    return ((k.qemu_version is None or any(version_matches(k.qemu_version, v) for v in versions))
-            and (k.accel is None or k.accel == c.accel)
+    return ((k.accel is None or k.accel == c.accel)
             and (not k.plans or c.plan in k.plans)
             and (k.guest_state in ("any", c.guest_state))
             and (k.smp_min is None or c.smp >= k.smp_min)
@@ -142,14 +193,19 @@ def _build_version(build: str | None) -> str | None:
 
 
 def hop_applies(k: KnownIssue, hop: dict) -> bool:
-    """The entry concerns this hop: its name, and the builds on either side."""
+    """The entry concerns this hop: its name, and the builds it involves. `qemu_version` must
+    hold for every build of the hop (both ends of a cross-build hop); an entry about two builds
+    says which end is which with source_version and destination_version, and each must hold."""
     if k.hops and hop.get("name") not in k.hops:
         return False
-    for spec, side in ((k.source_version, "source_build"), (k.destination_version, "destination_build")):
-        if spec is not None:
-            v = _build_version(hop.get(side))
-            if v is None or not version_matches(spec, v):
-                return False
+    src, dst = _build_version(hop.get("source_build")), _build_version(hop.get("destination_build"))
+    if k.qemu_version is not None:
+        versions = [v for v in (src, dst) if v]
+        if not versions or not all(version_matches(k.qemu_version, v) for v in versions):
+            return False
+    for spec, v in ((k.source_version, src), (k.destination_version, dst)):
+        if spec is not None and (v is None or not version_matches(spec, v)):
+            return False
     return True
 
 
@@ -165,30 +221,51 @@ def _qemu_words(hop: dict) -> str:
     return "\n".join(str(x) for x in (q.get("error"), q.get("destination_error"), *hop.get("problems", [])) if x)
 
 
+def unexplained(k: KnownIssue, hop: dict) -> list[str]:
+    """The hop's failure signals that the entry does not explain. A signal is explained by being
+    one of the entry's symptoms; a kernel finding also by a line that matches the entry's
+    log_regex; a failed migration also by QEMU's words matching its error_regex."""
+    log_rx = re.compile(k.log_regex) if k.log_regex else None
+    err_rx = re.compile(k.error_regex) if k.error_regex else None
+    out = []
+    for s in dict.fromkeys(hop.get("symptoms", [])):
+        if s in k.symptoms:
+            continue
+        if s.startswith("kernel:") and log_rx and any(
+                f["kind"] == s[len("kernel:"):] and log_rx.search(f["line"]) for f in hop.get("kernel_log", [])):
+            continue
+        if s == "migration-failed" and err_rx and err_rx.search(_qemu_words(hop)):
+            continue
+        out.append(s)
+    return out
+
+
 def shows(k: KnownIssue, hop: dict) -> bool:
-    if not hop_applies(k, hop):
+    """The entry explains this failing hop: it concerns the hop, its identifying words are there
+    (error_regex in QEMU's words, log_regex in a kernel finding, where given), and every failure
+    signal on the hop is one it explains. Any extra signal (a kernel finding, a mode change,
+    corrupt data, a crash, a lost source) keeps the hop FAIL."""
+    if not hop_applies(k, hop) or not hop.get("symptoms"):
         return False
-    if "source-lost" in hop.get("symptoms", []) and "source-lost" not in k.symptoms:
-        return False  # a refusal may be known; losing the guest over it is a failure of its own
-    checks = []
-    if k.symptoms:
-        checks.append(any(s in hop.get("symptoms", []) for s in k.symptoms))
-    if k.log_regex:
-        rx = re.compile(k.log_regex)
-        checks.append(any(rx.search(f["line"]) for f in hop.get("kernel_log", [])))
-    hit = any(checks) if checks else True
-    if k.error_regex:  # QEMU's own words narrow the entry down (and suffice alone)
-        hit = hit and re.search(k.error_regex, _qemu_words(hop)) is not None
-    return hit
+    if k.error_regex and not re.search(k.error_regex, _qemu_words(hop)):
+        return False
+    if k.log_regex and not any(re.search(k.log_regex, f["line"]) for f in hop.get("kernel_log", [])):
+        return False
+    return not unexplained(k, hop)
 
 
 def classify(issues: list[KnownIssue], c: CellFacts, hops: list[dict]) -> dict:
-    """The migration's verdict: PASS, FAIL, XFAIL (every failing hop known) or ERROR."""
+    """The migration's verdict: PASS, FAIL, XFAIL (every failing hop wholly explained) or ERROR.
+    A failing hop that no entry explains lists the signals the closest entry leaves unexplained."""
     relevant = [k for k in issues if applies(k, c)]
     failing = [h for h in hops if h["verdict"] == "FAIL"]
     for h in failing:
         match = next((k for k in relevant if shows(k, h)), None)
         h["known_issue"] = match.id if match else None
+        if match is None:
+            near = [k for k in relevant if hop_applies(k, h)]
+            rest = min((unexplained(k, h) for k in near), key=len, default=list(dict.fromkeys(h.get("symptoms", []))))
+            h["unexplained"] = rest
     seen = {h["known_issue"] for h in failing if h.get("known_issue")}
     # Stale: the entry concerned a hop that got as far as its defect shows, and it did not show.
     stale = [k.id for k in relevant if k.id not in seen and any(hop_applies(k, h) and _reached(k, h) for h in hops)]

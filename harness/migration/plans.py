@@ -10,37 +10,13 @@ from typing import Callable
 from .. import workloads
 from . import hop as migrate
 from ..cell import Cell
-from ..errors import InfraError
+from ..errors import CaskitError, HostError, InfraError, Kind, NoPeer, PinRefused, QemuDied, QemuRefused, WorkloadFailed, classify
+from ..heartbeat import Beat
+from ..model import ic_mismatches
 from ..cell_machines import CellMachines, Site
 from ..machine import GuestMachine
 from ..workloads import blk, ipi, net
 from ..workloads.devices import nic_up
-
-# The interrupt controllers a machine of each ic-mode has (and migrates). pseries machines older
-# than the ic-mode property ("legacy") have XICS only.
-CONTROLLERS = {"xics": {"xics"}, "xive": {"xive"}, "dual": {"xics", "xive"}, "legacy": {"xics"}}
-
-
-def ic_mismatches(source_ic_mode: str, guest_mode: str) -> list[tuple[str, bool]]:
-    """Destination ic-modes other than the source's for a guest that negotiated `guest_mode`, each
-    with whether QEMU must refuse the stream (measured on 7.2.22 and 10.0.2, cas-rules.md
-    section 7):
-
-    - a destination without the guest's controller (a XIVE guest into ic-mode=xics), or without
-      a controller whose state the source sends (dual into xics or xive): refused, "Unknown
-      savevm section";
-    - a destination with every controller the source has, and more (xics or xive into dual):
-      nothing in the stream can tell, so QEMU takes it; the guest must then live on there (a XIVE
-      guest does; a XICS guest's destination aborts, a known defect).
-
-    Never the source's own ic-mode: that is a plain migration, not a mismatch."""
-    have = CONTROLLERS.get(source_ic_mode, {"xics", "xive"})
-    refused = [(m, True) for m in ("xics", "xive", "dual")
-               if CONTROLLERS[m] != have and (guest_mode not in CONTROLLERS[m] or not have <= CONTROLLERS[m])]
-    accepted = [(m, False) for m in ("xics", "xive", "dual")
-                if guest_mode in CONTROLLERS[m] and have < CONTROLLERS[m]]
-    return refused + accepted
-
 
 @dataclass
 class PlanContext:
@@ -75,7 +51,7 @@ def start_background_traffic(m: GuestMachine, cell: Cell, timeout: float) -> Non
         nic = nic_up(g, "nic")
         m.console.run(f"(ping -I {nic.iface} -i 0.05 -c 100000 {nic.spec.gateway} > /tmp/ck-bg-ping.log 2>&1 &)", timeout)
     if "ipi" in names:
-        m.console.run("(ck-ipi 1000000 0 1 > /tmp/ck-bg-ipi.log 2>&1 &)", timeout)
+        m.console.run("(ck-ipi 1000000 0 1 1000000 > /tmp/ck-bg-ipi.log 2>&1 &)", timeout)
     if "virtio-blk" in names:
         g = _session(m, cell, timeout)
         dev, _ = blk.find_disk(g)
@@ -89,30 +65,29 @@ def _session(m: GuestMachine, cell: Cell, timeout: float) -> workloads.GuestSess
 
 
 def progress_probe(cell: Cell, timeout: float) -> Callable[[GuestMachine], dict]:
-    """After a hop: the workloads still make progress and lose nothing."""
+    """After a hop: the workloads still make progress and lose nothing. Each problem comes with
+    the symptom that names what was seen (ipi-stopped, pings-lost, disk-read-stuck, ...)."""
 
     def probe(m: GuestMachine) -> dict:
         g = _session(m, cell, timeout)
         names = cell.workloads
         out: dict = {"problems": []}
+
+        def check(key: str, what: str, step: Callable[[], dict]) -> None:
+            try:
+                out[key] = step()
+            except WorkloadFailed as e:
+                out["problems"].append((e.symptom, f"{what} after the hop: {e.reason}"))
+
         if g.smp >= 2:
-            try:
-                out["ipi"] = ipi.run(g, rounds=50)
-            except workloads.WorkloadFailed as e:
-                out["problems"].append(f"IPIs after the hop: {e.reason}")
+            check("ipi", "IPIs", lambda: ipi.run(g, rounds=50))
         if "virtio-net" in names:
-            try:
-                out["net"] = net.traffic(g, nic_up(g, "nic"), 10)
-            except workloads.WorkloadFailed as e:
-                out["problems"].append(f"network after the hop: {e.reason}")
+            check("net", "network", lambda: net.traffic(g, nic_up(g, "nic"), 10))
             log = m.console.run("tail -n 1 /tmp/ck-bg-ping.log", timeout).output if m.console else ""
             out["background_ping_last"] = log.strip()
         if "virtio-blk" in names:
-            try:
-                dev, _ = blk.find_disk(g)
-                out["blk"] = blk.verify(g, dev, timeout)  # the pattern written before the first hop
-            except workloads.WorkloadFailed as e:
-                out["problems"].append(f"disk after the hop: {e.reason}")
+            # The pattern written before the first hop.
+            check("blk", "disk", lambda: blk.verify(g, blk.find_disk(g)[0], timeout))
         return out
 
     return probe
@@ -124,14 +99,19 @@ def _hop(pc: PlanContext, src: GuestMachine, name: str, *, axes: dict | None = N
     another host (the destination picks a free port; QMP tells which). The caller owns both."""
     t_setup = time.monotonic()
     dst = pc.machines.machine(name, axes=axes, incoming=True, pinned=pinned, site=site)
-    dst.launch()
+    try:
+        dst.launch()
+    except QemuRefused as e:
+        # Every option of a destination is caskit's own composition (a mismatch, a domain pin).
+        raise PinRefused(f"QEMU refused to start destination {name} that caskit composed "
+                         f"({dst.build}; {' '.join(dst.argv[dst.argv.index('-machine') + 1:][:1])}): {e}") from e
     src_host = src.host.name
     across = dst.host.name != src_host
     source = "A" if src.files.log_dir == pc.machines.log_dir else src.files.log_dir.name
     if across:
         addr = pc.addresses.get(dst.host.name)
         if not addr:
-            raise InfraError(f"host {dst.host.name}: no migration address to listen on")
+            raise HostError(f"host {dst.host.name}: no migration address to listen on")
         assert dst.qmp
         dst.qmp.execute("migrate-incoming", uri=f"tcp:{addr}:0")
         port = migrate.incoming_port(dst)
@@ -150,37 +130,65 @@ def _hop(pc: PlanContext, src: GuestMachine, name: str, *, axes: dict | None = N
     return hop, dst
 
 
-def _resume_and_check(pc: PlanContext, hop: migrate.Hop, dst: GuestMachine, src: GuestMachine | None = None) -> None:
+def _destination_outcome(hop: migrate.Hop, dst: GuestMachine) -> CaskitError | None:
+    """What the destination of a failed migration did: refused the stream (QemuRefused: exit 1
+    and its own error line), crashed, was killed, or None while it still waits. Its words are
+    recorded either way: the source often says only "failed"."""
+    if dst.proc:
+        dst.proc.wait(5.0)  # a refusing destination exits at once; one that waits on is the answer too
+    hop.qmp["destination_error"] = migrate.error_lines(dst.stderr_text())
+    hop.qmp["destination_exit"] = dst.proc.poll() if dst.proc else None
+    if dst.alive():
+        return None
+    hop.destination_alive = False
+    return dst.resolve(QemuDied("the destination QEMU exited", None, ""), stage="migration")
+
+
+def _why(hop: migrate.Hop) -> str:
+    why = hop.qmp.get("error") or hop.qmp.get("destination_error") or "no reason given"
+    if hop.qmp.get("error") and hop.qmp.get("destination_error"):
+        why += f" (destination: {hop.qmp['destination_error']})"
+    return f"migration {hop.qmp.get('status')}: {why}"
+
+
+def _failed_migration(hop: migrate.Hop, dst: GuestMachine, src: GuestMachine | None) -> None:
+    """A migration that did not complete: judged by the destination's own end, then the source."""
+    out = _destination_outcome(hop, dst)
+    if out is None:
+        hop.flag("migration-failed", _why(hop) + "; the destination still waits for a stream")
+    elif classify(out)[1] is Kind.ERROR:
+        hop.infra.append(f"the destination: {out}")
+    elif isinstance(out, QemuRefused):
+        hop.flag("migration-failed", _why(hop))
+    else:
+        hop.flag("destination-crashed", f"{_why(hop)}; the destination {out}")
+    if src is not None:
+        hop.source_alive = src.alive()
+        if not hop.source_alive:
+            gone = src.resolve(QemuDied("the source QEMU exited", None, ""), stage="migration")
+            if classify(gone)[1] is Kind.ERROR:
+                hop.infra.append(f"the source: {gone}")
+            else:
+                hop.flag("source-lost", f"the source QEMU ended when the migration failed: {gone}")
+
+
+def _resume_and_check(pc: PlanContext, hop: migrate.Hop, dst: GuestMachine, src: GuestMachine | None = None,
+                      source_last: Beat | None = None) -> None:
     assert dst.qmp
     if hop.qmp.get("status") != "completed":
-        code = dst.proc.wait(2.0) if dst.proc else None
-        if code is not None and code < 0:
-            # The destination was killed (or crashed on a signal): the host failed, not the guest.
-            hop.infra.append(f"destination QEMU died (signal {-code}) during the migration")
-            hop.destination_alive = False
-            hop.qmp["destination_exit"] = code
-        else:
-            # The source often says only "failed"; the destination says why it refused the stream.
-            if dst.proc:
-                dst.proc.wait(5.0)
-            hop.qmp["destination_error"] = migrate.error_lines(dst.stderr_text())
-            why = hop.qmp.get("error") or hop.qmp["destination_error"] or "no reason given"
-            if hop.qmp.get("error") and hop.qmp["destination_error"]:
-                why += f" (destination: {hop.qmp['destination_error']})"
-            hop.problems.append(f"migration {hop.qmp.get('status')}: {why}")
-            hop.symptoms.append("migration-failed")
-        hop.source_alive = src.alive() if src is not None else None
-        if src is not None and not hop.source_alive:
-            hop.problems.append("the source QEMU died when the migration failed")
+        _failed_migration(hop, dst, src)
         migrate.judge(hop)
         return
     try:
         dst.qmp.execute("cont")
-    except Exception as e:  # the destination may already be gone: health() will say so
-        hop.problems.append(f"cont on the destination failed: {e}")
+    except CaskitError as e:  # the destination may be gone already; health() says how
+        migrate.record_failure(hop, dst, e, "cont on the destination")
     since = time.monotonic()
     hop.harness_s = round(since - hop.t_migrate, 3) if hop.t_migrate else None
-    migrate.health(hop, dst, window=pc.window, timeout=pc.timeout, since=since,
+    # The source is paused: its last beat is final, read after the window (its reader has
+    # drained by then) unless the caller kept it already.
+    last = (lambda: source_last) if source_last is not None else (src.last_beat if src is not None else None)
+    migrate.health(hop, dst, window=pc.window, timeout=pc.timeout, since=since, source_last=last,
                    probe_progress=progress_probe(pc.machines.cell, pc.timeout))
     migrate.judge(hop)
 
@@ -195,11 +203,11 @@ def _source_lives_on(pc: PlanContext, hop: migrate.Hop, src: GuestMachine) -> No
                    probe_progress=progress_probe(pc.machines.cell, pc.timeout))
     migrate.judge(check)
     hop.source_after = {"verdict": check.verdict, "problems": check.problems, "liveness": check.liveness,
-                        "mode": check.mode_after}
-    if check.verdict != "PASS":
-        hop.problems.append("the source guest did not survive the refused migration: " + "; ".join(check.problems))
-        hop.symptoms.append("source-lost")
-        migrate.judge(hop)
+                        "mode": check.mode_after, "progress": check.progress, "kernel_log": check.kernel_log}
+    hop.infra += check.infra
+    if check.problems:
+        hop.flag("source-lost", "the source guest did not survive the refused migration: " + "; ".join(check.problems))
+    migrate.judge(hop)
 
 
 def roundtrip(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], GuestMachine]:
@@ -210,7 +218,7 @@ def roundtrip(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], Gues
 def cross(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], GuestMachine]:
     """A -> B on the peer (another host or QEMU build of the domain) -> a fresh A' at home."""
     if pc.peer is None:
-        raise InfraError("a cross plan without a peer in its migration domain")
+        raise NoPeer("a cross plan without a peer in its migration domain")
     return _there_and_back(pc, a, pc.peer)
 
 
@@ -222,7 +230,7 @@ def _there_and_back(pc: PlanContext, a: GuestMachine, away: Site | None) -> tupl
         hops.append(hop)
         _resume_and_check(pc, hop, dst, current)
         if hop.qmp.get("status") != "completed":
-            if not hop.infra:
+            if not hop.infra and current.alive():
                 _source_lives_on(pc, hop, current)
             break  # the guest is still on the source; the launcher stops every machine at the end
         current.shutdown()  # the source's job ends with a completed hop
@@ -244,12 +252,13 @@ def to_file(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], GuestM
     deadline = time.monotonic() + migrate.MIGRATE_TIMEOUT
     while (info := a.qmp.execute("query-migrate")).get("status") not in ("completed", "failed", "cancelled"):
         if time.monotonic() > deadline:
-            raise InfraError("migration to file did not end")
+            raise migrate.MigrationStuck("migration to file did not end")
         time.sleep(0.05)
     hop.qmp = migrate.qmp_account(info)
-    hop.qmp["file_bytes"] = path.stat().st_size if path.exists() else None
+    hop.qmp["file_bytes"] = a.host.file_size(path)  # written by the source's QEMU, on its host
     hop.source_alive = a.alive()
     a.shutdown()
+    source_last = a.last_beat()  # read to the end of its stream now that the source has stopped
     dst = pc.machines.machine("restore", incoming=True)
     hop.source_build, hop.destination_build = a.build, dst.build
     hop.source_host = hop.destination_host = a.host.name
@@ -260,7 +269,7 @@ def to_file(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], GuestM
         if time.monotonic() > deadline or not dst.alive():
             break
         time.sleep(0.05)
-    _resume_and_check(pc, hop, dst)
+    _resume_and_check(pc, hop, dst, source_last=source_last)
     return [hop], dst
 
 
@@ -281,36 +290,45 @@ def mismatch_cases(pc: PlanContext) -> list[tuple[str, dict]]:
 
 
 def mismatch(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], GuestMachine]:
-    """Into destinations configured unlike the source. Where the model says QEMU must refuse the
-    stream, the migration must fail and the source must keep running with working interrupts
-    (checked after every attempt); a refused mismatch that "succeeds" is FAIL, judged on the
-    destination too. Where QEMU cannot tell (a superset of controllers), the hop is judged like
-    any other: the guest must live on there. Once the guest has moved, the remaining cases are
-    skipped."""
+    """Into destinations configured unlike the source, each hop judged against the model's
+    prediction (`ic_mismatches`, `mismatch_cases`):
+
+    - predicted refused: the migration must fail *because the destination refused the stream*
+      (it exits with an error line of its own); a destination that crashes, hangs or is killed
+      did not refuse anything. Then the source must keep running with working interrupts.
+      A refused stream that "completes" is FAIL, and the guest is judged where it went.
+    - predicted accepted: the hop is judged like any other; the guest must live on there, and a
+      refusal is FAIL (the model says QEMU takes this stream).
+
+    Once the guest has moved, the remaining cases are skipped."""
     hops: list[migrate.Hop] = []
     for label, case in mismatch_cases(pc):
         override = {k: v for k, v in case.items() if k != "refused"}
         hop, dst = _hop(pc, a, f"B-{label}", axes=override.get("axes"), pinned=override.get("pinned"))
         hop.qmp["destination"] = override
-        hop.qmp["expected"] = "refused" if case["refused"] else "accepted"
+        hop.expected = hop.qmp["expected"] = "refused" if case["refused"] else "accepted"
         hops.append(hop)
         if hop.qmp.get("status") == "completed":
             if case["refused"]:  # QEMU let through what it must refuse
-                hop.problems.append(f"the migration into {override} completed; it should have been refused")
-                hop.symptoms.append("mismatch-accepted")
+                hop.flag("mismatch-accepted", f"the migration into {override} completed; it should have been refused")
             _resume_and_check(pc, hop, dst, a)  # judge the guest where it now is
-            if case["refused"] and hop.verdict != "ERROR":
-                hop.verdict = "FAIL"
             a.shutdown()
             return hops, dst
-        # Refused, as it should be: record both sides' words, then the source must live on.
-        if dst.proc:
-            dst.proc.wait(5.0)
-        hop.qmp["destination_error"] = migrate.error_lines(dst.stderr_text())
-        hop.qmp["destination_exit"] = dst.proc.poll() if dst.proc else None
+        out = _destination_outcome(hop, dst)
+        if out is not None and classify(out)[1] is Kind.ERROR:
+            hop.infra.append(f"the destination: {out}")
+        elif not case["refused"]:
+            hop.flag("migration-failed", f"the model predicts QEMU takes this stream, but {_why(hop)}")
+        elif isinstance(out, QemuRefused):
+            hop.refusal = out.error_line  # refused, as it should be, in the destination's own words
+        elif out is None:
+            hop.flag("refusal-silent", f"{_why(hop)}; the destination neither took the stream nor refused it "
+                                       "(it still runs, with no error of its own)")
+        else:
+            hop.flag("destination-crashed", f"{_why(hop)}; the destination did not refuse the stream, it {out}")
         dst.shutdown()
-        migrate.health(hop, a, window=pc.window, timeout=pc.timeout, since=time.monotonic(),
-                       probe_progress=progress_probe(pc.machines.cell, pc.timeout))
+        if not hop.infra:
+            _source_lives_on(pc, hop, a)
         hop.source_alive = a.alive()
         hop.destination_alive = False
         migrate.judge(hop)

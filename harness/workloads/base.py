@@ -17,6 +17,8 @@ from typing import Callable
 from .. import interrupts
 from ..console import CommandResult, Console
 from ..cell import Cell, Verdict
+from ..errors import WorkloadFailed, WorkloadSkipped
+from ..hosts import Host, LocalHost
 from ..qmp import QmpClient
 
 
@@ -28,16 +30,6 @@ from ..qmp import QmpClient
 SPURIOUS_EXPECTED = {"xive"}
 
 
-class WorkloadFailed(Exception):
-    """The system under test misbehaved during the workload (verdict FAIL)."""
-
-    def __init__(self, reason: str, excerpt: str = "", metrics: dict | None = None):
-        self.reason, self.excerpt, self.metrics = reason, excerpt, metrics or {}
-        super().__init__(reason)
-
-
-class WorkloadSkipped(Exception):
-    """The workload cannot run in this cell (verdict SKIP); the reason says why."""
 
 
 @dataclass
@@ -55,10 +47,13 @@ class WorkloadResult:
 
 @dataclass
 class LaunchContext:
-    """What a workload may use to add QEMU devices: the cell and a scratch dir on the host."""
+    """What a workload may use to add QEMU devices: the cell, a scratch dir on the host the
+    machine runs on, and that host. Files there are made through `host` (it may be remote: a
+    local open() would make them on the controller, where QEMU never looks)."""
 
     cell: Cell
     scratch: Path  # host-side directory that lives as long as the guest
+    host: Host = field(default_factory=LocalHost)  # CellMachines passes the machine's own
 
 
 @dataclass

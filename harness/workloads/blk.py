@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 import time
 
-from .base import GuestSession, Workload, WorkloadFailed
-from .devices import device_argv, line_delta
+from .base import GuestSession, LaunchContext, Workload, WorkloadFailed
+from .devices import device_argv, line_delta, make_disk
 
 MIB = 4
 
@@ -21,17 +21,31 @@ def find_disk(g: GuestSession) -> tuple[str, str]:
     return f"/dev/{m.group(1)}", m.group(2)
 
 
-def write(g: GuestSession, dev: str) -> str:
-    return g.sh(f"ck-blk write {dev} {MIB}", timeout=120).output
+def _guest_seconds(timeout: float) -> int:
+    """The guest's own watch on dd ends well before the console gives up on the command."""
+    return max(5, int(timeout) - 10)
+
+
+def write(g: GuestSession, dev: str, timeout: float = 120) -> str:
+    r = g.sh(f"ck-blk write {dev} {MIB} {_guest_seconds(timeout)}", timeout=timeout, check=False)
+    if r.status != 0:
+        kv = dict(re.findall(r"(\w+)=(\S+)", r.output))
+        raise WorkloadFailed(f"disk write {'stuck' if 'stuck' in kv else 'failed'} (exit {r.status})", r.output, kv,
+                             symptom="disk-write-stuck" if "stuck" in kv else "disk-io-error")
+    return r.output
 
 
 def verify(g: GuestSession, dev: str, timeout: float = 120) -> dict:
-    r = g.sh(f"ck-blk verify {dev} {MIB}", timeout=timeout, check=False)
+    r = g.sh(f"ck-blk verify {dev} {MIB} {_guest_seconds(timeout)}", timeout=timeout, check=False)
     kv = dict(re.findall(r"(\w+)=(\S+)", r.output))
-    if r.status != 0:
-        raise WorkloadFailed(f"read-back differs from what was written ({kv})" if "read" in kv
-                             else f"read-back failed (exit {r.status})", r.output, kv)
-    return kv
+    if r.status == 0:
+        return kv
+    if "stuck" in kv:
+        raise WorkloadFailed(f"disk read-back stuck: no completion in {kv.get('seconds')}s", r.output, kv,
+                             symptom="disk-read-stuck")
+    if "read" in kv:
+        raise WorkloadFailed(f"read-back differs from what was written ({kv})", r.output, kv, symptom="disk-data-corrupt")
+    raise WorkloadFailed(f"read-back failed (exit {r.status})", r.output, kv, symptom="disk-io-error")
 
 
 def run(g: GuestSession) -> dict:
@@ -51,5 +65,10 @@ def run(g: GuestSession) -> dict:
     return metrics
 
 
+def devices(ctx: LaunchContext) -> list[str]:
+    make_disk(ctx)
+    return device_argv({"disk"}, ctx.scratch)
+
+
 WORKLOAD = Workload("virtio-blk", "direct-I/O write and read-back of a pattern on a virtio disk", run,
-                    devices=lambda ctx: device_argv({"disk"}, ctx.scratch))
+                    devices=devices)

@@ -8,11 +8,12 @@ from pathlib import Path
 
 from .. import interrupts
 from ..templating import render_lines
-from .base import GuestSession, WorkloadFailed
+from .base import GuestSession, LaunchContext, WorkloadFailed
 
 NIC_MAC = "52:54:00:ca:5c:00"
 NIC_LSI_MAC = "52:54:00:ca:5c:01"
 DISK_MIB = 64
+DISK_FILE = "disk.raw"  # in the cell's scratch dir; the argv template names it too
 
 
 @dataclass(frozen=True)
@@ -38,13 +39,15 @@ class Nic:
     virtio: str  # "virtio0": its interrupt lines are named after it
 
 
+def make_disk(ctx: LaunchContext) -> None:
+    """The cell's disk image, made on the host QEMU runs on (through the host: it may be remote).
+    Sparse, one per cell (no state leaks between cells); a migration destination of the same cell
+    finds it and shares it with its contents, as hosts of a migration domain share storage."""
+    ctx.host.make_sparse(ctx.scratch / DISK_FILE, DISK_MIB << 20)
+
+
 def device_argv(names: set[str], scratch: Path) -> list[str]:
-    disk = scratch / "disk.raw"
-    if "disk" in names and not disk.exists():
-        # Sparse, one per cell (no state leaks between cells); a migration destination of the
-        # same cell finds it and shares it, as hosts of a migration domain share storage.
-        with open(disk, "wb") as f:
-            f.truncate(DISK_MIB << 20)
+    """QEMU's argv for the devices; it only names files (the disk: make_disk() makes it)."""
     return render_lines("workload-devices.argv.j2", devices=sorted(names), scratch=scratch,
                         nic_mac=NIC_MAC, nic_lsi_mac=NIC_LSI_MAC)
 

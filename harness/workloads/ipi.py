@@ -18,10 +18,14 @@ def run(g: GuestSession, rounds: int = ROUNDS) -> dict:
     before = g.interrupts()
     line = ipi_line(before)
     if line is None:
-        raise WorkloadFailed("no IPI line in /proc/interrupts", g.sh("cat /proc/interrupts").output)
-    out = g.sh(f"ck-ipi {rounds} 0 1", timeout=max(g.command_timeout, rounds / 5 + 30))
-    after = g.interrupts()
+        raise WorkloadFailed("no IPI line in /proc/interrupts", g.sh("cat /proc/interrupts").output, symptom="ipi-missing")
+    timeout = max(g.command_timeout, rounds / 5 + 30)
+    out = g.sh(f"ck-ipi {rounds} 0 1 {max(5, int(timeout) - 10)}", timeout=timeout, check=False)
     kv = dict(re.findall(r"(\w+)=([\d.]+)", out.output))
+    if out.status != 0:
+        raise WorkloadFailed(("the IPI ping-pong stalled" if "stuck" in kv else f"ck-ipi exited {out.status}")
+                             + f" ({rounds} rounds)", out.output, kv, symptom="ipi-stopped")
+    after = g.interrupts()
     seconds = float(kv["t1"]) - float(kv["t0"])
     grown = {cpu: after.per_cpu(after.by_label(line.label))[cpu] - before.per_cpu(line).get(cpu, 0)
              for cpu in after.cpus}
@@ -29,7 +33,7 @@ def run(g: GuestSession, rounds: int = ROUNDS) -> dict:
                "ipi_delta": grown, "ipis_per_s": round(sum(grown.values()) / seconds, 1) if seconds > 0 else None}
     cold = [cpu for cpu in (0, 1) if grown.get(cpu, 0) <= 0]
     if cold:
-        raise WorkloadFailed(f"IPI line {line.name} did not grow on CPU {cold}", out.output, metrics)
+        raise WorkloadFailed(f"IPI line {line.name} did not grow on CPU {cold}", out.output, metrics, symptom="ipi-stopped")
     return metrics
 
 

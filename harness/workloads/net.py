@@ -28,14 +28,15 @@ def traffic(g: GuestSession, nic: Nic, count: int = PINGS) -> dict:
          "irqs_per_s": round(total / seconds, 1) if seconds > 0 else None,
          "triggers": sorted({l.trigger for l in lines if l.trigger}), "chips": sorted({l.chip for l in lines if l.chip})}
     if not lines:
-        raise WorkloadFailed(f"no interrupt line for {nic.virtio} in /proc/interrupts", "", m)
+        raise WorkloadFailed(f"no interrupt line for {nic.virtio} in /proc/interrupts", "", m, symptom="nic-irq-missing")
     if sent == 0 or received != sent:
-        raise WorkloadFailed(f"{nic.spec.kind} NIC {nic.iface}: {received}/{sent} echo replies", "", m)
+        raise WorkloadFailed(f"{nic.spec.kind} NIC {nic.iface}: {received}/{sent} echo replies", "", m, symptom="pings-lost")
     if total <= 0:
-        raise WorkloadFailed(f"{nic.spec.kind} NIC {nic.iface}: its interrupt lines did not grow", "", m)
+        raise WorkloadFailed(f"{nic.spec.kind} NIC {nic.iface}: its interrupt lines did not grow", "", m, symptom="nic-irq-silent")
     want = "Level" if nic.spec.kind == "lsi" else "Edge"  # INTx is level-sensitive, MSI-X edge
     if m["triggers"] != [want]:
-        raise WorkloadFailed(f"{nic.spec.kind} NIC {nic.iface}: trigger {m['triggers']}, expected {want}", "", m)
+        raise WorkloadFailed(f"{nic.spec.kind} NIC {nic.iface}: trigger {m['triggers']}, expected {want}", "", m,
+                             symptom="irq-trigger-wrong")
     return m
 
 

@@ -30,10 +30,10 @@ class KillWhen:
     """In a background thread: once a QEMU tagged `tag` runs and `ready()` holds, SIGKILL it by
     PID (after `delay` seconds). A context manager; `killed` lists what it killed."""
 
-    def __init__(self, tag: str, ready, delay: float = 0.0, timeout: float = 120.0):
+    def __init__(self, tag: str, ready, delay: float = 0.0, timeout: float = 120.0, sig: int = 9):
         import threading
 
-        self.tag, self.ready, self.delay, self.timeout = tag, ready, delay, timeout
+        self.tag, self.ready, self.delay, self.timeout, self.sig = tag, ready, delay, timeout, sig
         self.killed: list[int] = []
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -46,7 +46,7 @@ class KillWhen:
             pids = tagged_pids(self.tag)
             if pids and self.ready():
                 time.sleep(self.delay)
-                os.kill(pids[0], signal.SIGKILL)
+                os.kill(pids[0], self.sig or signal.SIGKILL)
                 self.killed.append(pids[0])
                 return
             time.sleep(0.02)  # polling the process table: there is no event to wait on

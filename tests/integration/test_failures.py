@@ -47,7 +47,7 @@ def test_qemu_killed_mid_boot_is_error_with_logs(tmp_path, facts, kit):
     assert rec["verdict"] == "ERROR", rec["reason"]
     assert rec["observed"]["infra"] is True
     assert rec["observed"]["exit_code"] == -9
-    assert "QEMU went away" in rec["reason"]
+    assert "killed from outside (SIGKILL)" in rec["reason"]
     assert (tmp_path / rec["logs"]["console"]).stat().st_size > 0
     assert (tmp_path / rec["logs"]["qemu_stderr"]).exists()
     assert not pid_alive(killed[0])
@@ -83,8 +83,8 @@ timeouts: {boot: 15}
     elapsed = time.monotonic() - t0
     assert r.rc == 3, r.stderr
     (c,) = r.results["cells"]
-    assert c["verdict"] == "ERROR"
-    assert "timed out after 15s waiting for the guest's ready marker" in c["reason"]
+    assert c["verdict"] == "ERROR"  # the kit's /init never ran: ours, not the system's
+    assert "ran /bin/sh as its first process, not the kit's /init" in c["reason"]
     assert elapsed < 120  # bounded by the timeout, not by a hang
     console = (r.out / c["logs"]["console"]).read_text(errors="replace")
     assert "CASKIT-READY" not in console and len(console) > 0

@@ -1,11 +1,14 @@
 """SSH hosts for real: two OpenSSH servers in network namespaces (tests/sshhosts.py), caskit
 driving QEMU on them over paramiko, and the cross-host plan migrating guests between them over
-TCP on the veth that joins the namespaces."""
+TCP on the veth that joins the namespaces. Each host has its own /tmp and /var/tmp, so a file
+made on the wrong side (the controller instead of the host) is not where QEMU looks."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -26,8 +29,10 @@ def pair(tmp_path_factory):
     pids = [h.sshd_pid for h in th.hosts] + [p for h in th.hosts for p in h.sessions()]
     th.close()
     assert not [p for p in pids if pid_alive(p)], "sshd processes left after teardown"
-    if th.netns:
-        assert not [h.netns for h in th.hosts if h.netns in os.popen("ip netns list").read()]
+    # No process left in a host's mount namespace (so the namespace and its private /tmp mounts
+    # are gone), no mount of ours in the controller's, no network namespace.
+    assert not th.leftovers(), th.leftovers()
+    assert not th.stragglers, f"close() had to kill these: {th.stragglers}"
 
 
 @pytest.fixture(scope="module")
@@ -130,13 +135,33 @@ def test_ssh_host_facts_are_probed_over_ssh(cross, pair):
         assert {b["name"]: b["version"][:3] for b in f["qemu"]}["backports"] == "10."
 
 
-def test_commands_reach_the_remote_shell_quoted(pair, inventory, tmp_path):
+def test_commands_reach_the_remote_shell_quoted(pair, inventory):
     h = host(pair, inventory, "hosta")
-    marker = tmp_path / "pwned"
+    marker = h.tempdir("ck-q-") / "pwned"  # where an unquoted `touch` would succeed: on the host
     tricky = f"$(touch {marker}); `touch {marker}` ; touch {marker} ' \""
     code, out, _ = h.run(["echo", tricky])
-    assert code == 0 and out == tricky + "\n" and not marker.exists()
+    assert code == 0 and out == tricky + "\n" and h.file_size(marker) is None
+    h.remove_tree(marker.parent)
     h.close()
+
+
+def test_an_ssh_hosts_tmp_is_its_own(pair, inventory, tmp_path):
+    """Files made through a host are on that host only: not on the controller at the same path,
+    not on the other host; and the controller's files are not on the host."""
+    a, b = host(pair, inventory, "hosta"), host(pair, inventory, "hostb")
+    d = a.tempdir("ck-own-")
+    a.make_sparse(d / "f", 12345)
+    assert a.file_size(d / "f") == 12345
+    assert not (d / "f").exists() and b.file_size(d / "f") is None
+    assert pair.hosts[0].controller_path(d / "f").stat().st_size == 12345  # in hosta's private /tmp
+    assert a.run(["sh", "-c", 'echo x > "$1"', "sh", "/var/tmp/ck-own-var"])[0] == 0
+    assert not Path("/var/tmp/ck-own-var").exists() and b.file_size(Path("/var/tmp/ck-own-var")) is None
+    (tmp_path / "mine").write_text("controller")
+    assert a.file_size(tmp_path / "mine") is None
+    a.remove_tree(d)
+    a.remove_tree(Path("/var/tmp/ck-own-var"))
+    a.close()
+    b.close()
 
 
 def test_an_unknown_host_key_is_refused_with_a_way_to_add_it(pair, inventory, tmp_path):
@@ -187,16 +212,53 @@ def test_remote_slot_leases_never_exceed_the_slots_and_die_with_their_holder(pai
 
 def test_the_kit_is_sent_once_and_checked(pair, inventory, kit):
     h = host(pair, inventory, "hostb")
+
+    def on_host(*argv: str) -> str:
+        return h.run(list(argv), check=True)[1].strip()
+
+    want = hashlib.sha256(kit.kernel.read_bytes()).hexdigest()
     staged = h.stage_kit(kit)
-    assert staged.kernel.read_bytes() == kit.kernel.read_bytes()  # the namespaces share a filesystem
-    mtime = staged.kernel.stat().st_mtime_ns
+    assert str(staged.kernel).startswith("/var/tmp/caskit/kits/")  # the default kit_dir, on the host
+    assert not staged.kernel.exists()  # hostb's /var/tmp is its own
+    assert on_host("sha256sum", str(staged.kernel)).split()[0] == want
+    mtime = on_host("stat", "-c", "%y", str(staged.kernel))
     again = host(pair, inventory, "hostb").stage_kit(kit)
-    assert again.kernel.stat().st_mtime_ns == mtime  # found by hash, not sent again
-    with open(staged.kernel, "r+b") as f:  # damage it on the host: the next staging repairs it
-        f.write(b"\0\0\0\0")
+    assert on_host("stat", "-c", "%y", str(again.kernel)) == mtime  # found by hash, not sent again
+    # Damage it on the host: the next staging repairs it.
+    on_host("dd", "if=/dev/zero", f"of={staged.kernel}", "bs=4", "count=1", "conv=notrunc", "status=none")
+    assert on_host("sha256sum", str(staged.kernel)).split()[0] != want
     repaired = host(pair, inventory, "hostb").stage_kit(kit)
-    assert repaired.kernel.read_bytes() == kit.kernel.read_bytes()
+    assert on_host("sha256sum", str(repaired.kernel)).split()[0] == want
     h.close()
+
+
+BLK_FILE = """
+name: xh-blk
+hosts: [hosta]
+axes: {ic_mode: [dual], smp: [1], firmware: [vof], qemu: [backports]}
+workloads: [virtio-blk]
+migration: [file]
+timeouts: {liveness: 5, command: 30}
+"""
+
+
+def test_virtio_blk_and_the_file_plan_make_their_files_on_the_ssh_host(pair, inventory, tmp_path, kit):
+    """The disk image and the migration state file live in the cell's scratch dir on the host:
+    made and measured through the host, they work there (made locally, they would not exist
+    where QEMU opens them)."""
+    r = run_cli(["run", str(write_matrix(tmp_path / "m.yaml", BLK_FILE)), "--hosts", str(inventory), "-n", "1"],
+                tmp_path / "out")
+    assert (tmp_path / "out" / "results.json").exists(), r.stdout[-3000:] + r.stderr[-3000:]
+    (c,) = r.results["cells"]
+    assert c["verdict"] == "PASS", c["reason"]
+    assert c["host"] == "hosta" and c["observed"]["mode"] == "xive"
+    (blk,) = [w for w in c["workloads"] if w["name"] == "virtio-blk"]
+    assert blk["verdict"] == "PASS", blk["reason"]
+    (hop,) = c["migration"]["hops"]
+    assert hop["name"] == "file" and hop["qmp"]["status"] == "completed"
+    assert hop["qmp"]["file_bytes"] > 1 << 20  # the state file, measured on the host
+    assert hop["progress"]["blk"]["read"] == hop["progress"]["blk"]["wrote"]  # the same disk after restore
+    assert_no_qemu_left(r.results["run"]["id"])
 
 
 def test_cleanup_stops_tagged_processes_on_ssh_hosts(pair, inventory, tmp_path):
@@ -207,7 +269,7 @@ def test_cleanup_stops_tagged_processes_on_ssh_hosts(pair, inventory, tmp_path):
     assert pid_alive(p.pid)
     r = run_cli(["cleanup", "cleanup-test-run", "--hosts", str(inventory)])
     assert r.rc == 0, r.stderr
-    assert f"hosta: stopped" in r.stdout and str(p.pid) in r.stdout
+    assert "hosta: stopped" in r.stdout and str(p.pid) in r.stdout
     assert p.wait(10) is not None and not pid_alive(p.pid)
     h.close()
 

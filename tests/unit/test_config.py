@@ -156,10 +156,15 @@ def test_bad_smp(tmp_path, value):
     assert "is not a positive whole number" in e.message
 
 
-@pytest.mark.parametrize("value", ["'my build'", "''", "[a]"])
+@pytest.mark.parametrize("value", ["'my build'", "''", "'-x'", "'a/b'", "'..'"])
 def test_bad_qemu_build_name(tmp_path, value):
     e = load_error(tmp_path, f"axes: {{qemu: [{value}]}}\n")
     assert e.key == "axes.qemu" and "is not a build name" in e.message
+
+
+def test_a_list_inside_an_axis_list_is_named_by_its_index(tmp_path):
+    e = load_error(tmp_path, "axes: {qemu: [system, [a]]}\n")
+    assert e.key == "axes.qemu[1]" and "must be one qemu value, got a list" in e.message
 
 
 def test_empty_value_list(tmp_path):
@@ -305,6 +310,12 @@ def test_bad_host_inventory(hosts, key, words):
 def test_inventory_with_an_unknown_top_level_key():
     with pytest.raises(ConfigError) as info:
         parse_hosts({"host": {}}, "h.yaml")
+    assert info.value.key == "host" and "unknown key" in info.value.message and "`hosts:`" in info.value.message
+
+
+def test_an_inventory_that_is_not_a_mapping():
+    with pytest.raises(ConfigError) as info:
+        parse_hosts(["local"], "h.yaml")
     assert info.value.key is None and "`hosts:`" in info.value.message
 
 

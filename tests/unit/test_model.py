@@ -42,17 +42,19 @@ def test_kvm_cell_on_a_host_without_kvm_is_skip():
     assert e.skip == "host local has no KVM"
 
 
-def test_unknown_qemu_build_is_skip():
+def test_a_build_that_was_not_probed_is_blocked_never_skip():
     e = predict(make_cell(qemu="backports"), TCG_HOST)
-    assert (e.rule, e.mode, e.error) == ("qemu-build-known", None, None)
-    assert "'backports'" in e.skip and "not in the host inventory" in e.skip
+    assert (e.rule, e.mode, e.error, e.skip) == ("qemu-build-usable", None, None, None)
+    assert "'backports'" in e.blocked and "not probed" in e.blocked
 
 
-def test_qemu_build_whose_probe_failed_is_skip_with_the_probe_error():
+def test_a_build_whose_probe_failed_is_blocked_with_the_probe_error():
+    # SKIP means "the host cannot offer this by its facts"; a build the inventory names that
+    # cannot run is the host's failure (ERROR), so a broken farm host never comes out green.
     facts = make_facts(builds=(make_build(), make_build("mine", error="binary not found: /opt/q")))
     e = predict(make_cell(qemu="mine"), facts)
-    assert e.rule == "qemu-build-known"
-    assert e.skip.endswith("binary not found: /opt/q")
+    assert e.rule == "qemu-build-usable" and e.skip is None
+    assert e.blocked.endswith("binary not found: /opt/q")
 
 
 def test_cpu_model_the_build_lacks_is_skip():

@@ -91,10 +91,10 @@ def test_machine_options_give_only_what_is_not_default(axes, options):
 
 
 @pytest.mark.parametrize("guest_xive, append, cmdline", [
-    ("default", "", "console=hvc0 quiet"),
-    ("off", "", "console=hvc0 quiet xive=off"),
-    ("default", "nosmt", "console=hvc0 quiet nosmt"),
-    ("off", "nosmt loglevel=7", "console=hvc0 quiet xive=off nosmt loglevel=7"),
+    ("default", "", "console=hvc0"),
+    ("off", "", "console=hvc0 xive=off"),
+    ("default", "nosmt", "console=hvc0 nosmt"),
+    ("off", "nosmt loglevel=7", "console=hvc0 xive=off nosmt loglevel=7"),
 ])
 def test_guest_cmdline(guest_xive, append, cmdline):
     assert guest_cmdline(make_cell(guest_xive=guest_xive), append) == cmdline
@@ -104,7 +104,7 @@ def test_argv_is_one_argument_per_item():
     args = argv("xics-xive-off")
     assert args[0] == "qemu-system-ppc64"
     assert option_after(args, "-machine") == "pseries,x-vof=on,ic-mode=xics"
-    assert option_after(args, "-append") == "console=hvc0 quiet xive=off"
+    assert option_after(args, "-append") == "console=hvc0 xive=off"
     assert option_after(args, "-name") == RUN_TAG
     assert (option_after(args, "-cpu"), option_after(args, "-smp"), option_after(args, "-accel")) == ("POWER9", "2", "tcg")
     assert "-S" in args  # started paused: nothing the guest prints is missed

@@ -193,3 +193,14 @@ def test_html_report_of_one_cell():
     html = html_report(results([CELLS[0]]))
     assert CELLS[0]["id"] in html
     assert "Same in every cell: accel=tcg, ic_mode=dual" in html
+
+
+def test_html_shows_kernel_findings_and_warnings():
+    warn = "WARNING: CPU: 1 PID: 0 at arch/powerpc/sysdev/xive/common.c:1321 xive_irq_eoi+0x4c/0x90"
+    c = record("PASS", ic_mode="dual")
+    c["observed"]["kernel_warnings"] = [warn]
+    bad = record("FAIL", "soft lockup", ic_mode="xics")
+    bad["observed"]["kernel_findings"] = [{"kind": "soft-lockup", "line": "watchdog: BUG: soft lockup - CPU#1"}]
+    html = html_report(results([c, bad]))
+    assert warn in html and "kernel warnings (1)" in html
+    assert "soft-lockup: watchdog: BUG: soft lockup - CPU#1" in html

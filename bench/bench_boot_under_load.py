@@ -1,0 +1,86 @@
+"""How long a guest takes to reach caskit's ready marker when the machine is loaded: the figure
+the default boot timeout must stay well above (a busy farm host must never read as a hang).
+
+N guests (smp 2, 1 GiB, the kit's kernel and initramfs) start at once on this host, each on raw
+QEMU with its console on a pipe; the time from spawn to `CASKIT-READY` is taken per guest. Run
+with several N (2 guests per core is a heavily loaded host) and both firmwares.
+
+    .venv/bin/python bench/bench_boot_under_load.py --guests 2 4 6 --firmware vof slof
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import selectors
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from harness import kit as kitmod  # noqa: E402
+
+READY = b"CASKIT-READY"
+
+
+def argv(k, firmware: str, smp: int) -> list[str]:
+    machine = "pseries,x-vof=on" if firmware == "vof" else "pseries"
+    return ["qemu-system-ppc64", "-M", machine, "-accel", "tcg", "-cpu", "POWER9", "-smp", str(smp), "-m", "1024",
+            "-nodefaults", "-display", "none", "-serial", "stdio", "-kernel", str(k.kernel),
+            "-initrd", str(k.initrd), "-append", "console=hvc0", "-name", "caskit-bench-boot"]
+
+
+def boot_many(k, n: int, firmware: str, smp: int, limit: float) -> list[float | None]:
+    sel = selectors.DefaultSelector()
+    procs, seen, done = [], {}, {}
+    t0 = time.monotonic()
+    try:
+        for i in range(n):
+            p = subprocess.Popen(argv(k, firmware, smp), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL)
+            os.set_blocking(p.stdout.fileno(), False)
+            sel.register(p.stdout, selectors.EVENT_READ, i)
+            procs.append(p)
+            seen[i] = b""
+        while len(done) < n and time.monotonic() - t0 < limit:
+            for key, _ in sel.select(timeout=1.0):
+                i = key.data
+                chunk = key.fileobj.read() or b""
+                seen[i] = (seen[i] + chunk)[-4096:]
+                if i not in done and READY in seen[i]:
+                    done[i] = time.monotonic() - t0
+                    sel.unregister(key.fileobj)
+    finally:
+        for p in procs:  # stopped by PID, every one
+            p.kill()
+            p.wait()
+    return [done.get(i) for i in range(n)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--guests", type=int, nargs="+", default=[1, 2, 4, 6])
+    ap.add_argument("--firmware", nargs="+", default=["vof", "slof"])
+    ap.add_argument("--smp", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--limit", type=float, default=300.0)
+    a = ap.parse_args()
+    k = kitmod.build(log=lambda m: print(m, file=sys.stderr))
+    print(f"cores: {os.cpu_count()}, smp {a.smp}, kit {k.key}")
+    print(f"{'firmware':8} {'guests':>6} {'median s':>9} {'max s':>7} {'not ready':>9}")
+    for fw in a.firmware:
+        for n in a.guests:
+            times: list[float | None] = []
+            for _ in range(a.repeat):
+                times += boot_many(k, n, fw, a.smp, a.limit)
+            ok = [t for t in times if t is not None]
+            print(f"{fw:8} {n:>6} {statistics.median(ok) if ok else float('nan'):>9.1f} "
+                  f"{max(ok) if ok else float('nan'):>7.1f} {len(times) - len(ok):>9}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
