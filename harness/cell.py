@@ -173,6 +173,7 @@ class Expected:
     stage: str | None = None  # Stage value of the expected failure
     byte23: str | None = None  # expected ibm,arch-vec-5-platform-support byte 23, e.g. "0x80"
     irqchip: str | None = None  # "emulated" | "in-kernel" as the host should show it
+    warning: str | None = None  # a warning QEMU prints on the way (e.g. its kernel-irqchip fallback)
     skip: str | None = None  # reason the host cannot offer this cell by its facts (SKIP)
     # The cell cannot be judged here at all: a build the inventory names that cannot run
     # (ERROR, never SKIP: it is the host's failure, not a fact about what it offers).

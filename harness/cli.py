@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -59,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("domain", help="the machine options that pin a migration domain's common capabilities")
     d.add_argument("name")
     d.add_argument("--hosts")
+    e = sub.add_parser("explain", help="predict, per KVM mode, what a QEMU command line's guest negotiates",
+                       usage="caskit explain [--run HOST] [--hosts FILE] [--out DIR] -- qemu-system-ppc64 ARGS...")
+    e.add_argument("--run", metavar="HOST", help="also boot it on this inventory host and show what happened")
+    e.add_argument("--hosts")
+    e.add_argument("--out", help="where --run keeps the cell's logs (default: a temporary directory, removed)")
+    e.add_argument("qemu_argv", nargs=argparse.REMAINDER)
     c = sub.add_parser("cleanup", help="stop QEMU processes left by caskit runs")
     c.add_argument("run_id", nargs="?", default="")
     c.add_argument("--hosts", help="host inventory (default: configs/hosts.yaml); its SSH hosts are cleaned too")
@@ -249,6 +256,69 @@ def cmd_cleanup(a) -> int:
     return EXIT_OK
 
 
+def _explain_build(binary: str, log) -> "object":
+    """What the model needs of the QEMU build the command line names: probed when it can run
+    here (its default ic-mode, CPU models, cpu-max), else the host's own qemu-system-ppc64."""
+    import shutil
+    import tempfile
+
+    from .config import QemuBuildSpec
+    from .hosts import LocalHost, probe
+
+    exe = binary if "/" in binary else (shutil.which(binary) or "")
+    if not exe or not Path(exe).is_file():
+        exe = shutil.which("qemu-system-ppc64") or binary
+    with tempfile.TemporaryDirectory(prefix="caskit-explain-") as tmp:
+        return probe.probe_build(LocalHost(), QemuBuildSpec("system", exe), Path(tmp), log)
+
+
+def cmd_explain(a) -> int:
+    from . import explain
+
+    argv = a.qemu_argv[1:] if a.qemu_argv[:1] == ["--"] else a.qemu_argv
+    parsed = explain.parse_argv(argv)
+    build = _explain_build(parsed.binary, log=lambda m: print(m, file=sys.stderr))
+    if build.error:
+        print(f"caskit: note: cannot probe {parsed.binary} ({build.error}); predictions need its default ic-mode",
+              file=sys.stderr)
+    rows = explain.predict_all(parsed, build)
+    print(explain.render(parsed, rows, str(parsed.axes["guest_xive"])))
+    if not a.run:
+        return EXIT_OK
+    return _explain_run(a, parsed)
+
+
+def _explain_run(a, parsed) -> int:
+    """One real boot of the command line's guest on an inventory host, judged like any cell."""
+    import tempfile
+
+    from . import explain, kit as kitmod, model
+    from .axes import AXIS_NAMES
+    from .cell import Cell
+    from .cellrun import CellContext, run_cell
+    from .config import TIMEOUT_KEYS, load_hosts
+    from .hosts import make_host, probe
+    from .results import RunStore, exit_status
+
+    hosts = load_hosts(a.hosts)
+    if a.run not in hosts:
+        raise ConfigError(a.hosts or "configs/hosts.yaml", "hosts", f"unknown host {a.run!r}; known: {', '.join(sorted(hosts))}")
+    out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="caskit-explain-"))
+    facts = probe.probe(hosts[a.run], out / "hosts", {"system"}, log=lambda m: print(m, file=sys.stderr))
+    cell = Cell(a.run, tuple((n, parsed.axes[n]) for n in AXIS_NAMES), append=parsed.append)
+    kit = kitmod.build(log=lambda m: print(m, file=sys.stderr))
+    rec = run_cell(CellContext(cell, facts, make_host(hosts[a.run]), kit, RunStore(out), f"explain-{os.getpid()}",
+                               dict(TIMEOUT_KEYS)))
+    e = model.predict(cell, facts)
+    kind = explain.KVM_MODES.get(facts.kvm_mode, {}) and facts.kvm_mode
+    print(f"\non {a.run} (KVM mode {kind or 'tcg-only'}): predicted {explain.outcome(e)[0]} [{e.rule}]; "
+          f"observed {rec['observed'].get('mode') or rec['observed'].get('error')}"
+          f"{' ' + rec['observed']['host']['irqchip'] if rec['observed'].get('host') else ''}: "
+          f"{rec['verdict']} ({rec['reason']})")
+    print(f"logs: {out / 'cells' / cell.id}" + ("" if a.out else " (kept: pass --out to choose where)"))
+    return exit_status([rec])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = _parser()
     a = p.parse_args(argv)
@@ -257,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return {"run": cmd_run, "matrix": cmd_matrix, "kit": cmd_kit, "hosts": cmd_hosts,
-                "report": cmd_report, "cleanup": cmd_cleanup, "domain": cmd_domain}[a.cmd](a)
+                "report": cmd_report, "cleanup": cmd_cleanup, "domain": cmd_domain, "explain": cmd_explain}[a.cmd](a)
     except ConfigError as e:
         print(f"caskit: config error: {e}", file=sys.stderr)
         return EXIT_USAGE

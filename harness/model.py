@@ -170,7 +170,11 @@ def predict(cell: Cell, facts: HostFacts) -> Expected:
         notes.append("kvm-in-kernel")
         return _expected(rule, notes, mode=mode, byte23=byte23, irqchip="in-kernel")
     notes.append("kvm-fallback-emulated")
-    return _expected(rule, notes, mode=mode, byte23=byte23, irqchip="emulated")
+    # The first controller QEMU tries to connect and cannot says so: the reset-time one if KVM
+    # lacks it, else the one CAS activates.
+    first_missing = at_start if not _in_kernel(facts, at_start) else mode
+    return _expected(rule, notes, mode=mode, byte23=byte23, irqchip="emulated",
+                     warning=KVM_FALLBACK_WARNING[first_missing])
 
 
 def _in_kernel(facts: HostFacts, mode: str) -> bool:
@@ -181,6 +185,14 @@ def _in_kernel(facts: HostFacts, mode: str) -> bool:
 KVM_REQUIRED_ERROR = {
     "xive": r"kernel_irqchip requested but unavailable: IRQ_XIVE capability must be present for KVM",
     "xics": r"kernel_irqchip requested but unavailable: KVM and IRQ_XICS capability must be present for in-kernel XICS",
+}
+
+
+# spapr_irq_init_kvm() with kernel-irqchip allowed (not given) warns and falls back to QEMU's
+# emulation: "kernel_irqchip allowed but unavailable: <why>", hint "Falling back to kernel-irqchip=off".
+KVM_FALLBACK_WARNING = {
+    "xive": "kernel_irqchip allowed but unavailable: IRQ_XIVE capability must be present for KVM",
+    "xics": "kernel_irqchip allowed but unavailable: KVM and IRQ_XICS capability must be present for in-kernel XICS",
 }
 
 

@@ -74,11 +74,23 @@ class TestHost:
     def in_ns(self, argv: list[str]) -> list[str]:
         """argv run as this host: in its network namespace (if any) and a private mount namespace
         whose /tmp and /var/tmp are the host's own; self.dir stays visible at its path."""
-        inside = self.controller_path(self.dir)  # its mount point in the private dirs, if it is under them
-        binds = [str(self.dir), str(inside)] if inside else []
+        binds = []
+        for shared in self.shared():  # their mount points in the private dirs, where they are under them
+            inside = self.controller_path(shared)
+            if inside:
+                binds += [str(shared), str(inside)]
         private = ["unshare", "--mount", "--propagation", "private", "sh", "-c", PRIVATE_TMP, "sh",
                    str(self.tmp), str(self.var_tmp), *binds, "--", *argv]
         return (["ip", "netns", "exec", self.netns] if self.netns else []) + private
+
+    def shared(self) -> list[Path]:
+        """What stays visible at its own path inside the host: the sshd's own files, and caskit's
+        cache (the `backports` QEMU build runs from it), wherever CASKIT_CACHE puts it."""
+        from harness.kit import cache_root
+
+        cache = cache_root()
+        cache.mkdir(parents=True, exist_ok=True)
+        return [self.dir, cache.resolve()]
 
     def controller_path(self, path: Path) -> Path | None:
         """Where the controller sees a path of this host under /tmp or /var/tmp (None elsewhere:
@@ -291,9 +303,9 @@ def start(base: Path, names: tuple[str, ...] = ("hosta", "hostb")) -> TestHosts:
             kh.write_text(f"{target} {' '.join((d / 'host_key.pub').read_text().split()[:2])}\n")
             private = base / "private" / name
             h = TestHost(name, address, port, ns, d, kh, tmp=private / "tmp", var_tmp=private / "var-tmp")
-            for empty in (h.tmp, h.var_tmp, h.controller_path(d)):
+            for empty in (h.tmp, h.var_tmp, *(h.controller_path(x) for x in h.shared())):
                 if empty:
-                    empty.mkdir(parents=True, exist_ok=True)  # the private dirs, and d's mount point
+                    empty.mkdir(parents=True, exist_ok=True)  # the private dirs, and the mount points in them
             th.hosts.append(h)  # before starting: close() stops a half-started sshd too
             _start_sshd(h)
     except BaseException:
