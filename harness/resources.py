@@ -12,7 +12,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-SHIPPED_DIRS = ("templates", "configs", "guest_tests")
+SHIPPED_DIRS = ("templates", "configs", "guest_tests", "l1")
 
 
 def package_dir() -> Path:

@@ -1,0 +1,194 @@
+"""What caskit's emulated POWER9 KVM hosts cost and what they offer, measured.
+
+    .venv/bin/python bench/bench_emulated_hosts.py [--kinds nested-hv,powernv9] [--l2 full|one|none]
+                                                   [--fresh-cache] [--json FILE]
+
+1. The L1 image (harness/l1image.py): built with the packages cached but nothing else (a temp
+   CASKIT_CACHE whose apt/ and unpacked/ are the real cache's), then warm (from its cache).
+   `--fresh-cache` also times a build from an empty cache (apt-get update, every download).
+2. Per kind, one L1 after the other (never two at once: the machine has two cores):
+   - boot 1 ("cold": the first boot of this image and per-host initramfs by this process) and
+     boot 2 ("warm": the same again right after): spawn to the ready marker, to the first command
+     answered over SSH, the L1 kernel's own uptime at the marker;
+   - `kvmcaps` (full output kept in the JSON, parsed figures printed), `qemu-system-ppc64 --version`;
+   - a remote command (`true`, 10 times), a python3 start (`-c pass`, and the imports of caskit's
+     socket bridge, 5 times each), a slot lease (flock on the host), the guest kit over SFTP (first
+     time, then found again by hash);
+   - L2 guests with `-accel kvm`: ic-mode dual/xics/xive x kernel-irqchip default/on/off (`--l2
+     full`, the default), or dual/default only (`one`): launch, boot, what the guest and QEMU's
+     `info pic` say, QEMU's refusal or warnings;
+   - power-off: how (clean or SIGKILL) and how long.
+
+Every L1 is stopped by PID before the next starts and at exit (also on Ctrl-C); the script checks
+with /proc that no QEMU it started is left and exits 1 if one is. Results go to
+bench/results/emulated-latest.json (git-ignored) unless --json says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from harness import kit as kitmod  # noqa: E402
+from harness import kvmcaps  # noqa: E402
+from harness.hosts import emulated  # noqa: E402
+
+L2_FULL = [(ic, k) for ic in ("dual", "xics", "xive") for k in ("default", "on", "off")]
+
+
+def timed(fn, *a, **kw):
+    t = time.monotonic()
+    r = fn(*a, **kw)
+    return r, round(time.monotonic() - t, 3)
+
+
+def build_in(cache: Path, link_from: Path | None) -> dict:
+    """An image build in a fresh process with CASKIT_CACHE=cache (the import cost counted apart)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    if link_from is not None:
+        for d in ("apt", "unpacked"):
+            if not (cache / d).exists():
+                (cache / d).symlink_to(link_from / d)
+    code = ("import time, json; t0 = time.monotonic(); from harness import l1image; t1 = time.monotonic(); "
+            "img = l1image.build(log=lambda m: None); t2 = time.monotonic(); "
+            "print(json.dumps({'import_s': round(t1 - t0, 3), 'build_s': round(t2 - t1, 3), 'key': img.key, "
+            "'initrd_bytes': img.initrd.stat().st_size, 'kernel_bytes': img.kernel.stat().st_size, "
+            "'uncompressed_bytes': img.manifest['uncompressed_bytes'], 'files': img.manifest['files'], "
+            "'packages': len(img.manifest['packages']), 'used_packages': len(img.manifest['used_packages']), "
+            "'timings_s': img.manifest['timings_s']}))")
+    env = {**os.environ, "CASKIT_CACHE": str(cache)}
+    p = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"image build failed: {p.stderr[-2000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def bench_image(fresh: bool) -> dict:
+    out: dict = {}
+    real = kitmod.cache_root()
+    with tempfile.TemporaryDirectory(prefix="ck-l1bench-") as tmp:
+        out["cold_packages_cached"] = build_in(Path(tmp) / "c1", real)
+        out["warm"] = build_in(Path(tmp) / "c1", real)
+        if fresh:
+            out["cold_empty_cache"] = build_in(Path(tmp) / "c2", None)
+    out["warm_in_real_cache"] = build_in(real, None)
+    return out
+
+
+def med(xs: list[float]) -> float:
+    return round(statistics.median(xs), 3)
+
+
+def bench_kind(kind: str, l2: str, kit, log_root: Path) -> dict:
+    name = f"bench-{kind}"
+    h = emulated.EmulatedHost(name, kind)
+    res: dict = {"kind": kind}
+    try:
+        st = h.up(log=print)
+        res["boot_cold"] = {"ready_s": st.ready_s, "ssh_s": st.ssh_s, "guest_uptime_s": st.guest_uptime_s,
+                            "warnings": st.warnings}
+        s = h.ssh()
+        (code, out, err), t = timed(s.run, ["kvmcaps"], 120)
+        caps = kvmcaps.parse(out)
+        res["kvmcaps"] = {"seconds": t, "output": out, "kvm_mode": caps.kvm_mode, "in_kernel_xics": caps.in_kernel_xics,
+                          "in_kernel_xive": caps.in_kernel_xive, "xive_backend": caps.xive_backend,
+                          "nested_param": caps.nested_param, "errors": caps.errors}
+        (code, out, err), t = timed(s.run, ["qemu-system-ppc64", "--version"], 60)
+        res["qemu_version"] = {"seconds": t, "output": out.splitlines()[0] if out else err}
+        res["true_s"] = [timed(s.run, ["true"], 60)[1] for _ in range(10)]
+        res["python_pass_s"] = [timed(s.run, ["python3", "-c", "pass"], 60)[1] for _ in range(5)]
+        res["python_bridge_imports_s"] = [timed(s.run, ["python3", "-c", "import os, socket, sys, threading, time"],
+                                                60)[1] for _ in range(5)]
+
+        def lease_once():
+            with s.lease(60):
+                pass
+
+        res["lease_s"] = [timed(lease_once)[1] for _ in range(3)]
+        _, res["stage_kit_first_s"] = timed(s.stage_kit, kit)
+        s._kits.clear()  # forget the controller's memo: the hash check on the host is what is timed
+        _, res["stage_kit_again_s"] = timed(s.stage_kit, kit)
+        combos = L2_FULL if l2 == "full" else [("dual", "default")] if l2 == "one" else []
+        res["l2"] = []
+        for ic, kirq in combos:
+            o = emulated.run_l2(s, emulated.KINDS[kind], kit, ic_mode=ic, kernel_irqchip=kirq,
+                                log_dir=log_root / kind / f"{ic}-{kirq}")
+            res["l2"].append(asdict(o))
+            print(f"  L2 {kind} ic-mode={ic} kernel-irqchip={kirq}: "
+                  + (f"{o.host_mode} {o.irqchip} (guest {o.guest_mode}, byte23 {o.platform_support}), "
+                     f"launch {o.launch_s}s boot {o.boot_s}s" if o.irqchip else f"{o.stage}: {o.error}"))
+        res["down_1"] = h.down(log=print)
+        st = h.up(log=print)
+        res["boot_warm"] = {"ready_s": st.ready_s, "ssh_s": st.ssh_s, "guest_uptime_s": st.guest_uptime_s}
+        res["down_2"] = h.down(log=print)
+    finally:
+        h.down(log=print)
+    return res
+
+
+def leftovers() -> list[str]:
+    left = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                argv = (d / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(a.startswith(emulated.TAG_PREFIX.encode() + b"bench-") for a in argv):
+                left.append(f"pid {d.name}: {b' '.join(argv)[:120].decode(errors='replace')}")
+    return left
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kinds", default="nested-hv,powernv9")
+    ap.add_argument("--l2", choices=("full", "one", "none"), default="full")
+    ap.add_argument("--fresh-cache", action="store_true", help="also time a build from an empty cache (network)")
+    ap.add_argument("--skip-image", action="store_true")
+    ap.add_argument("--json", default=str(REPO / "bench" / "results" / "emulated-latest.json"))
+    a = ap.parse_args()
+    report: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg": os.getloadavg()}
+    t0 = time.monotonic()
+    if not a.skip_image:
+        report["image"] = bench_image(a.fresh_cache)
+        print(json.dumps(report["image"], indent=1))
+    kit = kitmod.build(log=lambda m: None)
+    log_root = Path(tempfile.mkdtemp(prefix="ck-l1bench-logs-"))
+    report["kinds"] = {}
+    try:
+        for kind in a.kinds.split(","):
+            report["kinds"][kind] = r = bench_kind(kind, a.l2, kit, log_root)
+            print(f"{kind}: boot cold ready {r['boot_cold']['ready_s']}s ssh {r['boot_cold']['ssh_s']}s; "
+                  f"warm ready {r['boot_warm']['ready_s']}s ssh {r['boot_warm']['ssh_s']}s; "
+                  f"kvm_mode {r['kvmcaps']['kvm_mode']} xics {r['kvmcaps']['in_kernel_xics']} "
+                  f"xive {r['kvmcaps']['in_kernel_xive']}; true {med(r['true_s'])}s; python3 pass "
+                  f"{r['python_pass_s'][0]}s first, {med(r['python_pass_s'][1:])}s after; bridge imports "
+                  f"{med(r['python_bridge_imports_s'])}s; lease {med(r['lease_s'])}s; kit {r['stage_kit_first_s']}s "
+                  f"then {r['stage_kit_again_s']}s; {r['down_1']}")
+    finally:
+        report["seconds"] = round(time.monotonic() - t0, 1)
+        report["leftovers"] = leftovers()
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(report, indent=2) + "\n")
+        shutil.rmtree(log_root, ignore_errors=True)
+    print(f"total {report['seconds']}s; results in {a.json}")
+    if report["leftovers"]:
+        print("LEFT RUNNING:", *report["leftovers"], sep="\n  ")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""What `kvmcaps` (l1/kvmcaps.c) reports about a POWER host's KVM, parsed (pure).
+
+The probe prints `key=value` lines: the platform lines of /proc/cpuinfo, whether the device tree
+has ibm,opal (PowerNV, with OPAL firmware), kvm_hv's `nested` parameter, the XIVE (eXternal
+Interrupt Virtualization Engine) driver's kernel lines, every KVM (Kernel-based Virtual Machine)
+capability it knows asked on /dev/kvm (`sys.`) and on an HV VM (`vm.`), and whether a VM can
+have the XICS (eXternal Interrupt Controller Specification) and XIVE KVM devices. From those
+follow the host's KVM mode and which interrupt controllers KVM can run in the kernel, which QMP
+cannot tell (cas-rules section 5).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .errors import ObserveError
+
+HEADER = "probe=kvmcaps 1"
+
+
+@dataclass(frozen=True)
+class KvmCaps:
+    raw: dict[str, str]
+    platform: str | None = None  # PowerNV | pSeries
+    opal: bool = False
+    kvm_hv: bool = False  # the module is loaded
+    kvm_pr: bool = False
+    nested_param: bool | None = None  # /sys/module/kvm_hv/parameters/nested, when kvm_hv is there
+    xive_backend: str | None = None  # native (bare metal) | spapr (under a hypervisor) | None (XICS)
+    dev_kvm: bool = False
+    hv_vm: bool = False  # an HV VM could be created
+    caps: dict[str, int] = field(default_factory=dict)  # the VM's answers, else /dev/kvm's
+    xics_device: bool = False  # KVM_CREATE_DEVICE(XICS) worked on a VM
+    xive_device: bool = False  # KVM_CREATE_DEVICE(XIVE) worked on a VM
+    errors: dict[str, str] = field(default_factory=dict)  # what failed, as `NAME:errno`
+
+    def cap(self, name: str) -> int | None:
+        return self.caps.get(name if name.startswith("KVM_CAP_") else f"KVM_CAP_{name}")
+
+    @property
+    def kvm_mode(self) -> str:
+        """hv (bare metal), hv-nested (HV inside a pseries guest), pr, or none."""
+        if not self.dev_kvm:
+            return "none"
+        if self.kvm_hv and self.hv_vm:
+            if self.opal or self.platform == "PowerNV":
+                return "hv"
+            return "hv-nested"
+        if self.kvm_pr:
+            return "pr"
+        return "none"
+
+    @property
+    def in_kernel_xics(self) -> bool:
+        """KVM can run the guest's XICS (natively, or XICS-on-XIVE on a XIVE host)."""
+        return bool(self.cap("IRQ_XICS")) and self.xics_device
+
+    @property
+    def in_kernel_xive(self) -> bool:
+        """KVM offers the XIVE native device: what QEMU checks (KVM_CAP_PPC_IRQ_XIVE) and it works."""
+        return bool(self.cap("PPC_IRQ_XIVE")) and self.xive_device
+
+
+def _flag(v: str | None) -> bool:
+    return v in ("1", "ok", "Y")
+
+
+def parse(text: str) -> KvmCaps:
+    lines = [l.strip() for l in text.replace("\r", "").splitlines() if "=" in l]
+    if not lines or lines[0] != HEADER:
+        raise ObserveError(f"not kvmcaps output (expected {HEADER!r} first): {text[:200]!r}")
+    raw: dict[str, str] = {}
+    for line in lines:
+        k, v = line.split("=", 1)
+        raw[k] = v
+    errors = {k: v.removeprefix("error:") for k, v in raw.items() if v.startswith("error:")}
+    caps: dict[str, int] = {}
+    for prefix in ("sys.", "vm."):  # the VM's answer wins: QEMU asks the VM
+        for k, v in raw.items():
+            if k.startswith(prefix + "KVM_CAP_") and re.fullmatch(r"-?\d+", v):
+                caps[k.removeprefix(prefix)] = int(v)
+    backend = None
+    for k, v in raw.items():
+        if k.startswith("dmesg.xive.") and (m := re.search(r"initialized with (\w+) backend", v)):
+            backend = m.group(1)
+    nested = raw.get("kvm_hv.nested")
+    return KvmCaps(
+        raw=raw,
+        platform=raw.get("platform"),
+        opal=_flag(raw.get("opal")),
+        kvm_hv=_flag(raw.get("module.kvm_hv")),
+        kvm_pr=_flag(raw.get("module.kvm_pr")),
+        nested_param=None if nested in (None, "missing") else nested == "Y",
+        xive_backend=backend,
+        dev_kvm=raw.get("dev_kvm") == "ok",
+        hv_vm=raw.get("vm.hv") == "ok",
+        caps=caps,
+        xics_device=raw.get("device.xics.create") == "ok",
+        xive_device=raw.get("device.xive.create") == "ok",
+        errors=errors,
+    )
