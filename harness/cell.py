@@ -132,19 +132,27 @@ class HostFacts:
     name: str
     arch: str
     cpu: str
-    kvm_mode: str  # hv | hv-nested | pr | none
+    kvm_mode: str  # hv (bare-metal PowerNV) | hv-nested | pr | tcg-only
     kvm_xics: bool = False  # in-kernel XICS offered by KVM
     kvm_xive: bool = False  # in-kernel XIVE native device (KVM_CAP_PPC_IRQ_XIVE)
     slots: int = 1
     qemu: tuple[QemuBuild, ...] = ()
     error: str | None = None  # the host could not be probed (down, refused us): its cells are ERROR
+    # What the KVM capability probe (kvmcaps) found, where the host has it; "assumed" otherwise.
+    kvm_probe: str = ""  # "kvmcaps" | "assumed" | "" (no KVM for POWER)
+    platform: str = ""  # /proc/cpuinfo platform: PowerNV (bare metal, OPAL) | pSeries (a guest or LPAR)
+    xive_backend: str | None = None  # the host kernel's XIVE driver: native | spapr | None
+    kvm_hv_nested: bool | None = None  # /sys/module/kvm_hv/parameters/nested
+    kvm_caps: tuple[tuple[str, int], ...] = ()  # KVM_CHECK_EXTENSION answers, by capability name
+    kvm_note: str | None = None  # why the host offers no KVM, or how its facts were decided
+    guest_machine_options: tuple[str, ...] = ()  # -machine options every guest here needs (inventory)
 
     def build(self, name: str) -> QemuBuild | None:
         return next((b for b in self.qemu if b.name == name), None)
 
     @staticmethod
     def unreachable(name: str, error: str) -> "HostFacts":
-        return HostFacts(name, "", "", "none", error=error)
+        return HostFacts(name, "", "", "tcg-only", error=error)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -152,6 +160,8 @@ class HostFacts:
     @staticmethod
     def from_dict(d: dict) -> "HostFacts":
         d = dict(d)
+        d["kvm_caps"] = tuple(tuple(x) for x in d.get("kvm_caps", ()))
+        d["guest_machine_options"] = tuple(d.get("guest_machine_options", ()))
         d["qemu"] = tuple(
             QemuBuild(**{**b, "cpu_models": tuple(b.get("cpu_models", ())),
                          "caps": tuple(tuple(x) for x in b.get("caps", ())),
@@ -224,6 +234,7 @@ class Observed:
     exit_code: int | None = None
     log_excerpt: str | None = None
     forensics: str | None = None  # the host's view of a stuck guest, saved before QEMU stopped
+    qemu_warnings: list[str] = field(default_factory=list)  # QEMU's own warning lines (stderr)
     # The guest kernel's log, read at the end of the cell (and before every guest reset):
     # findings make the cell FAIL, warnings are recorded and shown.
     kernel_findings: list[dict] = field(default_factory=list)

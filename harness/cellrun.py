@@ -18,7 +18,7 @@ import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import guestlog, model, observe, workloads
+from . import guestlog, model, observe, qemu_exit, workloads
 from .cell import Cell, Expected, HostFacts, Observed, Stage
 from .cell_machines import CellMachines, Site, run_tag  # noqa: F401  (run_tag: the tag tests and cleanup look for)
 from .errors import (CaskitError, GuestPanic, InfraError, KitError, Kind, PinRefused, QemuRefused, classify)
@@ -117,6 +117,8 @@ def _observe_guest(m: GuestMachine, ctx: CellContext, o: Observed) -> None:
     o.host = observe.host_view(m.qmp.hmp("info pic"), str(configured))
     o.platform_support = o.guest.platform_support
     o.mode = o.guest.mode if o.guest.mode == o.host.mode else None
+    # Read after CAS: QEMU warns when it activates the negotiated controller (a KVM fallback).
+    o.qemu_warnings = qemu_exit.warning_lines(m.stderr_text())
 
 
 def kernel_log(m: GuestMachine, timeout: float) -> tuple[list[dict], list[str]]:
@@ -139,8 +141,14 @@ def _run_workloads(m: GuestMachine, ctx: CellContext, o: Observed, out: list[dic
     the way (the rest are recorded as not run, and the cell goes no further)."""
     assert m.console is not None and m.qmp is not None
     mode = o.guest.mode if o.guest else None
+    def irqchip_for(negotiated: str) -> str | None:
+        # The model's answer for this cell with the guest asking for `negotiated`.
+        c = replace(ctx.cell, axes=tuple((k, ("off" if negotiated == "xics" else "default") if k == "guest_xive" else v)
+                                         for k, v in ctx.cell.axes))
+        return model.predict(c, ctx.facts).irqchip
+
     g = workloads.GuestSession(ctx.cell, m.console, m.qmp, ctx.timeouts["command"], m.wait_ready,
-                               ctx.timeouts["boot"], mode=mode)
+                               ctx.timeouts["boot"], mode=mode, irqchip_for=irqchip_for)
     todo = workloads.ordered(ctx.cell.workloads)
     for i, w in enumerate(todo):
         try:
@@ -215,7 +223,8 @@ def execute(ctx: CellContext, expected: Expected, log_dir: Path, found: Findings
         if ctx.peer is not None:
             ctx = replace(ctx, peer=replace(ctx.peer, kit=ctx.peer.host.stage_kit(ctx.peer.kit)))
         with CellMachines(ctx.host, cell, build, kit, ctx.run_id, log_dir, ctx.timeouts["shutdown"],
-                          heartbeat=cell.migration != "none") as machines:
+                          heartbeat=cell.migration != "none",
+                          machine_options=ctx.facts.guest_machine_options) as machines:
             m = machines.machine()
             current: GuestMachine | None = m  # where the guest lives; errors are resolved there
             try:

@@ -54,6 +54,18 @@ def _parser() -> argparse.ArgumentParser:
     hp = hsub.add_parser("probe", help="probe hosts and print their HostFacts")
     hp.add_argument("name", nargs="?")
     hp.add_argument("--hosts")
+    hb = hsub.add_parser("build", help="build (or find cached) the emulated hosts' L1 image")
+    hb.add_argument("name", nargs="?", help="an emulated host of the inventory (all share one image)")
+    hb.add_argument("--refresh", action="store_true", help="ask apt for newer packages")
+    hb.add_argument("--hosts")
+    hu = hsub.add_parser("up", help="boot an emulated host and leave it running")
+    hu.add_argument("name")
+    hu.add_argument("--hosts")
+    hd = hsub.add_parser("down", help="stop an emulated host (every running one without NAME)")
+    hd.add_argument("name", nargs="?")
+    hd.add_argument("--hosts")
+    hl = hsub.add_parser("list", help="every inventory host and, for emulated ones, their state")
+    hl.add_argument("--hosts")
     rep = sub.add_parser("report", help="rewrite junit.xml and report.html from results.json")
     rep.add_argument("dir")
     rep.add_argument("--baseline", help="an earlier run's directory to compare with")
@@ -137,7 +149,7 @@ def cmd_matrix(a) -> int:
         return EXIT_USAGE
     import tempfile
     with tempfile.TemporaryDirectory(prefix="caskit-matrix-") as tmp:
-        facts = prepare.probe_hosts(p, Path(tmp), log=lambda m: print(m, file=sys.stderr))
+        facts = prepare.probe_hosts(p, Path(tmp), log=lambda m: print(m, file=sys.stderr), boot=False)
     cells, _ = prepare.pin_cells(p, facts)  # the cells as a run would have them (domain-pinned)
     rows = []
     for c in cells:
@@ -180,8 +192,10 @@ def cmd_hosts(a) -> int:
     from .hosts import probe
     from .config import load_hosts
 
+    if a.hostcmd in ("build", "up", "down", "list"):
+        return cmd_hosts_emulated(a)
     if a.hostcmd != "probe":
-        print("caskit: usage: caskit hosts probe [NAME]", file=sys.stderr)
+        print("caskit: usage: caskit hosts probe|build|up|down|list [NAME]", file=sys.stderr)
         return EXIT_USAGE
     hosts = load_hosts(a.hosts)
     names = [a.name] if a.name else sorted(hosts)
@@ -191,6 +205,50 @@ def cmd_hosts(a) -> int:
     with tempfile.TemporaryDirectory(prefix="caskit-probe-") as tmp:
         print(json.dumps({n: probe.probe(hosts[n], Path(tmp), {b.name for b in hosts[n].qemu},
                                          log=lambda m: print(m, file=sys.stderr)).to_dict() for n in names}, indent=2))
+    return EXIT_OK
+
+
+def _emulated_spec(hosts: dict, name: str | None, inventory: str | None):
+    if name is None:
+        return None
+    if name not in hosts or hosts[name].kind != "emulated":
+        emulated = sorted(n for n, h in hosts.items() if h.kind == "emulated")
+        raise ConfigError(inventory or "configs/hosts.yaml", "hosts",
+                          f"{name!r} is not an emulated host of the inventory; emulated hosts: {', '.join(emulated) or '(none)'}")
+    return hosts[name]
+
+
+def cmd_hosts_emulated(a) -> int:
+    """Emulated POWER9 KVM hosts: their image, and booting and stopping them by name."""
+    from . import l1image
+    from .config import load_hosts
+    from .hosts import emulated
+
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    hosts = load_hosts(a.hosts)
+    spec = _emulated_spec(hosts, getattr(a, "name", None), a.hosts)
+    if a.hostcmd == "build":
+        img = l1image.build(refresh=a.refresh, log=log)
+        print(json.dumps({"key": img.key, "kernel": str(img.kernel), "initrd": str(img.initrd),
+                          "packages": len(img.manifest.get("packages", {}))}, indent=2))
+        return EXIT_OK
+    if a.hostcmd == "up":
+        st = emulated.EmulatedHost(spec.name, str(spec.emulated_kind), slots=spec.slots).up(port=spec.port, log=log)
+        print(f"caskit: {spec.name} ({spec.emulated_kind}) is up: pid {st.pid}, ssh on 127.0.0.1:{st.port}")
+        return EXIT_OK
+    if a.hostcmd == "down":
+        names = [spec.name] if spec else [s.name for s in emulated.list_states() if emulated.running(s)]
+        for n in names:
+            print(f"caskit: {n}: {emulated.down(n, log=log)}")
+        return EXIT_OK
+    states = {s.name: s for s in emulated.list_states()}
+    for n, h in sorted(hosts.items()):
+        if h.kind != "emulated":
+            print(f"{n:<16} {h.kind:<9} slots {h.slots}")
+            continue
+        st = states.get(n)
+        state = "down" if st is None or not emulated.running(st) else f"{st.status}, pid {st.pid}, port {st.port}"
+        print(f"{n:<16} emulated  {h.emulated_kind:<10} slots {h.slots}  {state}")
     return EXIT_OK
 
 

@@ -50,11 +50,15 @@ DOMAIN_PLANS = ("cross-build", "cross-host")
 # Workloads whose state lives in a file on the source host (a disk image, a hotplugged device's
 # backing): across hosts they need shared storage, which caskit does not set up.
 HOST_LOCAL_WORKLOADS = ("virtio-blk", "device-hotplug")
-HOST_KINDS = ("local", "ssh")
+HOST_KINDS = ("local", "ssh", "emulated")
+# Emulated POWER9 KVM hosts caskit boots itself (harness/hosts/emulated.py KINDS; a test keeps
+# the two in step): a nested-HV pseries L1, and a bare-metal PowerNV L1.
+EMULATED_KINDS = ("nested-hv", "powernv9")
 HOST_KEYS = {
-    "local": ("kind", "slots", "qemu", "migration_address"),
+    "local": ("kind", "slots", "qemu", "migration_address", "machine_options"),
     "ssh": ("kind", "slots", "qemu", "migration_address", "address", "port", "user", "key_file", "known_hosts",
-            "proxy_command", "kit_dir"),
+            "proxy_command", "kit_dir", "machine_options"),
+    "emulated": ("kind", "emulated_kind", "slots", "port", "machine_options"),
 }
 MATRIX_KEYS = ("name", "hosts", "axes", "exclude", "workloads", "migration", "timeouts", "kit", "append", "migration_max_bandwidth", "domain", "description")
 TIMEOUT_KEYS = {"boot": 90.0, "command": 30.0, "shutdown": 10.0, "liveness": 10.0}
@@ -108,6 +112,11 @@ class HostSpec:
     # Where other hosts of a migration domain send this host's incoming migration streams.
     migration_address: str = "127.0.0.1"
     ssh: SshSpec | None = None
+    # -machine options every pseries guest on this host needs (e.g. the cap-* levels its KVM can
+    # provide); None: the host kind's own (an emulated PowerNV host's), else none.
+    machine_options: tuple[str, ...] | None = None
+    emulated_kind: str | None = None  # kind emulated: nested-hv | powernv9
+    port: int | None = None  # kind emulated: the loopback port forwarded to its sshd (None: any free one)
 
 
 @dataclass(frozen=True)
@@ -550,7 +559,7 @@ def parse_hosts(data: Any, path: str) -> dict[str, HostSpec]:
             if k not in HOST_KEYS[kind]:
                 raise ConfigError(path, _child(key, k), f"unknown key for a {kind} host; allowed keys: "
                                                         f"{', '.join(HOST_KEYS[kind])}")
-        slots = spec.get("slots", os.cpu_count() or 1)
+        slots = spec.get("slots", 1 if kind == "emulated" else os.cpu_count() or 1)
         if "slots" in spec:
             slots = _whole(path, f"{key}.slots", slots, MAX_SLOTS, "guests at once on one host")
         builds = [QemuBuildSpec("system", "qemu-system-ppc64"), BACKPORTS]
@@ -568,11 +577,31 @@ def parse_hosts(data: Any, path: str) -> dict[str, HostSpec]:
                     raise ConfigError(path, f"{key}.qemu.{b.name}", "a build fetched from a Debian suite runs only "
                                                                      "on the local host; name its `binary` on this host")
             builds = [b for b in builds if not b.debian_suite]
+        mopts = None
+        if "machine_options" in spec:
+            mopts = spec["machine_options"]
+            if not isinstance(mopts, list) or not all(isinstance(o, str) and re.fullmatch(r"[a-z0-9-]+=[\w.-]+", o)
+                                                      for o in mopts):
+                raise ConfigError(path, f"{key}.machine_options", "must be a list of -machine key=value options, "
+                                                                  "e.g. [cap-cfpc=broken, cap-ccf-assist=off]")
+            mopts = tuple(mopts)
+        if kind == "emulated":
+            ek = spec.get("emulated_kind")
+            if ek not in EMULATED_KINDS:
+                raise ConfigError(path, f"{key}.emulated_kind", f"{_show(ek)}: an emulated host is one of "
+                                                                 f"{_fmt(EMULATED_KINDS)}")
+            port = spec.get("port")
+            if port is not None and (not isinstance(port, int) or isinstance(port, bool) or not 1024 <= port < 65536):
+                raise ConfigError(path, f"{key}.port", f"{_show(port)} is not a free loopback port (1024-65535)")
+            # Its QEMU is the one in its image: the `system` build, inside it.
+            out[name] = HostSpec(name, kind, slots, (QemuBuildSpec("system", "qemu-system-ppc64"),), "127.0.0.1",
+                                 None, mopts, ek, port)
+            continue
         maddr = spec.get("migration_address", ssh.address if ssh else "127.0.0.1")
         if not isinstance(maddr, str) or not maddr:
             raise ConfigError(path, f"{key}.migration_address", f"{_show(maddr)} is not an address (a host name or IP)")
         _text(path, f"{key}.migration_address", maddr, "an address (a host name or IP)", max_len=MAX_NAME * 4)
-        out[name] = HostSpec(name, kind, slots, tuple(builds), maddr, ssh)
+        out[name] = HostSpec(name, kind, slots, tuple(builds), maddr, ssh, mopts)
     out.setdefault("local", HostSpec("local", "local", os.cpu_count() or 1,
                                      (QemuBuildSpec("system", "qemu-system-ppc64"), BACKPORTS)))
     return out

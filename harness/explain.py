@@ -29,7 +29,7 @@ ALLOWED = {"ic_mode": ("dual", "xics", "xive"), "kernel_irqchip": ("on", "off", 
 # KVM modes a host can be in, with what its KVM offers (cas-rules.md section 5; measured on the
 # emulated hosts where the model's rules cite it).
 KVM_MODES: dict[str, dict] = {
-    "tcg-only": {"kvm_mode": "none", "kvm_xics": False, "kvm_xive": False,
+    "tcg-only": {"kvm_mode": "tcg-only", "kvm_xics": False, "kvm_xive": False,
                  "what": "no KVM for POWER (an x86 machine, or TCG chosen): QEMU emulates both controllers"},
     "hv": {"kvm_mode": "hv", "kvm_xics": True, "kvm_xive": True,
            "what": "bare-metal POWER9 (PowerNV) with kvm_hv: in-kernel XIVE native device and XICS-on-XIVE"},

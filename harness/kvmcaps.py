@@ -40,16 +40,16 @@ class KvmCaps:
 
     @property
     def kvm_mode(self) -> str:
-        """hv (bare metal), hv-nested (HV inside a pseries guest), pr, or none."""
+        """hv (bare metal), hv-nested (HV inside a pseries guest), pr, or tcg-only."""
         if not self.dev_kvm:
-            return "none"
+            return "tcg-only"
         if self.kvm_hv and self.hv_vm:
             if self.opal or self.platform == "PowerNV":
                 return "hv"
             return "hv-nested"
         if self.kvm_pr:
             return "pr"
-        return "none"
+        return "tcg-only"
 
     @property
     def in_kernel_xics(self) -> bool:

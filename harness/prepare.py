@@ -81,10 +81,25 @@ def caskit_version() -> str:
         return __version__
 
 
-def probe_hosts(p: RunPlan, log_dir: Path, log=print, run_id: str | None = None) -> dict[str, HostFacts]:
+def ensure_emulated_up(spec: HostSpec, log=print) -> bool:
+    """Boot an emulated host the run needs and finds down; True if this call booted it (the run
+    then stops it at its end). A host that cannot boot is the host's failure: HostError."""
+    from .hosts import emulated
+
+    if emulated.is_up(spec.name):
+        return False
+    log(f"caskit: emulated host {spec.name} ({spec.emulated_kind}) is down: booting it for this run")
+    emulated.EmulatedHost(spec.name, str(spec.emulated_kind), slots=spec.slots).up(port=spec.port, log=log)
+    return True
+
+
+def probe_hosts(p: RunPlan, log_dir: Path, log=print, run_id: str | None = None, *, boot: bool = True,
+                booted: list[str] | None = None) -> dict[str, HostFacts]:
     """HostFacts of every host the plan uses: the cells' hosts and their domains' members, each
     with the builds the cells (or the domain) name, and the cap defaults of the CPU models that
-    domain-pinned cells run. Probe machines carry the run's tag (`caskit cleanup RUN` finds them)."""
+    domain-pinned cells run. Probe machines carry the run's tag (`caskit cleanup RUN` finds them).
+    Emulated hosts that are down are booted when `boot` (their names go to `booted`); without it
+    (`caskit matrix` boots nothing) their facts from their last probe stand in, where there are."""
     used_hosts = {c.host for c in p.cells}
     domain_matrices = {m.name for m in p.matrices if m.domain}
     cpus = frozenset(str(c.axis("cpu")) for c in p.cells if c.matrix in domain_matrices)
@@ -94,13 +109,24 @@ def probe_hosts(p: RunPlan, log_dir: Path, log=print, run_id: str | None = None)
             used_hosts |= set(p.domains[m.domain].hosts)
     facts: dict[str, HostFacts] = {}
     for h in sorted(used_hosts):
-        log(f"caskit: probing host {h}")
+        spec = p.hosts[h]
         builds = {str(c.axis("qemu")) for c in p.cells if c.host == h}
         for m in p.matrices:
             if m.domain and h in p.domains[m.domain].hosts:
-                builds |= set(p.domains[m.domain].qemu) or {b.name for b in p.hosts[h].qemu if not b.debian_suite}
+                builds |= set(p.domains[m.domain].qemu) or {b.name for b in spec.qemu if not b.debian_suite}
         try:
-            facts[h] = probe.probe(p.hosts[h], log_dir, builds, log, cpus=cpus, tag=tag)
+            if spec.kind == "emulated":
+                from .hosts import emulated
+                if not boot and not emulated.is_up(h):
+                    facts[h] = emulated.last_facts(h) or HostFacts.unreachable(
+                        h, f"emulated host {h} is down and was never probed (`caskit hosts up {h}`)")
+                    continue
+                if boot and ensure_emulated_up(spec, log) and booted is not None:
+                    booted.append(h)
+            log(f"caskit: probing host {h}")
+            facts[h] = probe.probe(spec, log_dir, builds, log, cpus=cpus, tag=tag)
+            if spec.kind == "emulated":
+                emulated.save_facts(h, facts[h])
         except CaskitError as e:
             # One host down must not stop a farm's run: its cells are ERROR, the others run.
             log(f"caskit: host {h} is unreachable, its cells will be ERROR: {e}")
@@ -112,7 +138,8 @@ def prepare_run(p: RunPlan, out: Path, run_id: str, log=print, known_issues_file
     """Probe the hosts, build the kit, write run.json. Returns the run record."""
     store = RunStore(out)
     out.mkdir(parents=True, exist_ok=True)
-    facts = probe_hosts(p, out / "hosts", log, run_id)
+    booted: list[str] = []
+    facts = probe_hosts(p, out / "hosts", log, run_id, booted=booted)
     cells, pins = pin_cells(p, facts)
     m0 = p.matrices[0]
     kit = kit_record(m0, log)
@@ -132,6 +159,7 @@ def prepare_run(p: RunPlan, out: Path, run_id: str, log=print, known_issues_file
         "cell_order": [c.id for c in cells],
         "cells": [c.to_dict() for c in cells],
         "domains": pins,
+        "booted_hosts": booted,  # emulated hosts this run booted, stopped at its end
     }
     store.write_run(run)
     return run

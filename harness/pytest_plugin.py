@@ -118,8 +118,15 @@ def caskit_cell(request):
             peer_host, peer_build = cell.peer
             build = HostFacts.from_dict(run["hosts"][peer_host]).build(peer_build)
             assert build is not None, f"run.json has no probed build {peer_build} on {peer_host}"
-            peer = Site(make_host(specs[peer_host]), build, kit)
-        ctx = CellContext(cell, HostFacts.from_dict(run["hosts"][cell.host]), make_host(specs[cell.host]), kit,
+            peer = Site(make_host(specs[peer_host]), build, kit,
+                        HostFacts.from_dict(run["hosts"][peer_host]).guest_machine_options)
+        facts = HostFacts.from_dict(run["hosts"][cell.host])
+        try:
+            host = make_host(specs[cell.host])
+        except CaskitError as e:  # gone since the probe (an emulated host stopped, say): ERROR, recorded
+            from dataclasses import replace
+            facts, host = replace(facts, error=str(e)), None
+        ctx = CellContext(cell, facts, host, kit,
                           store, run["id"], {**TIMEOUT_KEYS, **run["timeouts"]}, worker,
                           known_issues.load(Path(run["known_issues_file"]) if run.get("known_issues_file") else None),
                           run.get("migration_max_bandwidth"), peer,
@@ -194,6 +201,12 @@ def pytest_sessionfinish(session, exitstatus):
     run = st["run"]
     killed = kill_tagged(f"caskit:{run['id']}:")
     killed += _kill_tagged_remote(config, run)
+    for name in run.get("booted_hosts", []):  # emulated hosts this run booted: stopped by PID
+        from .hosts import emulated
+        try:
+            config.get_terminal_writer().line(f"caskit: stopping emulated host {name}: {emulated.down(name)}")
+        except Exception as e:  # stopping must never cost the run its results
+            config.get_terminal_writer().line(f"caskit: cannot stop emulated host {name}: {e!r}")
     store = RunStore(st["out"])
     results = store.assemble(run["cell_order"], {"end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                                 "leftover_qemu_killed": killed})

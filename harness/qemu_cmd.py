@@ -13,8 +13,9 @@ def memory_mib(smp: int) -> int:
     return 1024 + (3 * smp if smp > 64 else 0)
 
 
-def machine_options(cell: Cell) -> list[str]:
-    return render_lines("machine-options.j2", pinned=list(cell.pinned), **cell.axes_dict)
+def machine_options(cell: Cell, host_options: tuple[str, ...] = ()) -> list[str]:
+    return render_lines("machine-options.j2", pinned=list(cell.pinned), host_options=list(host_options),
+                        **cell.axes_dict)
 
 
 def guest_cmdline(cell: Cell, append: str = "") -> str:
@@ -23,14 +24,14 @@ def guest_cmdline(cell: Cell, append: str = "") -> str:
 
 def qemu_argv(cell: Cell, build: QemuBuild, kernel: Path, initrd: Path | None, *, qmp_sock: Path,
               console_sock: Path, run_tag: str, append: str = "", extra_args: tuple[str, ...] = (),
-              heartbeat_sock: Path | None = None) -> list[str]:
+              heartbeat_sock: Path | None = None, host_options: tuple[str, ...] = ()) -> list[str]:
     a = cell.axes_dict
     return render_lines(
         "qemu-pseries.argv.j2",
         binary=build.binary,
         firmware_dir=build.firmware_dir,
         run_tag=run_tag,
-        machine=machine_options(cell),
+        machine=machine_options(cell, host_options),
         accel=a["accel"],
         cpu=a["cpu"],
         smp=a["smp"],

@@ -20,6 +20,14 @@ TERMINATED = re.compile(r"terminating on signal (\d+)(?: from pid (\d+))?")
 FROM_OUTSIDE = {signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT}
 
 
+WARNING_LINE = re.compile(r"^qemu-system-\w+: warning: (.+)$", re.M)
+
+
+def warning_lines(stderr: str) -> list[str]:
+    """QEMU's warnings, each once, in order."""
+    return list(dict.fromkeys(w.strip() for w in WARNING_LINE.findall(stderr or "")))
+
+
 def error_lines(stderr: str) -> str | None:
     """QEMU's own error line(s), without its warnings."""
     lines = ERROR_LINE.findall(stderr or "")

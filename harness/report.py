@@ -40,36 +40,59 @@ def junit_xml(results: dict) -> str:
     return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def matrix_layout(cells: list[dict]) -> tuple[str | None, list[str], list[str], list[tuple], dict]:
-    """(column axis, column values, row axes, row keys, {(row, col): [cells]})."""
+def kvm_mode(results: dict, c: dict) -> str:
+    """The KVM mode a cell ran in: its host's (as probed) under KVM, tcg-only under TCG."""
+    if c["axes"].get("accel") != "kvm":
+        return "tcg-only"
+    return ((results.get("run", {}).get("hosts", {}).get(c["host"]) or {}).get("kvm_mode")) or "unknown"
+
+
+def matrix_layout(cells: list[dict], group_of=None) -> tuple[str | None, list, list[str], list[tuple], dict]:
+    """(column axis, column keys, row axes, row keys, {(row, col): [cells]}). With `group_of`
+    giving two or more groups (KVM modes), the columns are (group, value) pairs: one column
+    group per KVM mode, the table farms publish, and host and accel leave the rows."""
+    groups = list(dict.fromkeys(group_of(c) for c in cells)) if group_of else []
+    # A KVM run always says which KVM mode its columns are; a TCG-only run needs no group row.
+    grouped = len(groups) > 1 or (len(groups) == 1 and groups[0] != "tcg-only")
     varying = [a for a in AXIS_NAMES if len({str(c["axes"][a]) for c in cells}) > 1]
     if len({c["host"] for c in cells}) > 1:
         varying.insert(0, "host")
+    if grouped:
+        varying = [a for a in varying if a not in ("host", "accel")]
 
     def val(c, a):
         return str(c["host"] if a == "host" else c["axes"][a])
 
     col = next((a for a in COLUMN_PREFERENCE if a in varying), None)
     row_axes = [a for a in varying if a != col]
-    cols = list(dict.fromkeys(val(c, col) for c in cells)) if col else [""]
+
+    def col_key(c):
+        v = val(c, col) if col else ""
+        return (group_of(c), v) if grouped else v
+
+    cols = list(dict.fromkeys(col_key(c) for c in cells))
+    if grouped:
+        cols.sort(key=lambda k: (groups.index(k[0]), [col_key(c) for c in cells].index(k)))
     rows = list(dict.fromkeys(tuple(val(c, a) for a in row_axes) for c in cells))
     grid: dict = {}
     for c in cells:
-        key = (tuple(val(c, a) for a in row_axes), val(c, col) if col else "")
-        grid.setdefault(key, []).append(c)
+        grid.setdefault((tuple(val(c, a) for a in row_axes), col_key(c)), []).append(c)
     return col, cols, row_axes, rows, grid
 
 
 def html_report(results: dict) -> str:
     cells = results["cells"]
-    col, cols, row_axes, rows, grid = matrix_layout(cells)
-    fixed = {a: str(cells[0]["axes"][a]) for a in AXIS_NAMES if cells and a not in row_axes and a != col}
+    col, cols, row_axes, rows, grid = matrix_layout(cells, lambda c: kvm_mode(results, c))
+    grouped = bool(cols) and isinstance(cols[0], tuple)
+    spans = [(g, sum(1 for k in cols if k[0] == g)) for g in dict.fromkeys(k[0] for k in cols)] if grouped else []
+    fixed = {a: str(cells[0]["axes"][a]) for a in AXIS_NAMES if cells and a not in row_axes and a != col
+             and not (grouped and a == "accel")}
     migrations = [c for c in cells if isinstance(c.get("migration"), dict)]
     known = [c for c in migrations if c["migration"].get("known_issues")]
     stale = [c for c in migrations if c["migration"].get("no_longer_reproduces")]
     return render_html("report.html.j2", run=results["run"], summary=results.get("summary", {}), cells=cells,
                        col=col, cols=cols, row_axes=row_axes, rows=rows, grid=grid, fixed=fixed,
-                       known=known, stale=stale)
+                       known=known, stale=stale, grouped=grouped, spans=spans)
 
 
 def write_reports(out: Path, results: dict) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from .cell import Expected, Observed, Verdict
 from .model import matches_error
 
+# The words of QEMU's kernel-irqchip fallback (hw/ppc/spapr_irq.c spapr_irq_init_kvm()).
+KVM_FALLBACK = "kernel_irqchip allowed but unavailable"
+
 
 def decide(e: Expected, o: Observed) -> tuple[Verdict, str]:
     if e.skip:
@@ -43,6 +46,11 @@ def decide(e: Expected, o: Observed) -> tuple[Verdict, str]:
         problems.append(f"platform offer byte 23 is {o.platform_support}, expected {e.byte23}")
     if e.irqchip and h.irqchip != e.irqchip:
         problems.append(f"irqchip is {h.irqchip}, expected {e.irqchip}")
+    fallback = [w for w in o.qemu_warnings if KVM_FALLBACK in w]
+    if e.warning and not any(e.warning in w for w in o.qemu_warnings):
+        problems.append(f"QEMU did not warn {e.warning!r} ({e.rule})")
+    elif fallback and not e.warning:
+        problems.append(f"QEMU fell back unexpectedly: {fallback[0]!r}")
     if problems:
         return Verdict.FAIL, "; ".join(problems)
     if o.kernel_findings:

@@ -14,7 +14,22 @@ def make_host(spec) -> Host:
     if spec.kind == "ssh":
         from .ssh import ssh_host
         return ssh_host(spec)
+    if spec.kind == "emulated":
+        # An emulated host, once up, is an SSH host like any other: nothing else is special.
+        from .emulated import EmulatedHost
+        from .ssh import ssh_host
+        return ssh_host(EmulatedHost(spec.name, str(spec.emulated_kind), slots=spec.slots).up_spec())
     raise CaskitError(f"host {spec.name}: kind {spec.kind} is not supported")
 
 
-__all__ = ["make_host", "Host", "LocalHost", "LocalProcess", "Process", "kill_tagged", "lock_dir", "tagged_pids"]
+def guest_machine_options(spec) -> tuple[str, ...]:
+    """The -machine options every guest on the host needs: the inventory's, else its kind's."""
+    if spec.machine_options is not None:
+        return tuple(spec.machine_options)
+    if spec.kind == "emulated":
+        from .emulated import KINDS
+        return KINDS[str(spec.emulated_kind)].l2_machine_options
+    return ()
+
+
+__all__ = ["make_host", "guest_machine_options", "Host", "LocalHost", "LocalProcess", "Process", "kill_tagged", "lock_dir", "tagged_pids"]

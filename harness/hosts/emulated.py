@@ -229,6 +229,15 @@ class EmulatedHost:
         return HostSpec(self.name, "ssh", self.slots, (QemuBuildSpec("system", "qemu-system-ppc64"),), "127.0.0.1",
                         SshSpec("127.0.0.1", port, SSH_USER, str(self.key_file), str(self.known_hosts)))
 
+    def up_spec(self) -> HostSpec:
+        """The SSH view of this host while it is up; the host's error when it is not."""
+        st = L1State.load(self.name)
+        if st is None or st.status != "up" or not running(st):
+            raise HostError(f"emulated host {self.name} is down: `caskit hosts up {self.name}`, or a run that "
+                            f"names it boots it for the run")
+        self._write_known_hosts(st.port)
+        return self.spec(st.port)
+
     def ssh(self):
         from .ssh import SshHost
 
@@ -448,6 +457,30 @@ def list_states() -> list[L1State]:
     d = hosts_dir()
     out = [L1State.load(p.name) for p in sorted(d.iterdir()) if (p / "state.json").is_file()] if d.is_dir() else []
     return [s for s in out if s is not None]
+
+
+def is_up(name: str) -> bool:
+    st = L1State.load(name)
+    return st is not None and st.status == "up" and running(st)
+
+
+def save_facts(name: str, facts) -> None:
+    """The facts of the host's last probe, for `caskit matrix` while it is down."""
+    import json
+    d = hosts_dir() / name
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "facts.json").write_text(json.dumps(facts.to_dict(), indent=2) + "\n")
+
+
+def last_facts(name: str):
+    import json
+
+    from ..cell import HostFacts
+    p = hosts_dir() / name / "facts.json"
+    try:
+        return HostFacts.from_dict(json.loads(p.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def down(name: str, grace: float = 20.0, log=print) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..config import HostSpec, QemuBuildSpec
 from ..cell import HostFacts, QemuBuild
 from ..errors import CaskitError
-from . import make_host
+from . import guest_machine_options, make_host
 from .local import Host, LocalHost
 from ..machine import GuestMachine, MachineFiles
 from ..qmp import QmpCommandError
@@ -138,14 +138,14 @@ def probe_local(spec: HostSpec, log_dir: Path, builds: set[str] | None = None, l
 def kvm_mode_from(arch: str, has_dev_kvm: bool, modules: set[str], platform_line: str) -> tuple[str, bool, bool]:
     """KVM mode of a host from what it shows (pure). An x86 /dev/kvm cannot run POWER guests."""
     if not arch.startswith("ppc64") or not has_dev_kvm:
-        return "none", False, False
+        return "tcg-only", False, False
     if "kvm_hv" in modules:
         nested = "pSeries" in platform_line and "PowerNV" not in platform_line
-        # Without the capability probe program (a later issue), assume what section 5 measured.
+        # A host without the capability probe (kvmcaps): what cas-rules section 5 measured.
         return ("hv-nested", True, False) if nested else ("hv", True, True)
     if "kvm_pr" in modules:
         return "pr", False, False
-    return "none", False, False
+    return "tcg-only", False, False
 
 
 # One command for all of a remote host's facts: fewer round trips, and one place that parses.
@@ -156,14 +156,19 @@ test -e /dev/kvm && echo dev_kvm=1
 for m in kvm_hv kvm_pr; do test -d /sys/module/$m && echo "module=$m"; done
 grep -m1 -iE '^(model name|cpu)[[:space:]]*:' /proc/cpuinfo | sed 's/^[^:]*:[[:space:]]*/cpu=/'
 grep -m1 -iE '^platform[[:space:]]*:' /proc/cpuinfo | sed 's/^[^:]*:[[:space:]]*/platform=/'
+if command -v kvmcaps >/dev/null 2>&1; then echo "@@kvmcaps"; kvmcaps 2>&1; echo "@@kvmcaps-end"; fi
 """
 
 
 def probe_remote(host: Host, spec: HostSpec, log_dir: Path, builds: set[str] | None = None, log=print, *,
                  cpus: frozenset[str] = frozenset(), tag: str = "caskit-probe") -> HostFacts:
-    code, out, err = host.run(["sh", "-c", REMOTE_FACTS], timeout=30)
+    code, out, err = host.run(["sh", "-c", REMOTE_FACTS], timeout=120)
     if code != 0:
         raise CaskitError(f"host {spec.name}: probing failed (exit {code}): {err.strip()[-300:]}")
+    caps_text = None
+    if "@@kvmcaps\n" in out:
+        head, rest = out.split("@@kvmcaps\n", 1)
+        caps_text, out = rest.split("@@kvmcaps-end", 1)[0], head
     kv: dict[str, list[str]] = {}
     for line in out.splitlines():
         if "=" in line:
@@ -172,11 +177,36 @@ def probe_remote(host: Host, spec: HostSpec, log_dir: Path, builds: set[str] | N
     if "arch" not in kv:
         raise CaskitError(f"host {spec.name}: the probe's reply has no architecture: {out[:300]!r}")
     arch = kv["arch"][0]
-    mode, xics, xive = kvm_mode_from(arch, "dev_kvm" in kv, set(kv.get("module", [])), " ".join(kv.get("platform", [])))
+    kvm = kvm_facts(spec.name, arch, kv, caps_text)
     wanted = [b for b in spec.qemu if builds is None or b.name in builds]
     probed = tuple(probe_build(host, b, log_dir / f"probe-{spec.name}-{b.name}", log, cpus=cpus, tag=tag)
                    for b in wanted)
-    return HostFacts(spec.name, arch, kv.get("cpu", [""])[0], mode, xics, xive, spec.slots, probed)
+    return HostFacts(spec.name, arch, kv.get("cpu", [""])[0], slots=spec.slots, qemu=probed, **kvm)
+
+
+def kvm_facts(name: str, arch: str, kv: dict[str, list[str]], caps_text: str | None) -> dict:
+    """The KVM part of a host's facts: from the capability probe where the host has it (its
+    answers decide: the capabilities, never the host's name), else from the modules and platform
+    line, as cas-rules section 5 measured them (and said so in `kvm_probe`)."""
+    platform_line = " ".join(kv.get("platform", []))
+    if caps_text is not None:
+        from .. import kvmcaps
+        try:
+            c = kvmcaps.parse(caps_text)
+        except CaskitError as e:
+            raise CaskitError(f"host {name}: its kvmcaps output cannot be read: {e}") from e
+        note = None
+        if c.kvm_mode == "tcg-only" and arch.startswith("ppc64"):
+            note = ("no /dev/kvm" if not c.dev_kvm else "neither kvm_hv nor kvm_pr works") + \
+                   (f" ({', '.join(f'{k}: {v}' for k, v in c.errors.items())})" if c.errors else "")
+        return dict(kvm_mode=c.kvm_mode, kvm_xics=c.in_kernel_xics, kvm_xive=c.in_kernel_xive, kvm_probe="kvmcaps",
+                    platform=c.platform or platform_line, xive_backend=c.xive_backend,
+                    kvm_hv_nested=c.nested_param, kvm_caps=tuple(sorted(c.caps.items())), kvm_note=note)
+    mode, xics, xive = kvm_mode_from(arch, "dev_kvm" in kv, set(kv.get("module", [])), platform_line)
+    return dict(kvm_mode=mode, kvm_xics=xics, kvm_xive=xive, kvm_probe="assumed" if mode != "tcg-only" else "",
+                platform=platform_line,
+                kvm_note="no kvmcaps on this host: in-kernel controllers assumed from its KVM mode"
+                if mode != "tcg-only" else None)
 
 
 def probe(spec: HostSpec, log_dir: Path, builds: set[str] | None = None, log=print, *,
@@ -184,8 +214,11 @@ def probe(spec: HostSpec, log_dir: Path, builds: set[str] | None = None, log=pri
     """Probe a host; `builds` limits which QEMU builds (None: every build that needs no fetch);
     `cpus`: CPU models whose cap defaults a migration domain's pin needs; `tag`: the `-name`
     of the probe machines (the run's tag, so `caskit cleanup` finds them)."""
-    if spec.kind == "local":
-        return probe_local(spec, log_dir, builds, log, cpus=cpus, tag=tag)
-    if spec.kind == "ssh":
-        return probe_remote(make_host(spec), spec, log_dir, builds, log, cpus=cpus, tag=tag)
-    raise CaskitError(f"host {spec.name}: kind {spec.kind} cannot be probed")
+    if spec.kind in ("ssh", "emulated"):
+        facts = probe_remote(make_host(spec), spec, log_dir, builds, log, cpus=cpus, tag=tag)
+    elif spec.kind == "local":
+        facts = probe_local(spec, log_dir, builds, log, cpus=cpus, tag=tag)
+    else:
+        raise CaskitError(f"host {spec.name}: kind {spec.kind} cannot be probed")
+    from dataclasses import replace
+    return replace(facts, guest_machine_options=guest_machine_options(spec))

@@ -55,7 +55,7 @@ def _machine_version(name: str | None) -> tuple[int, ...]:
 
 def _max_compat(m: Member) -> str:
     """The highest compat level a member can run: the emulated CPUs under TCG, the host CPU under KVM."""
-    if m.host.kvm_mode == "none":
+    if m.host.kvm_mode == "tcg-only":
         levels = [c.lower() for c in m.build.cpu_models if c.lower() in COMPAT_ORDER]
         return max(levels, key=COMPAT_ORDER.index) if levels else "power8"
     found = re.search(r"POWER(\d+)", m.host.cpu, re.I)
@@ -87,7 +87,7 @@ def pin(members: list[Member], cpu: str | None = None) -> Pin:
         levels.append(f"power{cpu.upper().removeprefix('POWER')}")
     compat = min(levels, key=COMPAT_ORDER.index)
     ic_mode = "dual" if COMPAT_ORDER.index(compat) >= COMPAT_ORDER.index("power9") else "xics"
-    in_kernel = all(m.host.kvm_mode != "none" and m.host.kvm_xics and m.host.kvm_xive for m in members)
+    in_kernel = all(m.host.kvm_mode != "tcg-only" and m.host.kvm_xics and m.host.kvm_xive for m in members)
     kirq = "on" if in_kernel else "off"
     if not in_kernel:
         notes.append("kernel-irqchip=off: not every member has both in-kernel controllers (TCG or nested/PR KVM)")

@@ -68,6 +68,9 @@ class GuestSession:
     boot_timeout: float
     mode: str | None = None  # the negotiated mode, as observed
     modules_loaded: bool = False
+    # Where the model says the host runs the controller of a mode (in-kernel or emulated), for
+    # workloads that make the guest negotiate again (None: not judged).
+    irqchip_for: Callable[[str], str | None] | None = None
     notes: list[str] = field(default_factory=list)
 
     @property

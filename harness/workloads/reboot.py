@@ -25,22 +25,32 @@ def run(g: GuestSession) -> dict:
         guest = observe.guest_view(g.sh("ck-observe").output)
         host = observe.host_view(g.qmp.hmp("info pic"))
         boot = {"boot": i + 1, "seconds": seconds, "guest_mode": guest.mode, "host_mode": host.mode,
-                "platform_support": guest.platform_support}
+                "host_irqchip": host.irqchip, "platform_support": guest.platform_support}
         boots.append(boot)
         if guest.mode != first or host.mode != first:
             raise WorkloadFailed(f"after reset {i + 1} the guest negotiated {guest.mode} (host: {host.mode}), "
-                                 f"first boot {first}", "", {"first": first, "boots": boots})
+                                 f"first boot {first}", "", {"first": first, "boots": boots}, symptom="mode-changed")
+        _check_irqchip(g, host.mode, host.irqchip, f"after reset {i + 1}", {"boots": boots})
         if g.smp >= 2:
             boot["ipis_per_s"] = ipi_run(g, rounds=50)["ipis_per_s"]
     return {"first": first, "boots": boots, "switches": switch_modes(g, first)}
 
 
-def _reset_and_observe(g: GuestSession) -> tuple[str | None, str | None]:
+def _check_irqchip(g: GuestSession, mode: str | None, irqchip: str | None, when: str, metrics: dict) -> None:
+    """Under KVM the controller of each CAS is created anew (the KVM device is destroyed at
+    reset and made for the negotiated mode): the host must show it where the model says, in the
+    kernel or in QEMU, at every boot."""
+    want = g.irqchip_for(mode) if g.irqchip_for and mode else None
+    if want and irqchip != want:
+        raise WorkloadFailed(f"{when}: {mode} is {irqchip}, expected {want}", "", metrics, symptom="irqchip-changed")
+
+
+def _reset_and_observe(g: GuestSession) -> tuple[str | None, str | None, str | None]:
     g.qmp.execute("system_reset")
     g.wait_ready(g.boot_timeout)
     g.modules_loaded = False
-    return (observe.guest_view(g.sh("ck-observe").output).mode,
-            observe.host_view(g.qmp.hmp("info pic")).mode)
+    host = observe.host_view(g.qmp.hmp("info pic"))
+    return observe.guest_view(g.sh("ck-observe").output).mode, host.mode, host.irqchip
 
 
 def switch_modes(g: GuestSession, first: str | None) -> list[dict]:
@@ -58,11 +68,13 @@ def switch_modes(g: GuestSession, first: str | None) -> list[dict]:
         for cmdline in (flipped, original):
             g.qmp.execute("qom-set", path="/machine", property="append", value=cmdline)
             want = "xics" if "xive=off" in cmdline.split() else "xive"
-            guest, host = _reset_and_observe(g)
-            out.append({"xive_off": want == "xics", "guest_mode": guest, "host_mode": host})
+            guest, host, irqchip = _reset_and_observe(g)
+            out.append({"xive_off": want == "xics", "guest_mode": guest, "host_mode": host, "host_irqchip": irqchip})
             if guest != want or host != want:
                 raise WorkloadFailed(f"after a reset with{'' if want == 'xics' else 'out'} xive=off the guest "
-                                     f"negotiated {guest} (host: {host}), expected {want}", "", {"switches": out})
+                                     f"negotiated {guest} (host: {host}), expected {want}", "", {"switches": out},
+                                     symptom="mode-changed")
+            _check_irqchip(g, host, irqchip, f"after the switch to {want}", {"switches": out})
     finally:
         g.qmp.execute("qom-set", path="/machine", property="append", value=original)
     if out and out[-1]["guest_mode"] != first:

@@ -83,7 +83,7 @@ def test_results_json_contract(quick):
         assert k in run, k
     facts = run["hosts"]["local"]
     assert facts["qemu"][0]["default_ic_mode"] == "dual"
-    assert facts["kvm_mode"] == "none"
+    assert facts["kvm_mode"] == "tcg-only"
     for c in res["cells"]:
         for k in ("id", "axes", "host", "expected", "observed", "verdict", "duration_s", "logs"):
             assert k in c, k

@@ -35,14 +35,14 @@ def make_build(name: str = "system", *, default_ic_mode: str | None = "dual", ma
     return QemuBuild(name, default_ic_mode=default_ic_mode, max_cpus=max_cpus, cpu_models=tuple(cpu_models), **kw)
 
 
-def make_facts(kvm_mode: str = "none", *, kvm_xics: bool = False, kvm_xive: bool = False,
+def make_facts(kvm_mode: str = "tcg-only", *, kvm_xics: bool = False, kvm_xive: bool = False,
                builds: tuple[QemuBuild, ...] | None = None, name: str = "local") -> HostFacts:
-    arch, cpu = ("x86_64", "Intel Xeon") if kvm_mode == "none" else ("ppc64le", "POWER9 (raw)")
+    arch, cpu = ("x86_64", "Intel Xeon") if kvm_mode == "tcg-only" else ("ppc64le", "POWER9 (raw)")
     return HostFacts(name, arch, cpu, kvm_mode, kvm_xics=kvm_xics, kvm_xive=kvm_xive, slots=2,
                      qemu=builds if builds is not None else (make_build(),))
 
 
-TCG_HOST = make_facts("none")
+TCG_HOST = make_facts("tcg-only")
 # A PowerNV host with kvm_hv: in-kernel XIVE native device and XICS-on-XIVE.
 HV_HOST = make_facts("hv", kvm_xics=True, kvm_xive=True, name="p9-bare")
 # kvm_hv inside a pseries L1: KVM_CAP_PPC_IRQ_XIVE = 0, in-kernel XICS works (measured).

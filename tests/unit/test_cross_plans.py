@@ -85,8 +85,8 @@ def test_bad_ssh_entries_name_the_key(tmp_path, over, key, words):
 
 
 @pytest.mark.parametrize("arch, dev, modules, platform, want", [
-    ("x86_64", True, {"kvm_hv"}, "", ("none", False, False)),  # an x86 /dev/kvm cannot run POWER guests
-    ("ppc64le", False, {"kvm_hv"}, "PowerNV", ("none", False, False)),
+    ("x86_64", True, {"kvm_hv"}, "", ("tcg-only", False, False)),  # an x86 /dev/kvm cannot run POWER guests
+    ("ppc64le", False, {"kvm_hv"}, "PowerNV", ("tcg-only", False, False)),
     ("ppc64le", True, {"kvm_hv"}, "platform : PowerNV", ("hv", True, True)),
     ("ppc64le", True, {"kvm_hv"}, "platform : pSeries", ("hv-nested", True, False)),
     ("ppc64le", True, {"kvm_pr"}, "platform : pSeries", ("pr", False, False)),

@@ -102,9 +102,9 @@ def test_kvmcaps_a_capability_without_a_working_device_is_not_in_kernel():
 
 
 @pytest.mark.parametrize("text, mode", [
-    ("probe=kvmcaps 1\nplatform=PowerNV\ndev_kvm=error:ENOENT:2\n", "none"),
+    ("probe=kvmcaps 1\nplatform=PowerNV\ndev_kvm=error:ENOENT:2\n", "tcg-only"),
     ("probe=kvmcaps 1\nplatform=pSeries\nmodule.kvm_hv=0\nmodule.kvm_pr=1\ndev_kvm=ok\nvm.hv=error:EINVAL:22\n", "pr"),
-    ("probe=kvmcaps 1\nplatform=pSeries\nmodule.kvm_hv=1\ndev_kvm=ok\nvm.hv=error:EINVAL:22\n", "none"),
+    ("probe=kvmcaps 1\nplatform=pSeries\nmodule.kvm_hv=1\ndev_kvm=ok\nvm.hv=error:EINVAL:22\n", "tcg-only"),
 ])
 def test_kvmcaps_modes_without_a_working_hv_vm(text, mode):
     assert kvmcaps.parse(text).kvm_mode == mode

@@ -116,8 +116,8 @@ def build(name="system", machine="pseries-7.2", caps=(), models=("POWER10", "POW
     return QemuBuild(name, "qemu-system-ppc64", "7.2.22", machine=machine, cpu_models=models, caps=tuple(caps))
 
 
-def host(name, kvm="none", cpu="AMD", xics=False, xive=False, builds=()):
-    return HostFacts(name, "x86_64" if kvm == "none" else "ppc64le", cpu, kvm, xics, xive, 2, tuple(builds))
+def host(name, kvm="tcg-only", cpu="AMD", xics=False, xive=False, builds=()):
+    return HostFacts(name, "x86_64" if kvm == "tcg-only" else "ppc64le", cpu, kvm, xics, xive, 2, tuple(builds))
 
 
 def test_pin_takes_the_weakest_of_every_member():

@@ -204,3 +204,19 @@ def test_html_shows_kernel_findings_and_warnings():
     html = html_report(results([c, bad]))
     assert warn in html and "kernel warnings (1)" in html
     assert "soft-lockup: watchdog: BUG: soft lockup - CPU#1" in html
+
+
+def test_one_column_group_per_kvm_mode():
+    run = {**RUN, "hosts": {"nested-hv": {"kvm_mode": "hv-nested"}, "powernv9": {"kvm_mode": "hv"}}}
+    cells = []
+    for host in ("nested-hv", "powernv9"):
+        for ic in ("dual", "xics"):
+            c = record("PASS", ic_mode=ic, accel="kvm")
+            c["host"] = host
+            cells.append(c)
+    res = {"run": run, "cells": cells, "summary": summary(cells)}
+    col, cols, row_axes, rows, grid = matrix_layout(cells, lambda c: ("hv-nested", "hv")[c["host"] == "powernv9"])
+    assert col == "ic_mode" and cols == [("hv-nested", "dual"), ("hv-nested", "xics"), ("hv", "dual"), ("hv", "xics")]
+    assert "host" not in row_axes and "accel" not in row_axes
+    html = html_report(res)
+    assert 'colspan="2" class="group">KVM mode: hv-nested' in html and 'class="group">KVM mode: hv<' in html
