@@ -93,7 +93,8 @@ def predict(cell: Cell, facts: HostFacts) -> Expected:
 
     # Can the host offer the cell at all?
     if accel == "kvm" and facts.kvm_mode == "tcg-only":
-        return _expected("host-has-kvm", notes, mode=None, skip=f"host {facts.name} has no KVM")
+        why = f": {facts.kvm_note}" if facts.kvm_note else ""
+        return _expected("host-has-kvm", notes, mode=None, skip=f"host {facts.name} has no KVM{why}")
     if accel == "kvm" and facts.kvm_mode == "pr" and not facts.kvm_xics and not facts.kvm_xive:
         notes.append("pr-kvm-untestable")
     build = facts.build(str(a["qemu"]))

@@ -257,3 +257,11 @@ def test_a_predicted_refusal_names_the_destinations_own_words(tmp_path, facts, k
     (hop,) = rec["migration"]["hops"]
     assert rec["verdict"] == "PASS", rec["reason"]
     assert "Unknown savevm section" in hop["refusal"] and hop["source_after"]["verdict"] == "PASS"
+
+
+def test_explain_with_a_real_boot(tmp_path):
+    r = run_cli(["explain", "--run", "local", "--out", str(tmp_path / "explain"), "--", "qemu-system-ppc64",
+                 "-M", "pseries,ic-mode=dual,x-vof=on", "-cpu", "POWER9", "-smp", "1", "-append", "console=hvc0 xive=off"])
+    assert r.rc == 0, r.stderr[-2000:]
+    assert "* tcg-only   guest xive=off  XICS emulated" in r.stdout
+    assert "on local (KVM mode tcg-only): predicted XICS emulated [guest-xive-off]; observed xics emulated: PASS" in r.stdout
