@@ -62,15 +62,15 @@ RULES: dict[str, Rule] = {r.name: r for r in (
        "on a XIVE-only machine the guest cannot honour xive=off and negotiates XIVE"),
     _r("tcg-emulates", "hw/ppc/spapr_irq.c spapr_irq_init_kvm() only acts under KVM; measured",
        "under TCG kernel-irqchip is accepted and has no effect; the controller is emulated"),
-    _r("kvm-irqchip-off", "hw/ppc/spapr_irq.c spapr_irq_init_kvm(); measured on caskit's emulated hosts (nested-hv, powernv9), 2026-11-30, every ic-mode x kernel-irqchip",
+    _r("kvm-irqchip-off", "hw/ppc/spapr_irq.c spapr_irq_init_kvm(); measured on caskit's emulated hosts (nested-hv, powernv9), 2026-11-30: all 36 cells of ic-mode x kernel-irqchip x guest xive=off as predicted",
        "kernel-irqchip=off emulates the controller in QEMU"),
-    _r("kvm-in-kernel", "hw/intc/spapr_xive_kvm.c kvmppc_xive_connect(), hw/intc/xics_kvm.c; measured on caskit's emulated hosts (nested-hv, powernv9), 2026-11-30, every ic-mode x kernel-irqchip: XIVE "
+    _r("kvm-in-kernel", "hw/intc/spapr_xive_kvm.c kvmppc_xive_connect(), hw/intc/xics_kvm.c; measured on caskit's emulated hosts (nested-hv, powernv9), 2026-11-30: all 36 cells of ic-mode x kernel-irqchip x guest xive=off as predicted: XIVE "
        "in-kernel on powernv9, XICS in-kernel on both",
        "KVM with the in-kernel device for the negotiated mode uses it"),
-    _r("kvm-irqchip-required", "hw/intc/spapr_xive_kvm.c kvmppc_xive_connect(); measured on caskit's emulated hosts (nested-hv, powernv9), 2026-11-30, every ic-mode x kernel-irqchip: on nested-hv, ic-mode=xive "
+    _r("kvm-irqchip-required", "hw/intc/spapr_xive_kvm.c kvmppc_xive_connect(); measured on caskit's emulated hosts (nested-hv, powernv9), 2026-11-30: all 36 cells of ic-mode x kernel-irqchip x guest xive=off as predicted: on nested-hv, ic-mode=xive "
        "refused at start, dual refused when the guest asks for XIVE at CAS",
        "kernel-irqchip=on without the in-kernel device fails"),
-    _r("kvm-fallback-emulated", "hw/ppc/spapr_irq.c spapr_irq_init_kvm(); measured on caskit's emulated hosts (nested-hv, powernv9), 2026-11-30, every ic-mode x kernel-irqchip: nested-hv dual and xive, with "
+    _r("kvm-fallback-emulated", "hw/ppc/spapr_irq.c spapr_irq_init_kvm(); measured on caskit's emulated hosts (nested-hv, powernv9), 2026-11-30: all 36 cells of ic-mode x kernel-irqchip x guest xive=off as predicted: nested-hv dual and xive, with "
        "the 'allowed but unavailable' warning",
        "kernel-irqchip allowed but unavailable falls back to QEMU's emulation with a warning"),
 )}

@@ -200,3 +200,20 @@ def test_warnings_alone_do_not():
     o = _observed()
     o.kernel_warnings = ["WARNING: CPU: 1 PID: 0 at arch/powerpc/sysdev/xive/common.c:1 f+0x0/0x0"]
     assert decide(e, o)[0] is Verdict.PASS
+
+
+# -- 7. options caskit composed that QEMU refuses are caskit's error -------------------------------
+
+def test_a_refused_pin_is_error_naming_the_option():
+    from harness.cellrun import _pinned_refusal
+    from harness.errors import PinRefused, QemuRefused
+
+    cell = make_cell(qemu="backports")
+    pinned = type(cell)(cell.host, cell.axes, pinned=("pseries-10.0", "cap-cfpc=broken", "cap-dawr1=on"))
+    e = predict(pinned, TCG_HOST)
+    out = _pinned_refusal(QemuRefused("DAWR1 supported only on POWER10 and later CPUs", 1, ""), pinned, e)
+    assert isinstance(out, PinRefused) and classify(out)[1] is Kind.ERROR
+    assert "cap-dawr1=on" in str(out) and "cap-cfpc" not in str(out)
+    # The same refusal of a cell nobody pinned is the system's answer, judged against the model.
+    plain = _pinned_refusal(QemuRefused("DAWR1 supported only on POWER10 and later CPUs", 1, ""), cell, e)
+    assert isinstance(plain, QemuRefused)
