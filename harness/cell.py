@@ -19,6 +19,7 @@ class Verdict(str, Enum):
     XFAIL = "XFAIL"  # an expected failure happened as predicted
     ERROR = "ERROR"  # infrastructure: the cell could not be judged
     SKIP = "SKIP"  # the host cannot offer this cell
+    FLAKY = "FLAKY"  # FAIL or ERROR, then passed on a rerun (--rerun-failures; harness/flaky.py)
 
 
 class Stage(str, Enum):
@@ -56,7 +57,7 @@ class Cell:
         a = self.axes_dict
         slug = "-".join(
             [
-                self.host,
+                self.host.replace(":", "-"),  # pool:p9 -> pool-p9: a file name everywhere
                 str(a["accel"]),
                 f"ic_{a['ic_mode']}",
                 f"kirq_{a['kernel_irqchip']}",
@@ -235,6 +236,7 @@ class Observed:
     log_excerpt: str | None = None
     forensics: str | None = None  # the host's view of a stuck guest, saved before QEMU stopped
     qemu_warnings: list[str] = field(default_factory=list)  # QEMU's own warning lines (stderr)
+    error_kind: str | None = None  # the error's class in the tree (HostError, GuestHang, ...), for pools and people
     # The guest kernel's log, read at the end of the cell (and before every guest reset):
     # findings make the cell FAIL, warnings are recorded and shown.
     kernel_findings: list[dict] = field(default_factory=list)

@@ -52,6 +52,7 @@ class CellContext:
     peer: Site | None = None  # a cross plan's other member of the migration domain
     addresses: dict[str, str] = field(default_factory=dict)  # host -> address for migration streams
     kit_error: str | None = None  # the run's kit could not be built: every cell is ERROR
+    pre_leased: bool = False  # the caller already holds a slot on `host` (a pool chose it by its free slot)
 
 
 @dataclass
@@ -81,6 +82,7 @@ def _concrete(e: CaskitError, m: GuestMachine | None, stage: str) -> CaskitError
 
 def _record(o: Observed, e: CaskitError) -> None:
     stage, kind = classify(e)
+    o.error_kind = type(e).__name__
     o.error = e.error_line if isinstance(e, QemuRefused) else (e.message if isinstance(e, GuestPanic) else str(e))
     o.stage = stage or Stage.GUEST.value
     o.infra = kind is Kind.ERROR
@@ -217,7 +219,7 @@ def execute(ctx: CellContext, expected: Expected, log_dir: Path, found: Findings
     # A peer on another host holds a slot there too, for the cell's whole life: its guest may
     # live there for a while. Slots are taken in host-name order, so two cells crossing between
     # the same hosts in opposite directions never each hold one and wait for the other.
-    with lease_all([ctx.host] + ([ctx.peer.host] if ctx.peer else [])):
+    with lease_all(([] if ctx.pre_leased else [ctx.host]) + ([ctx.peer.host] if ctx.peer else [])):
         # The kit as each host sees it: sent once per host and content key (a no-op locally).
         kit = ctx.host.stage_kit(ctx.kit)
         if ctx.peer is not None:
@@ -252,7 +254,7 @@ def _unjudgeable(cell: Cell, ctx: CellContext) -> Observed | None:
     """Why the cell cannot run at all on this host: host down, a named build that cannot run,
     no kit. Never SKIP: the host or caskit failed, and the run says so (ERROR)."""
     if ctx.facts.error:
-        return Observed(error=f"host {cell.host} unreachable: {ctx.facts.error}", infra=True)
+        return Observed(error=f"host {cell.host} unreachable: {ctx.facts.error}", infra=True, error_kind="host-unreachable")
     if ctx.kit_error or ctx.kit is None:
         return Observed(error=f"the guest kit could not be built: {ctx.kit_error}", infra=True)
     return None
@@ -299,13 +301,17 @@ def run_cell(ctx: CellContext) -> dict:
         "reason": reason,
         "duration_s": round(time.monotonic() - t0, 3),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "started_s": round(started, 3),  # epoch seconds: when a slot was in use, to the millisecond
         "qemu_version": build.version if build else None,
         "kit": ctx.kit.key if ctx.kit else None,
         "worker": ctx.worker,
+        "run_id": ctx.run_id,  # the run that executed it: a --resume keeps it under a new run's id
         "logs": logs,
         "workloads": found.workloads,
         "migration": found.migration or None,
     }
+    from . import reproduce  # a standalone reproducer beside the logs, named in record["logs"]
+    reproduce.write_for(ctx, record)
     ctx.store.write_cell(record)
     return record
 

@@ -14,4 +14,6 @@ def test_cell(caskit_cell):
         pytest.fail(f"FAIL: {reason}", pytrace=False)
     if verdict == "XFAIL":
         pytest.xfail(reason)
-    assert verdict == "PASS", reason
+    # FLAKY (failed, then passed on a rerun) is a pass here as in caskit's exit status; its
+    # record keeps every attempt, and `caskit run --strict` turns it into exit 1.
+    assert verdict in ("PASS", "FLAKY"), reason

@@ -5,10 +5,15 @@ caskit matrix MATRIX ...          cells and their expected outcomes; boots nothi
 caskit kit build [--refresh]      the guest kit, cached
 caskit hosts probe [NAME]         HostFacts as JSON
 caskit report DIR [--baseline DIR]
+caskit report DIR --format markdown|csv|html [-o FILE]   the compatibility matrix for publishing
+caskit bundle CELL [--run DIR]    one cell packed for a bug report (logs, argv, facts, kit hashes, reproducer)
 caskit domain NAME                machine options pinning a migration domain's common capabilities
 caskit cleanup [RUN_ID]           stop QEMU processes left by a crashed run (by PID)
+caskit history [CELL_ID]          the results history: runs, or one cell across runs
+caskit diff BASE NEW              the regression gate: exit 1 on regressions, 0 otherwise, 2 bad input
 
-Exit status: 0 all PASS/XFAIL/SKIP, 1 any FAIL, 2 usage or config error, 3 any ERROR without FAIL.
+Exit status: 0 all PASS/XFAIL/SKIP/FLAKY, 1 any FAIL (or FLAKY with --strict), 2 usage or config
+error, 3 any ERROR without FAIL.
 """
 
 from __future__ import annotations
@@ -41,6 +46,19 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true", help="keep finished cells found in --out")
     r.add_argument("--known-issues", help="known-issues file (default configs/known-issues.yaml)")
     r.add_argument("-v", "--verbose", action="store_true")
+    fr = r.add_argument_group("farm runs", "results history, reruns of failed cells")
+    fr.add_argument("--db", metavar="URL", help="results history: sqlite:///PATH or postgresql://user@host:port/db "
+                    "(default $CASKIT_DB, else history.sqlite beside the run directory; off: none)")
+    fr.add_argument("--rerun-failures", type=int, default=0, metavar="N",
+                    help="run a FAIL or ERROR cell up to N more times; one that then passes is FLAKY")
+    fr.add_argument("--strict", action="store_true", help="exit 1 when a cell is FLAKY")
+    pv = r.add_argument_group("per-patch validation", "what is under test replaces the kit's or the cell's; cell ids "
+                                                      "stay the same, so the run compares with a baseline cell by cell")
+    pv.add_argument("--kernel", help="guest kernel under test: a vmlinux, or a Debian linux-image .deb (with its modules)")
+    pv.add_argument("--initrd", help="your own initramfs to go with --kernel (default: caskit's, around your kernel)")
+    pv.add_argument("--modules", help="the kernel's modules: a lib/modules/RELEASE tree (or a directory or .deb holding one)")
+    pv.add_argument("--qemu", help="QEMU binary under test, in place of the builds the cells name")
+    pv.add_argument("--baseline", help="an earlier run (directory or run id) to diff against; the exit status is the diff's")
     m = sub.add_parser("matrix", help="list cells and expected outcomes; boots nothing")
     m.add_argument("matrices", nargs="+")
     m.add_argument("--hosts")
@@ -69,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rewrite junit.xml and report.html from results.json")
     rep.add_argument("dir")
     rep.add_argument("--baseline", help="an earlier run's directory to compare with")
+    rep.add_argument("--format", choices=("markdown", "csv", "html"),
+                     help="print the compatibility matrix in this format instead (for docs); writes nothing in DIR")
+    rep.add_argument("-o", dest="output", metavar="FILE", help="with --format: write it to FILE, not stdout")
+    bu = sub.add_parser("bundle", help="pack one cell (logs, argv, facts, kit hashes, reproducer) into a tar.gz")
+    bu.add_argument("cell", help="a cell id, or a part of one that names a single cell")
+    bu.add_argument("--run", metavar="DIR", help="the run directory (default reports/latest)")
+    bu.add_argument("-o", dest="output", metavar="FILE", help="the archive (default ./caskit-<cell>.tar.gz)")
     d = sub.add_parser("domain", help="the machine options that pin a migration domain's common capabilities")
     d.add_argument("name")
     d.add_argument("--hosts")
@@ -78,6 +103,20 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--hosts")
     e.add_argument("--out", help="where --run keeps the cell's logs (default: a temporary directory, removed)")
     e.add_argument("qemu_argv", nargs=argparse.REMAINDER)
+    hi = sub.add_parser("history", help="runs in the results history, or one cell across runs")
+    hi.add_argument("cell", nargs="?", help="a cell id (or its beginning): its verdicts and timings across runs")
+    hi.add_argument("--db", metavar="URL", help="default $CASKIT_DB, else reports/history.sqlite")
+    hi.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
+    hi.add_argument("--flaky", action="store_true", help="cells that were FLAKY in the last --limit runs")
+    hi.add_argument("--import", dest="import_dirs", nargs="+", metavar="DIR",
+                    help="commit earlier runs' results.json into the history (runs from before it, or from "
+                         "a time the database was down)")
+    hi.add_argument("--json", action="store_true")
+    df = sub.add_parser("diff", help="regressions, fixes and changes from run BASE to run NEW; exit 1 on regressions")
+    df.add_argument("base", help="a run directory, or a run id in the results history")
+    df.add_argument("new", help="a run directory, or a run id in the results history")
+    df.add_argument("--db", metavar="URL", help="history to find run ids in (default $CASKIT_DB, else reports/history.sqlite)")
+    df.add_argument("--json", action="store_true")
     c = sub.add_parser("cleanup", help="stop QEMU processes left by caskit runs")
     c.add_argument("run_id", nargs="?", default="")
     c.add_argument("--hosts", help="host inventory (default: configs/hosts.yaml); its SSH hosts are cleaned too")
@@ -89,14 +128,31 @@ def cmd_run(a) -> int:
 
     from . import prepare
 
+    from .patch import Patch
+
+    patch = Patch(a.kernel, a.initrd, a.modules, a.qemu)
+    if (a.initrd or a.modules) and not a.kernel:
+        print("caskit: config error: command line: --initrd and --modules go with --kernel", file=sys.stderr)
+        return EXIT_USAGE
     try:
-        prepare.load_plan(a.matrices, a.hosts, a.known_issues)  # validate before anything boots
+        prepare.load_plan(a.matrices, a.hosts, a.known_issues, patch)  # validate before anything boots
+        baseline = _load_baseline(a.baseline) if a.baseline else None
     except ConfigError as e:
         print(f"caskit: config error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as e:  # a file named on the command line that the OS refuses to look at (name too long)
         print(f"caskit: config error: {e.filename}: cannot read: {e.strerror or e}", file=sys.stderr)
         return EXIT_USAGE
+    if a.rerun_failures < 0:
+        print("caskit: config error: command line: --rerun-failures must be 0 or more", file=sys.stderr)
+        return EXIT_USAGE
+    if a.db:
+        from . import history
+        try:
+            history.parse_url(a.db) if a.db.lower() not in ("off", "none") else None
+        except ConfigError as e:
+            print(f"caskit: config error: {e}", file=sys.stderr)
+            return EXIT_USAGE
     run_id = prepare.new_run_id()
     try:
         out = Path(a.out or prepare.reports_dir() / run_id).resolve()
@@ -121,8 +177,15 @@ def cmd_run(a) -> int:
         args += ["--caskit-hosts", a.hosts]
     if a.resume:
         args.append("--caskit-resume")
+    if a.db:
+        args += ["--caskit-db", a.db]
+    if a.rerun_failures:
+        args += ["--caskit-rerun-failures", str(a.rerun_failures)]
     if a.known_issues:
         args += ["--caskit-known-issues", str(Path(a.known_issues).resolve())]
+    for opt in ("kernel", "initrd", "modules", "qemu"):
+        if getattr(a, opt):
+            args += [f"--caskit-{opt}", str(Path(getattr(a, opt)).expanduser().resolve())]
     if a.workers not in ("0", "1"):
         args += ["-n", a.workers]
     if not a.verbose:
@@ -136,7 +199,30 @@ def cmd_run(a) -> int:
     except ConfigError:
         print(f"caskit: the run ended without results (pytest exit {int(rc)})", file=sys.stderr)
         return EXIT_ERROR
-    return exit_status(results["cells"], len(results["run"].get("cell_order", [])))
+    status = exit_status(results["cells"], len(results["run"].get("cell_order", [])), strict=a.strict)
+    if baseline is None:
+        return status
+    # Per-patch validation ends with the diff against the baseline, and its exit status.
+    from .diff import diff, format_text
+    d = diff(baseline, results)
+    print(format_text(d, f"baseline {a.baseline}", "this run"))
+    return d.exit_status
+
+
+def _load_baseline(ref: str) -> dict:
+    """A baseline run: its directory, or its id in the results history."""
+    from .results import load_results
+    p = Path(ref)
+    if p.is_dir():
+        return load_results(p)
+    try:
+        from . import history
+        found = history.load_run_results(ref) if hasattr(history, "load_run_results") else None
+    except (ImportError, CaskitError):
+        found = None
+    if found is None:
+        raise ConfigError("command line", "--baseline", f"{ref!r} is neither a run directory nor a run id in the history")
+    return found
 
 
 def cmd_matrix(a) -> int:
@@ -257,25 +343,135 @@ def cmd_report(a) -> int:
     from .results import load_results
 
     results = load_results(Path(a.dir))
+    if a.format:
+        return _export(results, a.format, a.output)
+    if a.output:
+        print("caskit: error: -o goes with --format", file=sys.stderr)
+        return EXIT_USAGE
+    if a.baseline:
+        # The regression gate's diff (harness/diff.py), printed and shown in report.html; the
+        # exit status stays the run's own (`caskit diff` is the gate).
+        from . import diff as diffmod
+        d = diffmod.diff(_results_of(a.baseline, None), results)
+        print(diffmod.format_text(d, a.baseline, a.dir))
+        results = {**results, "run": {**results["run"], "baseline": {**d.to_dict(), "label": a.baseline}}}
     write_reports(Path(a.dir), results)
     print(f"caskit: wrote {a.dir}/junit.xml and {a.dir}/report.html")
-    if a.baseline:
-        base = {c["id"]: c for c in load_results(Path(a.baseline))["cells"]}
-        changed = 0
-        for c in results["cells"]:
-            b = base.get(c["id"])
-            if b is None:
-                print(f"new      {c['id']}: {c['verdict']}")
-                changed += 1
-            elif (b["verdict"], b["observed"].get("mode")) != (c["verdict"], c["observed"].get("mode")):
-                print(f"changed  {c['id']}: {b['verdict']}/{b['observed'].get('mode')} -> "
-                      f"{c['verdict']}/{c['observed'].get('mode')}")
-                changed += 1
-        gone = set(base) - {c["id"] for c in results["cells"]}
-        for g in sorted(gone):
-            print(f"missing  {g}")
-        print(f"caskit: {changed} new or changed cells, {len(gone)} missing against {a.baseline}")
     return exit_status(results["cells"])
+
+
+def _export(results: dict, fmt: str, output: str | None) -> int:
+    """The matrix for publishing: exit 0 once written, whatever the run's verdicts (they are in it)."""
+    from .report_export import export
+
+    text = export(results, fmt)
+    if output:
+        Path(output).write_text(text)
+        print(f"caskit: wrote the compatibility matrix ({fmt}) to {output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_bundle(a) -> int:
+    from . import bundle
+    from .prepare import reports_dir
+    from .results import load_results
+
+    out = Path(a.run) if a.run else reports_dir() / "latest"
+    results = load_results(out)
+    cell = bundle.find_cell(results, a.cell)
+    dest = Path(a.output) if a.output else Path(f"caskit-{cell['id']}.tar.gz")
+    bundle.write(out, results, cell, dest)
+    print(bundle.summary_text(cell, results["run"], None).split("\n\nSteps", 1)[0])
+    print(f"\ncaskit: wrote {dest}")
+    return EXIT_OK
+
+
+def _results_of(ref: str, db_url: str | None) -> dict:
+    """A run's results: its directory (results.json), or its id in the results history."""
+    from .results import load_results
+
+    p = Path(ref)
+    if p.is_dir():
+        return load_results(p)
+    from . import history
+    url = history.resolve_url(db_url)
+    found = history.load_run_results(ref, url) if url else None
+    if found is None:
+        raise ConfigError(ref, None, "neither a run directory nor a run id in the results history"
+                          + (f" ({history.redact(url)})" if url else " (history off)"))
+    return found
+
+
+def cmd_diff(a) -> int:
+    """Exit 1 on regressions, 0 otherwise, 2 when BASE or NEW cannot be read: a CI gate."""
+    from . import diff as diffmod
+    from .history import HistoryError
+
+    try:
+        base, new = _results_of(a.base, a.db), _results_of(a.new, a.db)
+    except HistoryError as e:
+        print(f"caskit: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    d = diffmod.diff(base, new)
+    if a.json:
+        print(json.dumps(d.to_dict(), indent=2, default=str))
+    else:
+        print(diffmod.format_text(d, a.base, a.new))
+    return d.exit_status
+
+
+def cmd_history(a) -> int:
+    from . import history
+
+    url = history.resolve_url(a.db)
+    if url is None:
+        print("caskit: the results history is off (CASKIT_DB=off)", file=sys.stderr)
+        return EXIT_USAGE
+    if not a.import_dirs and not history.exists(url):
+        print(f"caskit: no results history at {history.redact(url)} yet (a run makes it; --db or CASKIT_DB "
+              "names another)", file=sys.stderr)
+        return EXIT_OK
+    with history.connect(url) as db:
+        if a.import_dirs:
+            from .results import load_results
+            for d in a.import_dirs:
+                res = load_results(Path(d))
+                n = history.commit_results(db, res, Path(d).resolve())
+                print(f"caskit: {res['run']['id']}: {n} cells -> {history.redact(url)}")
+            return EXIT_OK
+        if a.flaky:
+            rows = history.flaky_cells(db, a.limit)
+            if a.json:
+                print(json.dumps([{"cell": c, "flaky": f, "runs": n} for c, f, n in rows], indent=2))
+            else:
+                print("\n".join(f"{f:>3} of {n:>3} runs FLAKY  {c}" for c, f, n in rows)
+                      or f"no FLAKY cell in the last {a.limit} runs")
+            return EXIT_OK
+        if a.cell:
+            rows = history.cell_history(db, a.cell, a.limit)
+            if not rows:
+                like = history.cells_like(db, a.cell)
+                if len(like) == 1:
+                    a.cell, rows = like[0], history.cell_history(db, like[0], a.limit)
+                else:
+                    print(f"caskit: no cell {a.cell!r} in {history.redact(url)}"
+                          + ("; cells starting so: " + ", ".join(like) if like else ""), file=sys.stderr)
+                    return EXIT_USAGE
+            if a.json:
+                from dataclasses import asdict
+                print(json.dumps({"cell": a.cell, "runs": [asdict(r) for r in rows]}, indent=2))
+            else:
+                print(history.format_cell(a.cell, rows))
+            return EXIT_OK
+        runs = history.list_runs(db, a.limit)
+        if a.json:
+            from dataclasses import asdict
+            print(json.dumps([asdict(r) for r in runs], indent=2))
+        else:
+            print(history.format_runs(runs))
+    return EXIT_OK
 
 
 def cmd_domain(a) -> int:
@@ -385,7 +581,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return {"run": cmd_run, "matrix": cmd_matrix, "kit": cmd_kit, "hosts": cmd_hosts,
-                "report": cmd_report, "cleanup": cmd_cleanup, "domain": cmd_domain, "explain": cmd_explain}[a.cmd](a)
+                "history": cmd_history, "diff": cmd_diff,
+                "report": cmd_report, "bundle": cmd_bundle, "cleanup": cmd_cleanup, "domain": cmd_domain, "explain": cmd_explain}[a.cmd](a)
     except ConfigError as e:
         print(f"caskit: config error: {e}", file=sys.stderr)
         return EXIT_USAGE

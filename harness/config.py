@@ -314,13 +314,18 @@ def _axis_value(path: str, key: str, axis_name: str, v: Any) -> str | int:
 
 
 def _hosts_of(path: str, raw: Any, known_hosts: set[str] | None) -> list[str]:
+    """Host names, or `pool:NAME` for any member of a pool of interchangeable hosts."""
     hosts = []
     for i, h in enumerate(_list(path, "hosts", raw, "host names")):
         if not isinstance(h, str):
             raise ConfigError(path, _item("hosts", raw, i), f"must be a host name (a string), {_got(h)}")
         if known_hosts is not None and h not in known_hosts:
             raise ConfigError(path, "hosts", f"unknown host {_show(h)}; hosts in the inventory: {_fmt(sorted(known_hosts))}")
-        hosts.append(_name(path, _item("hosts", raw, i), h, "a host name"))
+        if h.startswith(POOL_PREFIX):
+            _name(path, _item("hosts", raw, i), h[len(POOL_PREFIX):], "a pool name")
+            hosts.append(h)
+        else:
+            hosts.append(_name(path, _item("hosts", raw, i), h, "a host name"))
     return hosts
 
 
@@ -526,8 +531,9 @@ def _inventory(data: Any, path: str) -> dict:
         raise ConfigError(path, None, "a host inventory is a mapping with a `hosts:` key (and optionally `domains:`), "
                                       + _got(data))
     for k in data:
-        if k not in ("hosts", "domains"):
-            raise ConfigError(path, _part(k), "unknown key; a host inventory has `hosts:` (and optionally `domains:`)")
+        if k not in ("hosts", "domains", "pools"):
+            raise ConfigError(path, _part(k), "unknown key; a host inventory has `hosts:` (and optionally `domains:` "
+                                              "and `pools:`)")
     return data
 
 
@@ -649,6 +655,7 @@ def load_hosts(path: str | os.PathLike | None = None) -> dict[str, HostSpec]:
     data = load_yaml(p)
     hosts = parse_hosts(data, str(p))
     parse_domains(data, str(p), hosts)  # the whole file is checked, whichever command reads it
+    parse_pools(data, str(p), hosts)
     return hosts
 
 
@@ -689,6 +696,64 @@ def parse_domains(data: Any, path: str, hosts: dict[str, HostSpec]) -> dict[str,
             builds.append(b)
         out[name] = DomainSpec(name, tuple(members), tuple(builds))
     return out
+
+
+POOL_PREFIX = "pool:"
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """Interchangeable hosts: a cell of the pool runs once, on whichever member can offer it and
+    has a free slot first, after that member passed its health check (one known-good cell)."""
+
+    name: str
+    hosts: tuple[str, ...]
+    health_check: tuple[tuple[str, str | int], ...] = ()  # axes of the known-good cell
+
+
+# The known-good cell a pool member must pass before it takes cells, unless the pool says
+# otherwise: a dual machine whose guest negotiates XIVE, the fastest boot (VOF, one vCPU).
+HEALTH_CHECK_DEFAULT = {"ic_mode": "dual", "smp": 1, "firmware": "vof"}
+
+
+def parse_pools(data: Any, path: str, hosts: dict[str, HostSpec]) -> dict[str, PoolSpec]:
+    pools = _mapping(path, "pools", _inventory(data, path).get("pools"), "a mapping of pool name to {hosts, health_check}")
+    out = {}
+    for name, d in pools.items():
+        key = _child("pools", name)
+        _name(path, key, name, "a pool name")
+        if not isinstance(d, dict):
+            raise ConfigError(path, key, f"must be a mapping with `hosts` (and optionally `health_check`), {_got(d)}")
+        for k in d:
+            if k not in ("hosts", "health_check"):
+                raise ConfigError(path, _child(key, k), "unknown key; allowed keys: hosts, health_check")
+        if "hosts" not in d:
+            raise ConfigError(path, f"{key}.hosts", "required: the member hosts (names from `hosts:`)")
+        members = []
+        for i, h in enumerate(_list(path, f"{key}.hosts", d["hosts"], "host names")):
+            if not isinstance(h, str) or h not in hosts:
+                raise ConfigError(path, _item(f"{key}.hosts", d["hosts"], i),
+                                  f"unknown host {_show(h)}; hosts: {_fmt(sorted(hosts))}")
+            members.append(h)
+        if len(set(members)) != len(members):
+            raise ConfigError(path, f"{key}.hosts", "a host is named twice")
+        hc = dict(HEALTH_CHECK_DEFAULT)
+        raw_hc = _mapping(path, f"{key}.health_check", d.get("health_check"), "a mapping of axis name to one value")
+        for k, v in raw_hc.items():
+            if k not in AXIS_BY_NAME:
+                raise ConfigError(path, f"{key}.health_check.{k}", f"unknown axis; allowed axes: {_fmt(AXIS_NAMES)}")
+            hc[k] = _axis_value(path, f"{key}.health_check.{k}", k, v)
+        full = {a.name: hc.get(a.name, a.default) for a in AXES}
+        out[str(name)] = PoolSpec(str(name), tuple(members), tuple(full.items()))
+    return out
+
+
+def load_pools(path: str | os.PathLike | None = None) -> dict[str, PoolSpec]:
+    p = Path(path) if path else DEFAULT_HOSTS
+    if not _exists(p):
+        return {}
+    data = load_yaml(p)
+    return parse_pools(data, str(p), parse_hosts(data, str(p)))
 
 
 def load_domains(path: str | os.PathLike | None = None) -> dict[str, DomainSpec]:

@@ -16,6 +16,7 @@ into a verdict class.
     │   ├── ConfigError       bad input (matrix, inventory, CLI): exit 2 at the command line
     │   ├── KitError          the guest kit cannot be built, or is not what boots
     │   ├── HostError         the host is unreachable, SSH dropped, a host command failed
+    │   ├── SlotsBusy         every slot of the host is taken for now (a pool tries another)
     │   ├── QemuKilled        QEMU killed from outside (SIGKILL, SIGTERM, the OOM killer)
     │   ├── NoGuestOutput     nothing came from the guest: firmware never printed
     │   ├── ObserveError      guest or host output we cannot read
@@ -135,6 +136,10 @@ class KitError(InfraError):
 
 class HostError(InfraError):
     """The host is unreachable or a command on it failed (SSH dropped, command refused)."""
+
+
+class SlotsBusy(InfraError):
+    """Every slot of the host is taken (by this or another controller) for now."""
 
 
 class QemuKilled(InfraError):

@@ -98,7 +98,17 @@ def user_kit(kernel: str, initrd: str | None) -> Kit:
     for p in filter(None, (kernel, initrd)):
         if not Path(p).is_file():
             raise KitError(f"user kit file not found: {p}")
-    return Kit("user", Path(kernel), Path(initrd) if initrd else None, {"user_supplied": True})
+    # Keyed by content: a resumed run notices another kernel behind the same path.
+    key = "user-" + hashlib.sha256("".join(_sha256(Path(p)) for p in (kernel, initrd) if p).encode()).hexdigest()[:12]
+    return Kit(key, Path(kernel), Path(initrd) if initrd else None, {"user_supplied": True})
+
+
+def _builtin(moddir: Path | None) -> set[str]:
+    """Module names built into the kernel, from its modules.builtin (paths like kernel/x/y.ko)."""
+    f = moddir / "modules.builtin" if moddir else None
+    if not f or not f.is_file():
+        return set()
+    return {Path(line.strip()).name.removesuffix(".ko").replace("-", "_") for line in f.read_text().splitlines() if line.strip()}
 
 
 def load_cached(key: str | None = None) -> Kit | None:
@@ -114,9 +124,21 @@ def load_cached(key: str | None = None) -> Kit | None:
     return Kit(key, kernel, initrd, manifest)
 
 
-def build(refresh: bool = False, log=print) -> Kit:
-    """The kit for the current recipe: from the cache, or built (needs the package registry)."""
-    key = recipe_key()
+@dataclass(frozen=True)
+class KernelUnderTest:
+    """A kernel to boot in place of Debian's (per-patch validation): its vmlinux, its release and
+    where its modules are (None: none given; what is built in is then all it has)."""
+
+    vmlinux: Path
+    release: str
+    moddir: Path | None
+    source: str  # what the user named (a vmlinux or a .deb), for the record
+
+
+def build(refresh: bool = False, log=print, kernel: KernelUnderTest | None = None) -> Kit:
+    """The kit for the current recipe: from the cache, or built (needs the package registry).
+    With `kernel`, caskit's initramfs around that kernel (and its modules) instead of Debian's."""
+    key = recipe_key() if kernel is None else _kernel_key(kernel)
     if not refresh and (kit := load_cached(key)):
         return kit
     root = cache_root()
@@ -125,10 +147,31 @@ def build(refresh: bool = False, log=print) -> Kit:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time; the others then find it cached
         if not refresh and (kit := load_cached(key)):
             return kit
-        return _build_locked(key, root, refresh, log)
+        return _build_locked(key, root, refresh, log, kernel)
 
 
-def _build_locked(key: str, root: Path, refresh: bool, log) -> Kit:
+def _kernel_key(k: KernelUnderTest) -> str:
+    h = hashlib.sha256(recipe_key().encode() + b"\0" + _sha256(k.vmlinux).encode())
+    if k.moddir is not None:
+        for m in MODULES:
+            for hit in sorted(k.moddir.rglob(f"{m}.ko*")):
+                h.update(hit.name.encode() + _sha256(hit).encode())
+        builtin = k.moddir / "modules.builtin"
+        if builtin.is_file():
+            h.update(builtin.read_bytes())
+    return "k" + h.hexdigest()[:15]
+
+
+def kernel_release(vmlinux: Path) -> str:
+    """The release a vmlinux says it is ("Linux version 6.12.9+bpo-powerpc64le (...)")."""
+    data = vmlinux.read_bytes()
+    i = data.find(b"Linux version ")
+    if i < 0:
+        raise KitError(f"{vmlinux}: no 'Linux version' banner: not a Linux kernel image")
+    return data[i + len(b"Linux version "):].split(b" ", 1)[0].decode(errors="replace")
+
+
+def _build_locked(key: str, root: Path, refresh: bool, log, kernel: KernelUnderTest | None = None) -> Kit:
     t0 = time.monotonic()
     codename = debian_codename()
     apt = PrivateApt(root / "apt" / ARCH, ARCH, [codename, f"{codename}-updates", f"{codename}-security"])
@@ -142,16 +185,20 @@ def _build_locked(key: str, root: Path, refresh: bool, log) -> Kit:
     if not kpkg:
         raise KitError(f"{KERNEL_META} {meta_ver} depends on no linux-image package: {deps!r}")
     packages, unpacked = {}, {}
-    for pkg in (kpkg, BUSYBOX, *PROGRAMS):
+    for pkg in ((kpkg,) if kernel is None else ()) + (BUSYBOX, *PROGRAMS):
         log(f"kit: fetching {pkg}")
         deb = apt.download(pkg)
         packages[pkg] = {"version": apt.candidate(pkg)[0], "deb": deb.name, "sha256": _sha256(deb)}
         unpacked[pkg] = _unpacked(deb, root / "unpacked")
-    kroot = unpacked[kpkg]
-    vmlinux = sorted((kroot / "boot").glob("vmlinux-*"))
-    if not vmlinux:
-        raise KitError(f"{kpkg}: no boot/vmlinux-* in the package")
-    kver = vmlinux[0].name.removeprefix("vmlinux-")
+    if kernel is None:
+        kroot = unpacked[kpkg]
+        vmlinux = sorted((kroot / "boot").glob("vmlinux-*"))
+        if not vmlinux:
+            raise KitError(f"{kpkg}: no boot/vmlinux-* in the package")
+        kver = vmlinux[0].name.removeprefix("vmlinux-")
+        moddir: Path | None = kroot / "lib" / "modules" / kver
+    else:
+        vmlinux, kver, moddir = [kernel.vmlinux], kernel.release, kernel.moddir
     busybox = unpacked[BUSYBOX] / "bin" / "busybox"
     if not busybox.is_file():
         raise KitError(f"{BUSYBOX}: no bin/busybox in the package")
@@ -183,9 +230,8 @@ def _build_locked(key: str, root: Path, refresh: bool, log) -> Kit:
         dirs.update(str(p) for p in Path(path).parents if str(p) not in (".", "lib", "lib/caskit"))
     entries += [cpio.directory(d) for d in sorted(dirs)]
     modules_found, builtin = [], []
-    moddir = kroot / "lib" / "modules" / kver
     for m in MODULES:
-        hits = sorted(moddir.rglob(f"{m}.ko")) + sorted(moddir.rglob(f"{m}.ko.xz"))
+        hits = (sorted(moddir.rglob(f"{m}.ko")) + sorted(moddir.rglob(f"{m}.ko.xz"))) if moddir else []
         if hits:
             entries.append(cpio.file(f"lib/modules/caskit/{hits[0].name}", hits[0].read_bytes()))
             modules_found.append(hits[0].name)
@@ -208,6 +254,8 @@ def _build_locked(key: str, root: Path, refresh: bool, log) -> Kit:
         "packages": packages,
         "modules": modules_found,
         "modules_not_found": builtin,
+        # Modules the kernel has built in (its modules.builtin), so a workload's need is known.
+        "modules_builtin": sorted(_builtin(moddir)),
         "kernel": "vmlinux",
         "initrd": "initrd.gz",
         "files": {f: _sha256(out / f) for f in ("vmlinux", "initrd.gz")},
@@ -215,6 +263,9 @@ def _build_locked(key: str, root: Path, refresh: bool, log) -> Kit:
                          if e.mode & 0o170000 == 0o100000},
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if kernel is not None:
+        manifest["kernel_under_test"] = {"source": kernel.source, "release": kver, "sha256": _sha256(kernel.vmlinux),
+                                         "modules": str(kernel.moddir) if kernel.moddir else None}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     final = root / "kits" / key
     shutil.rmtree(final, ignore_errors=True)

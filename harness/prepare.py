@@ -9,14 +9,14 @@ import secrets
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 from . import __version__, kit as kitmod, matrix as matrixmod
 from .hosts import probe
 from .resources import CHECKOUT
-from .config import DomainSpec, HostSpec, Matrix, load_domains, load_hosts, load_matrix
+from .config import POOL_PREFIX, DomainSpec, HostSpec, Matrix, load_domains, load_hosts, load_matrix, load_pools
 from .cell import Cell, HostFacts
 from .errors import CaskitError, ConfigError, KitError, NoPeer
 from .results import RunStore
@@ -30,17 +30,22 @@ class RunPlan:
     hosts: dict[str, HostSpec]
     cells: list[Cell]
     domains: dict[str, DomainSpec]
+    pools: dict = field(default_factory=dict)  # name -> PoolSpec
 
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
 
 
-def load_plan(matrix_args: list[str], hosts_file: str | None, known_issues_file: str | None = None) -> RunPlan:
-    """Load and validate everything; raises ConfigError before anything boots."""
+def load_plan(matrix_args: list[str], hosts_file: str | None, known_issues_file: str | None = None,
+              patch=None) -> RunPlan:
+    """Load and validate everything; raises ConfigError before anything boots. `patch` (a
+    patch.Patch) puts a QEMU binary under test in place of the builds the cells use."""
     hosts = load_hosts(hosts_file)
     domains = load_domains(hosts_file)
-    matrices = [load_matrix(m, set(hosts), set(domains)) for m in (matrix_args or [DEFAULT_MATRIX])]
+    pools = load_pools(hosts_file)
+    known = set(hosts) | {f"{POOL_PREFIX}{p}" for p in pools}
+    matrices = [load_matrix(m, known, set(domains)) for m in (matrix_args or [DEFAULT_MATRIX])]
     kits = {tuple(sorted(m.kit.items())) if m.kit else None for m in matrices}
     if len(kits) > 1:
         raise ConfigError(matrices[-1].path, "kit", "matrices of one run must use the same guest kit")
@@ -48,7 +53,16 @@ def load_plan(matrix_args: list[str], hosts_file: str | None, known_issues_file:
     if known_issues_file and not Path(known_issues_file).is_file():
         raise ConfigError(known_issues_file, None, "no such known-issues file")
     known_issues.load(Path(known_issues_file) if known_issues_file else None)  # broken: a config error now
-    return RunPlan(matrices, hosts, matrixmod.expand_all(matrices), domains)
+    cells = matrixmod.expand_all(matrices)
+    if patch is not None and patch.qemu:
+        from . import patch as patchmod
+        patchmod._file("--qemu", patch.qemu)
+        used: dict[str, set[str]] = {}
+        for c in cells:
+            for h in (pools[c.host[len(POOL_PREFIX):]].hosts if c.host.startswith(POOL_PREFIX) else (c.host,)):
+                used.setdefault(h, set()).add(str(c.axis("qemu")))
+        hosts = patchmod.with_qemu(hosts, used, str(Path(patch.qemu).resolve()))
+    return RunPlan(matrices, hosts, cells, domains, pools)
 
 
 def reports_dir() -> Path:
@@ -100,7 +114,8 @@ def probe_hosts(p: RunPlan, log_dir: Path, log=print, run_id: str | None = None,
     domain-pinned cells run. Probe machines carry the run's tag (`caskit cleanup RUN` finds them).
     Emulated hosts that are down are booted when `boot` (their names go to `booted`); without it
     (`caskit matrix` boots nothing) their facts from their last probe stand in, where there are."""
-    used_hosts = {c.host for c in p.cells}
+    from . import pools as poolmod
+    used_hosts = {c.host for c in p.cells if not poolmod.is_pool(c.host)} | poolmod.members_used(p.cells, p.pools)
     domain_matrices = {m.name for m in p.matrices if m.domain}
     cpus = frozenset(str(c.axis("cpu")) for c in p.cells if c.matrix in domain_matrices)
     tag = f"caskit:{run_id}:probe" if run_id else "caskit-probe"
@@ -110,7 +125,9 @@ def probe_hosts(p: RunPlan, log_dir: Path, log=print, run_id: str | None = None,
     facts: dict[str, HostFacts] = {}
     for h in sorted(used_hosts):
         spec = p.hosts[h]
-        builds = {str(c.axis("qemu")) for c in p.cells if c.host == h}
+        builds = {str(c.axis("qemu")) for c in p.cells
+                  if c.host == h or (poolmod.is_pool(c.host) and h in p.pools[poolmod.pool_name(c.host)].hosts)}
+        builds |= {str(dict(pl.health_check)["qemu"]) for pl in p.pools.values() if h in pl.hosts}
         for m in p.matrices:
             if m.domain and h in p.domains[m.domain].hosts:
                 builds |= set(p.domains[m.domain].qemu) or {b.name for b in spec.qemu if not b.debian_suite}
@@ -134,15 +151,19 @@ def probe_hosts(p: RunPlan, log_dir: Path, log=print, run_id: str | None = None,
     return facts
 
 
-def prepare_run(p: RunPlan, out: Path, run_id: str, log=print, known_issues_file: str | None = None) -> dict:
+def prepare_run(p: RunPlan, out: Path, run_id: str, log=print, known_issues_file: str | None = None,
+                patch=None) -> dict:
     """Probe the hosts, build the kit, write run.json. Returns the run record."""
     store = RunStore(out)
     out.mkdir(parents=True, exist_ok=True)
+    m0 = p.matrices[0]
+    # The kit first: a kernel under test that lacks a workload's module is refused before any
+    # host is probed or booted.
+    kit = kit_record(m0, log, patch, {w for m in p.matrices for w in m.workloads})
     booted: list[str] = []
     facts = probe_hosts(p, out / "hosts", log, run_id, booted=booted)
     cells, pins = pin_cells(p, facts)
-    m0 = p.matrices[0]
-    kit = kit_record(m0, log)
+    pool_report = pool_health(p, facts, kit, out, run_id, log)
     run = {
         "id": run_id,
         "start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -160,21 +181,66 @@ def prepare_run(p: RunPlan, out: Path, run_id: str, log=print, known_issues_file
         "cells": [c.to_dict() for c in cells],
         "domains": pins,
         "booted_hosts": booted,  # emulated hosts this run booted, stopped at its end
+        "pools": pool_report,
+        "patch": _patch_record(patch, kit, facts),
     }
     store.write_run(run)
     return run
 
 
-def kit_record(m0: Matrix, log=print) -> dict:
+def pool_health(p: RunPlan, facts: dict[str, HostFacts], kit: dict, out: Path, run_id: str, log=print) -> dict:
+    """Health checks of the pools the cells name, and the pools' own entries in `facts` (the
+    first healthy member's, under the pool's name), before any cell runs."""
+    from . import pools as poolmod
+    from .cellrun import CellContext, run_cell
+    from .config import TIMEOUT_KEYS
+    from .hosts import make_host
+    from .results import RunStore
+
+    used = {poolmod.pool_name(c.host) for c in p.cells if poolmod.is_pool(c.host)}
+    if not used:
+        return {}
+
+    def run_health(cell: Cell) -> dict:
+        host = make_host(p.hosts[cell.host])
+        ctx = CellContext(cell, facts[cell.host], host, kit_from_run({"kit": kit}), RunStore(out / "health" / cell.host),
+                          run_id, dict(TIMEOUT_KEYS), "health", kit_error=kit.get("error"))
+        return run_cell(ctx)
+
+    report = poolmod.check_health(p.pools, used, facts, run_health, out, log)
+    for name in used:
+        healthy = [m for m, e in report[name]["members"].items() if e["healthy"]]
+        facts[f"{POOL_PREFIX}{name}"] = poolmod.pool_facts(p.pools[name], facts, healthy)
+    return report
+
+
+def _patch_record(patch, kit: dict, facts: dict) -> dict | None:
+    if patch is None or not patch.any:
+        return None
+    from . import patch as patchmod
+    return patchmod.provenance(patch, kit, {h: f.to_dict() for h, f in facts.items()})
+
+
+def kit_record(m0: Matrix, log=print, patch=None, workloads: set[str] | None = None) -> dict:
     """The run's guest kit, or why it could not be built. A kit that cannot be built is caskit's
-    failure, not bad input: every cell is then ERROR with the reason (exit 3), never exit 2."""
+    failure, not bad input: every cell is then ERROR with the reason (exit 3), never exit 2.
+    With a kernel under test (`patch`), caskit's initramfs is built around it; a workload whose
+    module that kernel lacks is bad input (ConfigError, before anything boots)."""
+    from . import patch as patchmod
     try:
-        k = kitmod.user_kit(m0.kit["kernel"], m0.kit.get("initrd")) if m0.kit else kitmod.build(log=log)
+        if patch is not None and patch.kernel and patch.initrd:
+            k = kitmod.user_kit(str(patchmod._file("--kernel", patch.kernel)), str(patchmod._file("--initrd", patch.initrd)))
+        elif patch is not None and patch.kernel:
+            k = kitmod.build(log=log, kernel=patchmod.kernel_under_test(patch.kernel, patch.modules))
+            patchmod.check_modules(k, workloads or set())
+        else:
+            k = kitmod.user_kit(m0.kit["kernel"], m0.kit.get("initrd")) if m0.kit else kitmod.build(log=log)
     except (KitError, OSError) as e:
         log(f"caskit: the guest kit cannot be built, every cell will be ERROR: {e}")
         return {"key": None, "error": f"{type(e).__name__}: {e}"}
     return {"key": k.key, "kernel": str(k.kernel), "initrd": str(k.initrd) if k.initrd else None,
-            "manifest": {x: k.manifest.get(x) for x in ("kernel_release", "packages", "suite", "files", "user_supplied")
+            "manifest": {x: k.manifest.get(x) for x in ("kernel_release", "packages", "suite", "files", "user_supplied",
+                                                     "kernel_under_test", "modules", "modules_builtin")
                          if x in k.manifest}}
 
 

@@ -33,6 +33,16 @@ def pytest_addoption(parser):
     g.addoption("--caskit-known-issues", default=None, metavar="FILE",
                 help="known-issues file (default configs/known-issues.yaml)")
     g.addoption("--caskit-resume", action="store_true", help="reuse finished cells' results found in --caskit-out")
+    g.addoption("--caskit-db", default=None, metavar="URL",
+                help="results history: sqlite:///PATH or postgresql://... (default $CASKIT_DB, else "
+                     "history.sqlite beside the run directory; off: none)")
+    g.addoption("--caskit-rerun-failures", type=int, default=0, metavar="N",
+                help="run a FAIL or ERROR cell up to N more times; FLAKY if it then passes")
+    for opt, what in (("kernel", "guest kernel under test (vmlinux or linux-image .deb)"),
+                      ("initrd", "initramfs to go with --caskit-kernel"),
+                      ("modules", "the kernel's modules (lib/modules/RELEASE tree, a directory or .deb holding one)"),
+                      ("qemu", "QEMU binary under test in place of the cells' builds")):
+        g.addoption(f"--caskit-{opt}", default=None, metavar="PATH", help=what)
 
 
 def _is_worker(config) -> bool:
@@ -54,10 +64,14 @@ def pytest_configure(config):
         run = RunStore(out).read_run()
         config.stash[KEY] = {"run": run, "out": out}
         config.args[:] = [CELLTEST]  # xdist hands workers the original arguments, not ours
+        from . import leftovers
+        leftovers.register(out, config.workerinput["workerid"])  # a resumed run finds us by PID
         return
     try:
+        from .patch import Patch
+        patch = Patch(*(config.getoption(f"caskit_{o}") for o in ("kernel", "initrd", "modules", "qemu")))
         p = prepare.load_plan(config.getoption("caskit_matrix"), config.getoption("caskit_hosts"),
-                         config.getoption("caskit_known_issues"))
+                              config.getoption("caskit_known_issues"), patch)
     except ConfigError as e:
         raise pytest.UsageError(str(e)) from None
     run_id = config.getoption("caskit_run_id") or prepare.new_run_id()
@@ -65,11 +79,19 @@ def pytest_configure(config):
     config.option.caskit_out = str(out)  # xdist hands the controller's options to its workers
     config.option.caskit_run_id = run_id
     tw = config.get_terminal_writer()
+    old_run = _stop_dead_run(config, out, tw) if config.getoption("caskit_resume") else None
     try:
         run = prepare.prepare_run(p, out, run_id, log=lambda m: tw.line(m),
-                              known_issues_file=config.getoption("caskit_known_issues"))
+                                  known_issues_file=config.getoption("caskit_known_issues"), patch=patch)
+    except ConfigError as e:  # bad input found while preparing (a kernel under test lacking a module)
+        raise pytest.UsageError(f"caskit: config error: {e}") from None
     except CaskitError as e:
         raise pytest.UsageError(f"caskit: cannot prepare the run: {e}") from None
+    from . import leftovers
+    leftovers.register(out, "controller")
+    if old_run is not None:
+        run = _continue_run(run, old_run, out)
+    config.option.caskit_db = _start_history(config, run, out, tw)  # resolved once: workers get it (configure_node)
     config.stash[KEY] = {"run": run, "out": out, "t0": time.monotonic(), "counts": {}, "done": 0}
     _CONFIG["config"] = config
     # Collect the cells, not the project's own tests.
@@ -96,7 +118,7 @@ def caskit_cell(request):
     from .hosts import make_host
     from .results import RunStore
     from .prepare import kit_from_run
-    from . import resume
+    from . import flaky, resume
 
     cell: Cell = request.param
     st = request.config.stash[KEY]
@@ -105,9 +127,18 @@ def caskit_cell(request):
     # --resume keeps a finished cell only while its kit, QEMU build and expected outcome are
     # those of this run (harness/resume.py); otherwise it runs again and says why.
     rerun = resume.rerun_because(record, resume.current(cell, run)) if record is not None else None
-    if rerun:
-        shutil.rmtree(store.cell_dir(cell.id), ignore_errors=True)  # no log of the old result may pass for the new
-    if record is None or rerun:
+    reruns = request.config.getoption("caskit_rerun_failures") or 0
+    prior = None
+    if (record is not None and flaky.unfinished(record, reruns)
+            and not resume.rerun_because({**record, "verdict": Verdict.FAIL.value}, resume.current(cell, run))):
+        # A failure with attempts still due (its run died between two, or this run allows more):
+        # the next attempt follows the stored ones instead of starting over.
+        prior, rerun = flaky.resume_prior(store, record), None
+    if rerun or (record is None and request.config.getoption("caskit_resume")):
+        # No log of the old result may pass for the new; nor may the partial logs of a cell that
+        # a killed run was in (QEMU's logs are opened for appending).
+        shutil.rmtree(store.cell_dir(cell.id), ignore_errors=True)
+    if record is None or rerun or prior is not None:
         specs = load_hosts(request.config.getoption("caskit_hosts"))
         worker = getattr(request.config, "workerinput", {}).get("workerid", "main")
         from .migration import known_issues
@@ -120,23 +151,34 @@ def caskit_cell(request):
             assert build is not None, f"run.json has no probed build {peer_build} on {peer_host}"
             peer = Site(make_host(specs[peer_host]), build, kit,
                         HostFacts.from_dict(run["hosts"][peer_host]).guest_machine_options)
-        facts = HostFacts.from_dict(run["hosts"][cell.host])
-        try:
-            host = make_host(specs[cell.host])
-        except CaskitError as e:  # gone since the probe (an emulated host stopped, say): ERROR, recorded
-            from dataclasses import replace
-            facts, host = replace(facts, error=str(e)), None
-        ctx = CellContext(cell, facts, host, kit,
-                          store, run["id"], {**TIMEOUT_KEYS, **run["timeouts"]}, worker,
-                          known_issues.load(Path(run["known_issues_file"]) if run.get("known_issues_file") else None),
-                          run.get("migration_max_bandwidth"), peer,
-                          {name: s.migration_address for name, s in specs.items()},
-                          kit_error=run["kit"].get("error"))
-        record = run_cell(ctx)
+        issues = known_issues.load(Path(run["known_issues_file"]) if run.get("known_issues_file") else None)
+
+        def make_ctx(facts, host, pre_leased=False):
+            return CellContext(cell, facts, host, kit, store, run["id"], {**TIMEOUT_KEYS, **run["timeouts"]}, worker,
+                               issues, run.get("migration_max_bandwidth"), peer,
+                               {name: s.migration_address for name, s in specs.items()},
+                               kit_error=run["kit"].get("error"), pre_leased=pre_leased)
+
+        from . import pools
+
+        def attempt() -> dict:
+            if pools.is_pool(cell.host):
+                return _pool_cell(cell, run, st["out"], specs, make_ctx, worker)
+            facts = HostFacts.from_dict(run["hosts"][cell.host])
+            try:
+                host = make_host(specs[cell.host])
+            except CaskitError as e:  # gone since the probe (an emulated host stopped, say): ERROR, recorded
+                from dataclasses import replace
+                facts, host = replace(facts, error=str(e)), None
+            return run_cell(make_ctx(facts, host))
+
+        # --rerun-failures N: a FAIL or ERROR cell runs again, every attempt kept (harness/flaky.py).
+        record = flaky.run_attempts(attempt, store, cell.id, reruns, prior)
         if rerun:
             record["rerun_because"] = rerun
             store.write_cell(record)
             request.node.user_properties.append(("caskit_rerun_because", rerun))
+    _commit_cell(request.config, run["id"], record, st["out"])
     request.node.user_properties.append(("caskit_verdict", record["verdict"]))
     request.node.user_properties.append(("caskit_mode", str(record["observed"].get("mode"))))
     if record["verdict"] == Verdict.SKIP.value:
@@ -146,12 +188,198 @@ def caskit_cell(request):
     return record
 
 
+def _pool_cell(cell: Cell, run: dict, out: Path, specs: dict, make_ctx, worker: str) -> dict:
+    """A cell of a pool: on the first healthy member that can offer it and has a free slot."""
+    from dataclasses import replace
+
+    from . import pools
+    from .cellrun import run_cell
+    from .errors import SlotsBusy
+    from .hosts import make_host
+
+    name = pools.pool_name(cell.host)
+    members = list(run["pools"][name]["hosts"])
+    facts = {m: HostFacts.from_dict(run["hosts"][m]) for m in members}
+
+    def try_run(m: str):
+        host = make_host(specs[m])  # a HostError here sets the member aside
+        lease = host.lease(0)  # without waiting: another member may have a slot free now
+        try:
+            lease.__enter__()
+        except SlotsBusy:
+            return None
+        try:
+            rec = run_cell(make_ctx(facts[m], host, pre_leased=True))
+        finally:
+            lease.__exit__(None, None, None)
+        if rec["verdict"] == Verdict.ERROR.value and rec["observed"].get("error_kind") in pools.HOST_LOST:
+            # Keep what the dropped attempt logged, outside the cells the run reports.
+            d = Path(out) / "cells" / cell.id
+            if d.exists():
+                dest = Path(out) / "pools" / name / f"dropped-{cell.id}-{m}-{time.time_ns()}"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                d.rename(dest)
+        return rec
+
+    offset = int("".join(ch for ch in worker if ch.isdigit()) or 0)
+    rec = pools.choose_and_run(cell, name, members, facts, out, try_run, offset)
+    if rec is not None:
+        from .results import RunStore
+        RunStore(out).write_cell(rec)  # with the member that ran it (`ran_on`)
+        return rec
+    aside = pools.set_aside_members(out, name)
+    healthy = [m for m in members if m not in aside and not facts[m].error]
+    if healthy:  # healthy members, none of which can offer the cell by its facts: SKIP with the reason
+        return run_cell(make_ctx(facts[healthy[0]], None))
+    why = "; ".join(f"{m}: {aside.get(m) or facts[m].error}" for m in members)
+    return run_cell(make_ctx(replace(facts[members[0]], error=f"pool {name} has no healthy member ({why})"), None))
+
+
+_HISTORY: dict = {}  # this process's open history, by URL (one connection per worker)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """xdist: a worker parses the original command line again, so what the controller resolved
+    (the history URL, from --db, $CASKIT_DB or the default) must be handed over explicitly."""
+    url = getattr(node.config.option, "caskit_db", None)
+    if url:
+        node.workerinput["caskit_db"] = url
+
+
+def _history_url(config) -> str | None:
+    return getattr(config, "workerinput", {}).get("caskit_db") or config.getoption("caskit_db")
+
+
+def _history_db(url: str | None):
+    from . import history
+
+    if not url or url == "off":
+        return None
+    if url not in _HISTORY:
+        _HISTORY[url] = history.connect(url)
+    return _HISTORY[url]
+
+
+def _start_history(config, run: dict, out: Path, tw) -> str:
+    """The history URL for this run's processes ("off": none), the run's row recorded. A history
+    that cannot be reached costs no result: the run goes on, says so, and its cells go in at the
+    end if the database is back by then (or later: caskit history --import DIR)."""
+    from . import history
+
+    try:
+        url = history.resolve_url(config.getoption("caskit_db"), out)
+    except ConfigError as e:
+        raise pytest.UsageError(f"caskit: config error: {e}") from None
+    if url is None:
+        return "off"
+    try:
+        history.parse_url(url)
+        history.record_run(_history_db(url), run, out)
+    except ConfigError as e:
+        raise pytest.UsageError(f"caskit: config error: {e}") from None
+    except history.HistoryError as e:
+        tw.line(f"caskit: warning: results history unavailable, the run goes on without it: {e}", yellow=True)
+    return url
+
+
+def _commit_cell(config, run_id: str, record: dict, out: Path) -> None:
+    """The cell into the history the moment it ends, from the process that ran it."""
+    from . import history
+
+    url = _history_url(config)
+    try:
+        db = _history_db(url)
+        if db is not None:
+            history.commit_cell(db, run_id, record)
+    except Exception as e:  # the history must never cost a cell its result; the end of the run retries
+        _HISTORY.pop(url, None)
+        with open(Path(out) / "history-errors.txt", "a") as f:
+            f.write(f"{record.get('id')}: {type(e).__name__}: {e}\n")
+
+
+def _finish_history(config, results: dict, out: Path) -> None:
+    """Every cell of results.json again (idempotent): what a worker could not commit goes in now."""
+    from . import history
+
+    url = config.getoption("caskit_db")
+    tw = config.get_terminal_writer()
+    try:
+        db = _history_db(url)
+        if db is None:
+            return
+        history.commit_results(db, results, out)
+        tw.line()
+        tw.line(f"caskit: history: run {results['run']['id']} in {history.redact(url)}")
+    except Exception as e:
+        tw.line(f"caskit: warning: results history not updated ({e}); later: caskit history --import {out}",
+                yellow=True)
+
+
+def _stop_dead_run(config, out: Path, tw) -> dict | None:
+    """--resume: the run that wrote `out` before (its run.json), with whatever it left running
+    stopped by PID (harness/leftovers.py). None when there was no earlier run there."""
+    from . import leftovers
+    from .hosts import kill_tagged, tagged_pids
+    from .results import RunStore
+
+    try:
+        old = RunStore(out).read_run()
+    except (OSError, ValueError):
+        return None
+    try:
+        stopped = leftovers.stop_dead_run(out, old["id"], kill_tagged, tagged_pids,
+                                          lambda tag: _kill_tagged_remote(config, old), log=tw.line)
+    except CaskitError as e:
+        raise pytest.UsageError(f"caskit: cannot resume: {e}") from None
+    return {**old, "_stopped": stopped}
+
+
+def _continue_run(run: dict, old: dict, out: Path) -> dict:
+    """This run's record as the continuation of `old`: which run it resumes, what that one left
+    running, and the emulated hosts it booted (still up: this run stops them at its end)."""
+    run = {**run, "resumed_from": old["id"], "stopped_at_resume": old.get("_stopped"),
+           "booted_hosts": sorted(set(run.get("booted_hosts", [])) | set(old.get("booted_hosts", [])))}
+    from .results import RunStore
+    RunStore(out).write_run(run)
+    return run
+
+
 class CellError(InfraError):
     """Raised in the fixture so pytest counts the cell as an error, not a failure."""
 
 
+def _duration(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else (f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s")
+
+
+def progress_line(done: int, total: int, counts: dict[str, int], elapsed: float, verdict: str = "",
+                  cell: str = "") -> str:
+    """caskit [5/12] PASS 4 XFAIL 1 | 35s, ~50s left | PASS <cell>: the run's one progress line.
+    What is left is estimated from the pace so far (cells done per second of the whole run,
+    so -n N workers are counted in)."""
+    tally = " ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v) or "-"
+    left = f", ~{_duration(elapsed / done * (total - done))} left" if 0 < done < total else ""
+    last = f" | {verdict} {cell}" if cell else ""
+    return f"caskit [{done}/{total}] {tally} | {_duration(elapsed)}{left}{last}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_report_teststatus(report, config):
+    """Cells report through caskit's progress line, not pytest's "." and "x": the category is
+    kept (pytest's closing counts), the letter and word go."""
+    res = yield
+    st = config.stash.get(KEY, None)
+    if res and st is not None and "counts" in st and "test_cell[" in report.nodeid:
+        return res[0], "", ""
+    return res
+
+
 def pytest_runtest_logreport(report):
-    """Progress on the controller: one line per finished cell, with counts and elapsed time."""
+    """Progress on the controller, one line for the whole run. On a terminal it rewrites itself
+    (FAIL and ERROR cells keep a line of their own above it); in a CI log (not a TTY) it is a
+    plain line per finished cell."""
     config = _CONFIG.get("config")
     if config is None or report.when != "teardown":
         return
@@ -164,13 +392,23 @@ def pytest_runtest_logreport(report):
     st["done"] += 1
     st["counts"][verdict] = st["counts"].get(verdict, 0) + 1
     total = len(st["run"]["cell_order"])
-    counts = " ".join(f"{k} {v}" for k, v in sorted(st["counts"].items()))
     cell = report.nodeid.split("[", 1)[-1].rstrip("]")
+    line = progress_line(st["done"], total, st["counts"], time.monotonic() - st["t0"], verdict, cell)
     tw = config.get_terminal_writer()
-    tw.line()
+    notes = []
     if why := dict(report.user_properties).get("caskit_rerun_because"):  # a --resume that could not keep it
-        tw.line(f"caskit: rerunning {cell}: {why}")
-    tw.line(f"caskit [{st['done']}/{total}] {verdict:5} {cell}  | {counts} | {time.monotonic() - st['t0']:.0f}s")
+        notes.append(f"caskit: rerunning {cell}: {why}")
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if not (reporter is not None and bool(reporter.isatty)):
+        for n in notes:
+            tw.line(n)
+        tw.line(line)
+        return
+    if verdict in ("FAIL", "ERROR"):
+        notes.append(f"caskit: {verdict} {cell}")
+    for n in notes:
+        tw.write("\r\x1b[K" + n + "\n")
+    tw.write("\r\x1b[K" + line[:max(20, tw.fullwidth - 1)], flush=True)
 
 
 def _kill_tagged_remote(config, run: dict) -> list[int]:
@@ -211,6 +449,7 @@ def pytest_sessionfinish(session, exitstatus):
     results = store.assemble(run["cell_order"], {"end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                                 "leftover_qemu_killed": killed})
     write_reports(st["out"], results)
+    _finish_history(config, results, st["out"])
     from .prepare import reports_dir
 
     latest = reports_dir() / "latest"

@@ -34,6 +34,8 @@ def junit_xml(results: dict) -> str:
             ET.SubElement(tc, "skipped", message=f"{v}: {reason}", type=v.lower())
         cp = ET.SubElement(tc, "properties")
         ET.SubElement(cp, "property", name="verdict", value=v)
+        if c.get("attempts"):  # --rerun-failures: FLAKY is a passed testcase; its attempts say why
+            ET.SubElement(cp, "property", name="attempts", value=", ".join(a.get("verdict", "?") for a in c["attempts"]))
         ET.SubElement(cp, "property", name="observed_mode", value=str(c["observed"].get("mode")))
         ET.SubElement(cp, "property", name="expected_rule", value=str(c["expected"].get("rule")))
     ET.indent(suite)
@@ -90,12 +92,25 @@ def html_report(results: dict) -> str:
     migrations = [c for c in cells if isinstance(c.get("migration"), dict)]
     known = [c for c in migrations if c["migration"].get("known_issues")]
     stale = [c for c in migrations if c["migration"].get("no_longer_reproduces")]
+    # Imported here: report_export builds on this module's matrix_layout.
+    from . import report_export, report_figures, report_overview
+
+    kvm_of = lambda c: kvm_mode(results, c)  # noqa: E731
     return render_html("report.html.j2", run=results["run"], summary=results.get("summary", {}), cells=cells,
                        col=col, cols=cols, row_axes=row_axes, rows=rows, grid=grid, fixed=fixed,
-                       known=known, stale=stale, grouped=grouped, spans=spans)
+                       known=known, stale=stale, grouped=grouped, spans=spans,
+                       dattrs={c["id"]: report_overview.filter_attrs(c, kvm_of(c)) for c in cells},
+                       labels={c["id"]: report_export.outcome(c).split()[0] for c in cells},
+                       filters=report_overview.filters(cells, kvm_of), verdicts=report_overview.VERDICTS,
+                       host_summary=report_overview.host_summary(cells, kvm_of),
+                       pool_health=report_overview.pool_health(results),
+                       overview_charts=report_figures.overview_charts(results, kvm_of))
 
 
 def write_reports(out: Path, results: dict) -> None:
     out = Path(out)
     atomic_write(out / "junit.xml", junit_xml(results))
     atomic_write(out / "report.html", html_report(results))
+    from .report_cells import write_cell_pages
+
+    write_cell_pages(out, results, lambda c: kvm_mode(results, c))

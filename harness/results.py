@@ -97,10 +97,12 @@ def summary(cells: list[dict]) -> dict[str, int]:
     return counts
 
 
-def exit_status(cells: list[dict], expected_count: int | None = None) -> int:
-    """0 all PASS/XFAIL/SKIP, 1 any FAIL, 3 any ERROR (or a cell that never reported) without FAIL."""
+def exit_status(cells: list[dict], expected_count: int | None = None, strict: bool = False) -> int:
+    """0 all PASS/XFAIL/SKIP/FLAKY, 1 any FAIL, 3 any ERROR (or a cell that never reported)
+    without FAIL. `strict` (caskit run --strict): a FLAKY cell counts as a FAIL, for jobs that
+    must not tolerate a cell passing only on a rerun."""
     s = summary(cells)
-    if s["FAIL"]:
+    if s["FAIL"] or (strict and s.get("FLAKY")):
         return EXIT_FAIL
     if s["ERROR"] or (expected_count is not None and len(cells) < expected_count):
         return EXIT_ERROR

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debs=(qemu-system-ppc qemu-utils cpio xz-utils zstd dpkg-dev iproute2 openssh-server openssh-client gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross)
+debs=(qemu-system-ppc qemu-utils cpio xz-utils zstd dpkg-dev iproute2 openssh-server openssh-client gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross postgresql chromium)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

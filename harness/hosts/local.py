@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Protocol
 
-from ..errors import HostError
+from ..errors import HostError, SlotsBusy
 from ..kit import Kit
 
 
@@ -192,7 +192,7 @@ class LocalHost:
                     f.close()
                 return
             if time.monotonic() > deadline:
-                raise HostError(f"host {self.name}: no free slot of {self.slots} within {timeout:.0f}s")
+                raise SlotsBusy(f"host {self.name}: no free slot of {self.slots} within {timeout:.0f}s")
             time.sleep(delay)  # flock offers no wait-for-any-of-N; back off and retry
             delay = min(delay * 2, 0.25)  # a freed slot is noticed within a quarter second
 

@@ -27,7 +27,7 @@ from typing import Iterator
 import paramiko
 
 from ..config import HostSpec
-from ..errors import HostError
+from ..errors import HostError, SlotsBusy
 from ..kit import Kit
 
 
@@ -299,7 +299,7 @@ class SshHost:
                     return
                 ch.close()
             if time.monotonic() > deadline:
-                raise HostError(f"host {self.name}: no free slot of {self.slots} within {timeout:.0f}s")
+                raise SlotsBusy(f"host {self.name}: no free slot of {self.slots} within {timeout:.0f}s")
             time.sleep(delay)  # flock -n offers no wait-for-any-of-N; back off and retry
             delay = min(delay * 2, 0.5)
 

@@ -97,10 +97,12 @@ def inventory(path: Path, h) -> Path:
     return inv
 
 
+# nested-hv needs kernel-irqchip=on to show its refusal at CAS; on powernv9 every cell of the
+# 18-cell matrix comes out in the kernel alike (bench/README.md), so two cells say it here.
 CAS = """
 name: cas-{kind}
 hosts: [{host}]
-axes: {{accel: [kvm], ic_mode: [dual, xics], kernel_irqchip: [default, "on"], smp: [1], firmware: [vof]}}
+axes: {{accel: [kvm], ic_mode: [dual, xics], kernel_irqchip: {kirq}, smp: [1], firmware: [vof]}}
 timeouts: {{boot: 180}}
 """
 LOAD = """
@@ -126,7 +128,8 @@ def kvm_run(l1, kit, tmp_path_factory):
     XIVE <-> XICS switch (the in-kernel device destroyed and made again at each CAS)."""
     h, _ = l1
     d = tmp_path_factory.mktemp(f"run-{h.kind.name}")
-    fmt = {"kind": h.kind.name, "host": h.name, "more": ", reboot" if h.kind.name == "powernv9" else ""}
+    fmt = {"kind": h.kind.name, "host": h.name, "more": ", reboot" if h.kind.name == "powernv9" else "",
+           "kirq": '[default, "on"]' if h.kind.name == "nested-hv" else "[default]"}
     files = [write_matrix(d / "cas.yaml", CAS.format(**fmt)), write_matrix(d / "load.yaml", LOAD.format(**fmt))]
     if h.kind.name == "nested-hv":
         files.append(write_matrix(d / "migrate.yaml", MIGRATE.format(**fmt)))
@@ -152,20 +155,21 @@ def test_a_kvm_run_on_the_l1_is_green_and_names_its_kvm_mode(kvm_run):
 
 def test_what_each_kvm_mode_gives_a_dual_and_a_xics_machine(kvm_run):
     h, r = kvm_run
-    dual, dual_on = _cell(r, "dual"), _cell(r, "dual", "on")
-    xics, xics_on = _cell(r, "xics"), _cell(r, "xics", "on")
-    for c in (xics, xics_on):  # in-kernel XICS on both kinds
+    nested = h.kind.name == "nested-hv"
+    dual, xics = _cell(r, "dual"), _cell(r, "xics")
+    dual_on = _cell(r, "dual", "on") if nested else None
+    for c in (xics, _cell(r, "xics", "on")) if nested else (xics,):  # in-kernel XICS on both kinds
         assert (c["verdict"], c["observed"]["mode"], c["observed"]["host"]["irqchip"]) == ("PASS", "xics", "in-kernel")
-    if h.kind.name == "nested-hv":
+    if nested:
         # No in-kernel XIVE: emulated with QEMU's fallback warning; required, it is refused at CAS.
         assert (dual["verdict"], dual["observed"]["host"]["irqchip"]) == ("PASS", "emulated")
         assert any(FALLBACK in w for w in dual["observed"]["qemu_warnings"])
         assert dual_on["verdict"] == "XFAIL" and dual_on["observed"]["stage"] == "cas"
         assert REFUSAL in dual_on["observed"]["error"]
     else:
-        for c in (dual, dual_on):
-            assert (c["verdict"], c["observed"]["mode"], c["observed"]["host"]["irqchip"]) == ("PASS", "xive", "in-kernel")
-            assert not c["observed"]["qemu_warnings"]
+        assert (dual["verdict"], dual["observed"]["mode"], dual["observed"]["host"]["irqchip"]) == \
+            ("PASS", "xive", "in-kernel")
+        assert not dual["observed"]["qemu_warnings"]
 
 
 def test_interrupts_flow_in_an_l2(kvm_run):

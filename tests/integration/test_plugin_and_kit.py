@@ -41,7 +41,7 @@ kit: {{kernel: {kit.kernel}, initrd: {kit.initrd}}}
 """)
     r = run_cli(["run", str(m)], tmp_path / "out")
     assert r.rc == 0, r.stderr
-    assert r.results["run"]["kit"]["key"] == "user"
+    assert r.results["run"]["kit"]["key"].startswith("user-")  # keyed by the files' content
     (c,) = r.results["cells"]
     assert (c["verdict"], c["observed"]["mode"]) == ("PASS", "xics")
 

@@ -49,7 +49,7 @@ def results(cells=CELLS) -> dict:
 
 
 def test_summary_counts_every_verdict():
-    assert summary(CELLS) == {"PASS": 1, "FAIL": 1, "XFAIL": 1, "ERROR": 1, "SKIP": 1}
+    assert summary(CELLS) == {"PASS": 1, "FAIL": 1, "XFAIL": 1, "ERROR": 1, "SKIP": 1, "FLAKY": 0}
 
 
 def test_summary_counts_a_cell_without_verdict_as_error():

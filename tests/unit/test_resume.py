@@ -149,10 +149,12 @@ def test_a_resumed_run_reruns_a_cell_whose_kit_changed_and_keeps_the_others(tmp_
 
     again = run_cli(["run", str(m), "--resume"], out, timeout=300)
     assert again.rc == 0, again.stderr
-    assert f"caskit: rerunning {edited}: kit changed (a-kit-of-another-run -> user)" in again.stdout
+    key = again.results["run"]["kit"]["key"]
+    assert key.startswith("user-")  # a user kit is keyed by its files' content
+    assert f"caskit: rerunning {edited}: kit changed (a-kit-of-another-run -> {key})" in again.stdout
     assert f"rerunning {kept}" not in again.stdout
     new = again.cells()
-    assert new[edited]["rerun_because"] == "kit changed (a-kit-of-another-run -> user)"
-    assert new[edited]["kit"] == "user"
+    assert new[edited]["rerun_because"] == f"kit changed (a-kit-of-another-run -> {key})"
+    assert new[edited]["kit"] == key
     assert "rerun_because" not in new[kept]
     assert (out / "cells" / kept / "result.json").read_text() == kept_before  # kept as it was
