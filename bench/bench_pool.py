@@ -2,7 +2,7 @@
 controller's own CPU per cell.
 
 The two hosts are the test suite's (tests/sshhosts.py: OpenSSH in network namespaces on this
-machine), one slot each. The same 6-cell matrix runs on `pool:p9` (both members) and on one host.
+machine), one slot each. The same 12-cell matrix runs on `pool:p9` (both members) and on one host.
 QEMU runs under each host's sshd, not under caskit: the CPU time `caskit run` and its children
 use (getrusage of the children this script waits for) is the controller's own.
 

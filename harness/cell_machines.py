@@ -6,6 +6,7 @@ migration files) but has its own sockets and its own log directory.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -83,12 +84,17 @@ class CellMachines:
             cell = replace(cell, axes=tuple((k, axes.get(k, v)) for k, v in cell.axes))
         if pinned is not None:
             cell = replace(cell, pinned=pinned)
-        sock_dir = host.tempdir("ck-")
+        # On the cell's own host the sockets go in its scratch, so no directory is made and
+        # removed per machine; on another host (a site of the domain) in a directory of their own.
+        home = site is None or site.host is self.host
+        sock_dir = self.scratch if home else host.tempdir("ck-")
         # The machine's own host: its devices' files are made where its QEMU opens them.
         extra = workloads.device_args(self.cell.workloads, workloads.LaunchContext(self.cell, self.scratch, host))
         if incoming:
             extra += ["-incoming", "defer"]
-        files = MachineFiles(self.log_dir / name if name else self.log_dir, sock_dir)
+        files = MachineFiles(self.log_dir / name if name else self.log_dir, sock_dir,
+                             sock_prefix=re.sub(r"[^A-Za-z0-9._-]", "_", name or "guest") + "-" if home else "",
+                             owns_sock_dir=not home)  # QEMU's option syntax: no comma in a path
         argv = qemu_argv(cell, build, kit.kernel, kit.initrd, qmp_sock=files.qmp_sock,
                          console_sock=files.console_sock, heartbeat_sock=files.heartbeat_sock if self.heartbeat else None,
                          run_tag=run_tag(self.run_id, self.cell.id) + (f":{name}" if name else ""),

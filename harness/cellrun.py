@@ -124,10 +124,16 @@ def _observe_guest(m: GuestMachine, ctx: CellContext, o: Observed) -> None:
 
 
 def kernel_log(m: GuestMachine, timeout: float) -> tuple[list[dict], list[str]]:
-    """The guest kernel's findings and warnings: its whole log (dmesg) plus whatever its
-    heartbeat console relayed (kept even when the log buffer turned over)."""
+    """The guest kernel's findings and warnings: its whole log plus whatever its heartbeat
+    console relayed (kept even when the log buffer turned over). Where this console saw the boot,
+    the log is the boot's lines as the console showed them and the rest from the guest
+    (`ck-kmsg`); otherwise (a migrated guest, messages the console dropped) all of `dmesg`."""
     assert m.console is not None
-    lines = m.console.run("dmesg", timeout).output.splitlines()
+    boot = m.console.boot_text
+    if boot is not None and "printk messages dropped" not in boot:
+        lines = boot.replace("\r", "").splitlines() + m.console.run("ck-kmsg", timeout).output.splitlines()
+    else:
+        lines = m.console.run("dmesg", timeout).output.splitlines()
     if m.heartbeat is not None:
         lines += [text for _, text in m.heartbeat.snapshot().kmsg]
     return guestlog.findings(lines), guestlog.warnings(lines)

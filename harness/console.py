@@ -73,6 +73,9 @@ class Console:
         self.child.logfile_read = self.log
         self.nonce = secrets.token_hex(3)
         self.counter = 0
+        # What the console showed of the latest boot, up to the ready marker: the kernel's own
+        # lines until /init took its messages off the console (see ck-kmsg).
+        self.boot_text: str | None = None
 
     def close(self) -> None:
         try:
@@ -94,6 +97,7 @@ class Console:
         """Wait for the kit's ready marker; a panic or QEMU exit ends the wait early."""
         i = self.child.expect([READY_RE, PANIC_RE, pexpect.EOF, pexpect.TIMEOUT], timeout=timeout)
         if i == 0:
+            self.boot_text = self.child.before.decode(errors="replace")
             return {"kit": self.child.match.group(1).decode(), "cpus": int(self.child.match.group(2))}
         if i == 1:
             raise self._panic("boot")

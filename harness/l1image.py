@@ -7,7 +7,7 @@ filesystem is an initramfs made here from Debian's ppc64el packages:
 - Debian's kernel (the candidate of the same `linux-image-powerpc64le` as the guest kit) with the
   modules for KVM HV (the hypervisor mode of KVM: `kvm`, `kvm-hv`) and the virtio NIC, in
   dependency order read from each module's own `.modinfo` (Debian ships no modules.dep to us);
-- QEMU (`qemu-system-ppc64`), OpenSSH's server, python3 (the remote half of caskit's socket
+- QEMU (`qemu-system-ppc64`), OpenSSH's server, python3 (the fallback socket
   bridge), util-linux's `flock` (slot leases) and busybox (`sh` and the coreutils caskit uses);
 - `kvmcaps`, a static probe of KVM's capabilities (l1/kvmcaps.c), cross-compiled here;
 - l1/rootfs/: `/init`, the sshd configuration, the users.

@@ -37,18 +37,26 @@ class MachineFiles:
 
     log_dir: Path
     sock_dir: Path
+    # A machine on its cell's own host keeps its sockets in the cell's scratch directory, named
+    # apart by this prefix (every directory made or removed on an emulated host is a remote
+    # command under TCG); elsewhere it has a directory of its own, removed at shutdown.
+    sock_prefix: str = ""
+    owns_sock_dir: bool = True
+
+    def sock(self, name: str) -> Path:
+        return self.sock_dir / f"{self.sock_prefix}{name}"
 
     @property
     def qmp_sock(self) -> Path:
-        return self.sock_dir / "qmp.sock"
+        return self.sock("qmp.sock")
 
     @property
     def console_sock(self) -> Path:
-        return self.sock_dir / "console.sock"
+        return self.sock("console.sock")
 
     @property
     def heartbeat_sock(self) -> Path:
-        return self.sock_dir / "heartbeat.sock"
+        return self.sock("heartbeat.sock")
 
     @property
     def heartbeat_log(self) -> Path:
@@ -310,7 +318,8 @@ class GuestMachine:
                 self.heartbeat.close()
                 self.final_heartbeat = self.heartbeat.snapshot()
                 self.heartbeat = None
-            self.host.remove_tree(self.files.sock_dir)
+            if self.files.owns_sock_dir:
+                self.host.remove_tree(self.files.sock_dir)
 
     def last_beat(self):
         """The newest heartbeat this machine's guest printed, while it runs or after shutdown."""

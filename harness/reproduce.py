@@ -202,8 +202,8 @@ def guest_commands(cell_dir: Path, record: dict) -> list[str]:
         if until is not None and float(e.get("t", 0)) >= until:
             break
         cmd = str(e.get("sent", "")).rstrip("\n").split(" ", 1)[-1]
-        # ck-observe and dmesg only read; the script observes by itself at the end.
-        if cmd and cmd not in ("ck-observe", "dmesg") and "\n" not in cmd:
+        # ck-observe, ck-kmsg and dmesg only read; the script observes by itself at the end.
+        if cmd and cmd not in ("ck-observe", "ck-kmsg", "dmesg") and "\n" not in cmd:
             out.append(cmd)
     return out
 

@@ -257,8 +257,10 @@ def _start_sshd(h: TestHost) -> None:
         raise RuntimeError(f"sshd for {h.name} shares the controller's mount namespace: its /tmp is not private")
 
 
-def start(base: Path, names: tuple[str, ...] = ("hosta", "hostb")) -> TestHosts:
-    """Create the hosts; the caller must close() the result (a fixture's finalizer)."""
+def start(base: Path, names: tuple[str, ...] = ("hosta", "hostb"),
+          sshd_extra: dict[str, list[str]] | None = None) -> TestHosts:
+    """Create the hosts; the caller must close() the result (a fixture's finalizer). `sshd_extra`:
+    more sshd_config lines per host name (a hardened server, say)."""
     base.mkdir(parents=True, exist_ok=True)
     base = base.resolve()  # the private /tmp binds the sshd's files back at their real paths
     for tool, package in ((SSHD, "openssh-server"), ("ssh-keygen", "openssh-client"), ("unshare", "util-linux")):
@@ -276,6 +278,7 @@ def start(base: Path, names: tuple[str, ...] = ("hosta", "hostb")) -> TestHosts:
             for ns in nss:
                 _run(["ip", "netns", "add", ns])
                 _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        if use_netns and len(nss) >= 2:
             # A veth pair between the two namespaces only: no address in the root namespace.
             _run(["ip", "link", "add", f"ck{tag}a", "netns", nss[0], "type", "veth", "peer", "name", f"ck{tag}b",
                   "netns", nss[1]])
@@ -291,13 +294,17 @@ def start(base: Path, names: tuple[str, ...] = ("hosta", "hostb")) -> TestHosts:
             (d / "authorized_keys").write_text((base / "client_key.pub").read_text())
             os.chmod(d / "authorized_keys", 0o600)
             _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(d / "host_key")])
-            address, port, ns = (f"{subnet}.{i + 1}", 22, nss[i]) if use_netns else ("127.0.0.1", _free_port(), None)
+            if use_netns:  # a lone host listens on its namespace's own loopback
+                address, port, ns = (f"{subnet}.{i + 1}" if len(nss) >= 2 else "127.0.0.1"), 22, nss[i]
+            else:
+                address, port, ns = "127.0.0.1", _free_port(), None
             (d / "sshd_config").write_text("\n".join([
                 f"ListenAddress {address}", f"Port {port}", f"HostKey {d / 'host_key'}",
                 f"PidFile {d / 'sshd.pid'}", f"AuthorizedKeysFile {d / 'authorized_keys'}",
                 "PermitRootLogin prohibit-password", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
                 "UsePAM no", "StrictModes no", "Subsystem sftp internal-sftp", "LogLevel VERBOSE",
-                "ClientAliveInterval 5", "MaxSessions 100", "MaxStartups 100", ""]))
+                "ClientAliveInterval 5", "MaxSessions 100", "MaxStartups 100",
+                *(sshd_extra or {}).get(name, []), ""]))
             target = address if port == 22 else f"[{address}]:{port}"
             kh = d / "known_hosts"
             kh.write_text(f"{target} {' '.join((d / 'host_key.pub').read_text().split()[:2])}\n")

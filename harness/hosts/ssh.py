@@ -6,8 +6,9 @@ only; an unknown or changed key is refused, never learnt.
 
 What a remote host needs besides sshd and QEMU: `sh`, `flock` (util-linux, for slot leases),
 `sha256sum`, `truncate` and `stat` (coreutils: the cell's disk image, the migration state file)
-and `python3` (a few lines that bridge a unix socket to the SSH channel, since
-paramiko cannot open OpenSSH's direct-streamlocal channels).
+and, only where sshd refuses streamlocal forwarding (QEMU's sockets are reached through
+OpenSSH's direct-streamlocal channels otherwise), `python3` for a few lines that bridge a unix
+socket to the SSH channel.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import paramiko
 from ..config import HostSpec
 from ..errors import HostError, SlotsBusy
 from ..kit import Kit
+from .streamlocal import CONNECT_FAILED, StreamLocalUnsupported, open_streamlocal
 
 
 def _script(name: str) -> str:
@@ -37,6 +39,9 @@ def _script(name: str) -> str:
 
 
 CONNECT_TIMEOUT = 15.0
+# QEMU listens right after it binds; a socket sshd cannot connect to for this long is either not
+# listening or sshd forbids the channel (the bridge, which retries longer, tells which).
+STREAMLOCAL_RETRY_S = 0.5
 COMMAND_TIMEOUT = 60.0
 KEEPALIVE_S = 5
 
@@ -122,6 +127,7 @@ class SshHost:
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
         self._kits: dict[str, Kit] = {}
+        self._streamlocal_ok = True
 
     # -- connection --------------------------------------------------------------------------
 
@@ -258,16 +264,46 @@ class SshHost:
         return code == 0
 
     def connect_unix(self, path: Path, timeout: float) -> socket.socket:
-        """A local socket whose other end is the host's unix socket (through an SSH channel)."""
+        """A local socket whose other end is the host's unix socket (through an SSH channel):
+        sshd connects to it itself where it allows streamlocal forwarding (no process on the host),
+        else a python3 bridge on the host does."""
+        ch = self._streamlocal(path, timeout) if self._streamlocal_ok else None
+        if ch is None:
+            ch = self._bridge(path, timeout)
+            # The socket listens (the bridge got in) and sshd would not connect to it: this sshd
+            # forbids streamlocal forwarding, which OpenSSH words like a failed connect.
+            self._streamlocal_ok = False
+        ch.settimeout(None)
+        mine, theirs = socket.socketpair()
+        threading.Thread(target=_splice, args=(ch, theirs), daemon=True).start()
+        return mine
+
+    def _streamlocal(self, path: Path, timeout: float) -> paramiko.Channel | None:
+        """The channel, or None when sshd would not open it within STREAMLOCAL_RETRY_S (then the
+        bridge tells a forbidding sshd from a socket that is not there)."""
+        deadline = time.monotonic() + min(timeout, STREAMLOCAL_RETRY_S)
+        while True:
+            try:
+                return open_streamlocal(self.transport(), str(path), max(1.0, timeout))
+            except StreamLocalUnsupported:
+                return None
+            except paramiko.ChannelException as e:
+                # QEMU binds (the file appears) a moment before it listens: retry while refused.
+                if e.code != CONNECT_FAILED:
+                    raise OSError(f"host {self.name}: cannot connect to {path}: {e.text}") from e
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.01)
+            except (paramiko.SSHException, EOFError) as e:
+                raise OSError(f"host {self.name}: cannot connect to {path}: {e}") from e
+
+    def _bridge(self, path: Path, timeout: float) -> paramiko.Channel:
         ch = self._exec(["python3", "-c", BRIDGE, "unix", str(path)])
         if _first_line(ch, timeout) != b"ck-bridge-ok\n":
             err = ch.recv_stderr(4096).decode(errors="replace") if ch.recv_stderr_ready() else ""
             ch.close()
             raise OSError(f"host {self.name}: cannot connect to {path}: {err.strip()[-300:] or 'no answer'}")
-        ch.settimeout(None)
-        mine, theirs = socket.socketpair()
-        threading.Thread(target=_splice, args=(ch, theirs), daemon=True).start()
-        return mine
+        return ch
 
     def kill_tagged(self, tag_prefix: str) -> list[int]:
         """Stop (by PID) every process on the host started with `-name <tag>` under this prefix."""

@@ -117,7 +117,7 @@ def _hop(pc: PlanContext, src: GuestMachine, name: str, *, axes: dict | None = N
         port = migrate.incoming_port(dst)
         uri = f"tcp:{addr}:{port}"
     else:
-        uri = f"unix:{dst.files.sock_dir}/migration.sock"
+        uri = f"unix:{dst.files.sock('migration.sock')}"
     hop = migrate.Hop(name, source, name, uri)
     hop.source_host, hop.destination_host = src_host, dst.host.name
     hop.source_build, hop.destination_build = src.build, dst.build

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import struct
 import time
 from pathlib import Path
 
@@ -162,6 +164,64 @@ def test_an_ssh_hosts_tmp_is_its_own(pair, inventory, tmp_path):
     a.remove_tree(Path("/var/tmp/ck-own-var"))
     a.close()
     b.close()
+
+
+def _echo_through(h, th_host, name: str) -> str:
+    """Connect through `h` to a unix socket listening in the host's /tmp; echo a line through it
+    and return the name of the program at the other end (the socket's peer, by SO_PEERCRED)."""
+    d = h.tempdir("ck-sl-")
+    path = th_host.controller_path(d / name)
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(path))
+    srv.listen(1)
+    srv.settimeout(30)
+    try:
+        conn = h.connect_unix(d / name, 5)
+        peer, _ = srv.accept()
+        pid = struct.unpack("3i", peer.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+        conn.sendall(b"ping\n")
+        peer.settimeout(30)
+        assert peer.recv(5) == b"ping\n"
+        peer.sendall(b"pong\n")
+        conn.settimeout(30)
+        assert conn.recv(5) == b"pong\n"
+        conn.close()
+        peer.close()
+        return exe
+    finally:
+        srv.close()
+        h.remove_tree(d)
+
+
+def test_qemus_sockets_are_reached_through_sshd_without_a_process_on_the_host(pair, inventory):
+    """Every remote process costs a TCG start on an emulated host: sshd connects to the socket
+    itself (OpenSSH's direct-streamlocal channel), no bridge program runs."""
+    h = host(pair, inventory, "hosta")
+    try:
+        assert _echo_through(h, pair.hosts[0], "s").startswith("sshd")
+    finally:
+        h.close()
+
+
+def test_a_server_that_refuses_streamlocal_forwarding_gets_the_bridge(tmp_path):
+    th = sshhosts.start(tmp_path / "locked", names=("locked",),
+                        sshd_extra={"locked": ["AllowStreamLocalForwarding no"]})
+    try:
+        inv = th.write_inventory(tmp_path / "hosts.yaml")
+        spec = parse_hosts(yaml.safe_load(inv.read_text()), str(inv))["locked"]
+        from harness.hosts.ssh import SshHost
+
+        h = SshHost(spec)
+        try:
+            assert _echo_through(h, th.hosts[0], "s").startswith("python3")
+            assert not h._streamlocal_ok  # remembered: the next socket goes straight to the bridge
+            assert _echo_through(h, th.hosts[0], "t").startswith("python3")
+        finally:
+            h.close()
+    finally:
+        th.close()
+        assert not th.leftovers(), th.leftovers()
 
 
 def test_an_unknown_host_key_is_refused_with_a_way_to_add_it(pair, inventory, tmp_path):

@@ -70,3 +70,43 @@ def test_ordinary_boot_lines_are_quiet():
 ])
 def test_boot_stage_from_the_console(console, stage):
     assert guestlog.boot_stage(console) == stage
+
+
+class _Console:
+    """The two things kernel_log reads of a console: the boot it saw, and a command's answer."""
+
+    def __init__(self, boot_text, answers):
+        self.boot_text, self.answers, self.sent = boot_text, answers, []
+
+    def run(self, command, timeout):
+        from harness.console import CommandResult
+
+        self.sent.append(command)
+        return CommandResult(command, 0, self.answers[command])
+
+
+class _Machine:
+    def __init__(self, console):
+        self.console, self.heartbeat = console, None
+
+
+BOOT_WARNING = "[    0.52] WARNING: CPU: 0 PID: 1 at arch/powerpc/sysdev/xive/spapr.c:612 xive_spapr_init+0x2c/0x3d0"
+LATE_LOCKUP = "[   40.2] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [swapper/1:0]"
+
+
+def test_the_log_is_the_boot_the_console_showed_plus_what_came_after():
+    from harness.cellrun import kernel_log
+
+    c = _Console(f"VOF\r\n[    0.0] Linux version 6.1\r\n{BOOT_WARNING}\r\n", {"ck-kmsg": LATE_LOCKUP})
+    findings, warnings = kernel_log(_Machine(c), 30)
+    assert c.sent == ["ck-kmsg"]
+    assert [f["kind"] for f in findings] == ["soft-lockup"] and warnings == [BOOT_WARNING.strip()]
+
+
+@pytest.mark.parametrize("boot_text", [None, "[ 1.0] ** 12 printk messages dropped **\r\n"])
+def test_the_whole_dmesg_where_the_console_did_not_see_the_whole_boot(boot_text):
+    from harness.cellrun import kernel_log
+
+    c = _Console(boot_text, {"dmesg": f"{BOOT_WARNING}\n{LATE_LOCKUP}"})
+    findings, warnings = kernel_log(_Machine(c), 30)
+    assert c.sent == ["dmesg"] and len(findings) == 1 and len(warnings) == 1
