@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 import struct
+import tempfile
 import time
 from pathlib import Path
 
@@ -205,8 +207,9 @@ def test_qemus_sockets_are_reached_through_sshd_without_a_process_on_the_host(pa
 
 
 def test_a_server_that_refuses_streamlocal_forwarding_gets_the_bridge(tmp_path):
-    th = sshhosts.start(tmp_path / "locked", names=("locked",),
-                        sshd_extra={"locked": ["AllowStreamLocalForwarding no"]})
+    # A short base: the test socket's path, seen from the controller, must fit AF_UNIX's 108 bytes.
+    base = Path(tempfile.mkdtemp(prefix="ck-lk-"))
+    th = sshhosts.start(base / "h", names=("locked",), sshd_extra={"locked": ["AllowStreamLocalForwarding no"]})
     try:
         inv = th.write_inventory(tmp_path / "hosts.yaml")
         spec = parse_hosts(yaml.safe_load(inv.read_text()), str(inv))["locked"]
@@ -221,7 +224,9 @@ def test_a_server_that_refuses_streamlocal_forwarding_gets_the_bridge(tmp_path):
             h.close()
     finally:
         th.close()
-        assert not th.leftovers(), th.leftovers()
+        left = th.leftovers()
+        shutil.rmtree(base, ignore_errors=True)
+        assert not left, left
 
 
 def test_an_unknown_host_key_is_refused_with_a_way_to_add_it(pair, inventory, tmp_path):
