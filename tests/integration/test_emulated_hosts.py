@@ -186,19 +186,18 @@ def test_interrupts_flow_in_an_l2(kvm_run):
         assert all(b["host_irqchip"] == "in-kernel" for b in by["reboot"]["metrics"]["boots"])
 
 
+@pytest.mark.parametrize("l1", ["nested-hv"], indirect=True)  # one migration inside an L1 is enough
 def test_a_migration_inside_the_l1(kvm_run):
     h, r = kvm_run
-    if h.kind.name != "nested-hv":
-        pytest.skip("one migration inside an L1 is enough: it runs on nested-hv")
     c = _cell(r, "dual", plan="roundtrip")
     assert c["verdict"] == "PASS", c["reason"]
     assert [x["verdict"] for x in c["migration"]["hops"]] == ["PASS", "PASS"]
 
 
+# The hard kill on nested-hv; the clean power-off is shown on powernv9 below.
+@pytest.mark.parametrize("l1", ["nested-hv"], indirect=True)
 def test_an_l1_killed_mid_run_makes_its_cells_error_and_the_others_go_on(l1, tmp_path):
     h, st = l1
-    if h.kind.name != "nested-hv":
-        pytest.skip("the clean power-off is shown on powernv9 below; the hard kill on nested-hv")
     on_kvm = write_matrix(tmp_path / "l1.yaml", f"""
 name: kill-l1
 hosts: [{h.name}]
@@ -234,10 +233,9 @@ def _kill_when(pid: int, ready) -> None:
         time.sleep(0.1)  # polling the cell directories: nothing to wait on
 
 
+@pytest.mark.parametrize("l1", ["powernv9"], indirect=True)  # nested-hv was killed hard above
 def test_down_from_another_process_powers_it_off(l1):
     h, st = l1
-    if h.kind.name != "powernv9":
-        pytest.skip("nested-hv was killed hard above; the clean power-off is shown on powernv9")
     p = subprocess.run([sys.executable, "-c", "import sys; from harness.hosts import emulated; "
                                               "print(emulated.down(sys.argv[1], log=lambda m: None))", h.name],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -247,10 +245,9 @@ def test_down_from_another_process_powers_it_off(l1):
     assert emulated.L1State.load(h.name).status == "stopped"
 
 
+@pytest.mark.parametrize("l1", ["powernv9"], indirect=True)  # once, after its clean power-off above
 def test_a_run_boots_a_host_it_finds_down_and_stops_it_after(l1, tmp_path):
     h, st = l1
-    if h.kind.name != "powernv9":
-        pytest.skip("shown once, on powernv9, after its clean power-off above")
     assert not emulated.is_up(h.name)
     m = write_matrix(tmp_path / "m.yaml", f"name: boot\nhosts: [{h.name}]\n"
                                           "axes: {accel: [kvm], ic_mode: [xics], smp: [1], firmware: [vof]}\n"
