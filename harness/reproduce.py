@@ -30,9 +30,11 @@ from .templating import env
 
 SCRIPT = "reproduce.sh"
 DISK_MIB = 64  # harness/workloads/devices.py DISK_MIB: the size caskit made the disk
-# Workloads whose steps are QMP commands (device_add, system_reset), not guest commands: a replay
-# of the guest's side alone would not be the same run.
+# Workloads whose steps include QMP commands (device_add, system_reset) besides guest commands.
 QMP_DRIVEN = {"device-hotplug", "reboot"}
+# The QMP commands a replay sends again, in their place among the guest commands: the ones that
+# change the machine. Reads (query-*, qom-get, qom-list, info ...) are the script's own business.
+QMP_REPLAYED = {"device_add", "device_del", "netdev_add", "netdev_del", "qom-set", "system_reset", "set_link"}
 MARK = "\x00"  # placeholders in rewritten argv: NUL never occurs in a real argument
 
 
@@ -183,29 +185,46 @@ def _first_migrate_wall(cell_dir: Path) -> float | None:
     return None
 
 
-def guest_commands(cell_dir: Path, record: dict) -> list[str]:
-    """The guest commands caskit sent the first machine, in order, up to the first hop: the
-    workloads and background traffic a hop happened under. ck-observe is left to the script."""
-    if set(record_workloads(record)) & QMP_DRIVEN:
-        return []
-    until = _first_migrate_wall(cell_dir) if record.get("migration") else None
+def _jsonl(path: Path) -> list[dict]:
     out = []
     try:
-        lines = (cell_dir / "console-sent.jsonl").read_text().splitlines()
+        lines = path.read_text().splitlines()
     except OSError:
-        return []
+        return out
     for line in lines:
         try:
             e = json.loads(line)
         except ValueError:
             continue
-        if until is not None and float(e.get("t", 0)) >= until:
-            break
+        if isinstance(e, dict):
+            out.append(e)
+    return out
+
+
+def replay_steps(cell_dir: Path, record: dict) -> list[tuple[str, str]]:
+    """What caskit did to the first machine up to the first hop, in order: ("guest", COMMAND)
+    for a guest command, ("qmp", JSON) for a QMP command that changed the machine (a workload's
+    device_add, qom-set, system_reset...). ck-observe and the kernel log reads are left to the
+    script."""
+    until = _first_migrate_wall(cell_dir) if record.get("migration") else None
+    timed: list[tuple[float, int, str, str]] = []
+    for i, e in enumerate(_jsonl(cell_dir / "console-sent.jsonl")):
         cmd = str(e.get("sent", "")).rstrip("\n").split(" ", 1)[-1]
         # ck-observe, ck-kmsg and dmesg only read; the script observes by itself at the end.
         if cmd and cmd not in ("ck-observe", "ck-kmsg", "dmesg") and "\n" not in cmd:
-            out.append(cmd)
-    return out
+            timed.append((float(e.get("t", 0)), i, "guest", cmd))
+    for i, e in enumerate(_jsonl(cell_dir / "qmp.jsonl")):
+        send = e.get("send")
+        if isinstance(send, dict) and send.get("execute") in QMP_REPLAYED:
+            msg = {"execute": send["execute"], **({"arguments": send["arguments"]} if send.get("arguments") else {})}
+            timed.append((float(e.get("t", 0)), i, "qmp", json.dumps(msg)))
+    timed.sort(key=lambda x: (x[0], x[2] != "qmp", x[1]))
+    return [(kind, text) for t, _, kind, text in timed if until is None or t < until]
+
+
+def guest_commands(cell_dir: Path, record: dict) -> list[str]:
+    """The guest commands among the replay's steps."""
+    return [text for kind, text in replay_steps(cell_dir, record) if kind == "guest"]
 
 
 def record_workloads(record: dict) -> list[str]:
@@ -269,8 +288,13 @@ def _observed_text(o: dict) -> str:
 
 
 def render(record: dict, machines: dict[str, list[str]], kit: dict, *, run_id: str = "", timeouts: dict | None = None,
-           host: dict | None = None, commands: list[str] | None = None) -> str:
-    """The script for one cell. `machines`: each machine's recorded argv by name ("A" first)."""
+           host: dict | None = None, commands: list[str] | None = None,
+           steps: list[tuple[str, str]] | None = None) -> str:
+    """The script for one cell. `machines`: each machine's recorded argv by name ("A" first);
+    `steps` (or `commands`, guest commands alone) what to replay before observing."""
+    if steps is None:
+        steps = [("guest", c) for c in commands or []]
+    commands = [text for kind, text in steps if kind == "guest"]
     t = {"boot": 90.0, "command": 30.0, "liveness": 10.0, **(timeouts or {})}
     home = machines.get("A", [""])[0]
     home_data = _value_after(machines.get("A", []), "-L")
@@ -298,6 +322,8 @@ def render(record: dict, machines: dict[str, list[str]], kit: dict, *, run_id: s
         "hops": hops(record), "plan": (record.get("migration") or {}).get("plan") or record.get("migration_plan") or "none",
         "recorded": recorded_outcome(record), "commands": [shlex.quote(c) for c in (commands or [])],
         "commands_raw": [_one_line(c) for c in (commands or [])],
+        "steps": [(kind, shlex.quote(text)) for kind, text in steps],
+        "steps_raw": [(kind, _one_line(text)) for kind, text in steps],
         "workloads": record_workloads(record), "qmp_driven": sorted(set(record_workloads(record)) & QMP_DRIVEN),
         "boot_timeout": int(t["boot"]), "command_timeout": int(max(t["command"], 30)),
         "window": int(max(t["liveness"], 1)), "q": shlex.quote,
@@ -342,7 +368,7 @@ def script_for(record: dict, cell_dir: Path, kit: dict, *, run_id: str = "", tim
     if "A" not in machines:
         return not_run(record)
     return render(record, machines, kit, run_id=run_id, timeouts=timeouts, host=host,
-                  commands=guest_commands(cell_dir, record))
+                  steps=replay_steps(cell_dir, record))
 
 
 def _write(cell_dir: Path, text: str) -> Path:

@@ -41,6 +41,11 @@ name: repro-cas
 axes: {ic_mode: [dual, xive], cpu_compat: [default, power8], smp: [1], firmware: [vof]}
 exclude: [{ic_mode: dual, cpu_compat: power8}, {ic_mode: xive, cpu_compat: default}]
 """
+REBOOT = """
+name: repro-reboot
+axes: {ic_mode: [dual], smp: [1], firmware: [vof]}
+workloads: [reboot]
+"""
 CLEAN_PATH = "/usr/bin:/bin"
 
 
@@ -51,7 +56,7 @@ def run(tmp_path_factory, kit):
     none.write_text("issues: []\n")
     t0 = time.monotonic()
     r = run_cli(["run", str(write_matrix(d / "mig.yaml", MIGRATION)), str(write_matrix(d / "cas.yaml", CAS)),
-                 "-n", "2", "--known-issues", str(none)], d / "out")
+                 str(write_matrix(d / "reboot.yaml", REBOOT)), "-n", "2", "--known-issues", str(none)], d / "out")
     print(f"the run took {time.monotonic() - t0:.1f}s")
     assert_no_qemu_left(r.results["run"]["id"])
     return r
@@ -87,6 +92,8 @@ def test_the_run_is_what_the_tests_below_need(run):
     assert mig["verdict"] == "FAIL", mig["reason"]
     verdicts = sorted(c["verdict"] for c in by_matrix(run, "repro-cas"))
     assert verdicts == ["PASS", "XFAIL"]
+    (reboot,) = by_matrix(run, "repro-reboot")
+    assert reboot["verdict"] == "PASS", reboot["reason"]
 
 
 def test_every_cell_has_its_reproducer(run):
@@ -106,6 +113,24 @@ def test_a_pass_cell_reproduces_its_mode_without_caskit(run, kit_dir, tmp_path):
     assert "byte 23 of ibm,arch-vec-5-platform-support: 0x80); QEMU's info pic: xive" in p.stdout
     assert p.stdout.rstrip().endswith("reproduce: REPRODUCED")
     assert (tmp_path / "work" / "A" / "console.log").read_text().count("CASKIT-READY") == 1
+
+
+def test_a_reboot_cell_replays_its_resets_and_its_switch_to_xics(run, kit_dir, tmp_path):
+    """The reboot workload acts through QMP (qom-set of the kernel command line, system_reset):
+    the replay sends those in their place among the guest commands, and the guest boots as many
+    times, once of them with xive=off (XICS), as it did under caskit."""
+    (c,) = by_matrix(run, "repro-reboot")
+    sent = [json.loads(line)["send"]["execute"] for line in (run.out / "cells" / c["id"] / "qmp.jsonl").read_text().splitlines()
+            if "send" in json.loads(line)]
+    resets = sent.count("system_reset")
+    assert resets >= 2 and "qom-set" in sent
+    p = reproduce(run.out / c["logs"]["reproduce"], kit_dir, tmp_path / "work", timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.count("A: ready again after the reset") == resets
+    console = (tmp_path / "work" / "A" / "console.log").read_text(errors="replace")
+    assert console.count("CASKIT-READY") == 1 + resets
+    assert any("xive=off" in line for line in console.splitlines() if "Kernel command line:" in line)
+    assert "A: the guest negotiated XIVE" in p.stdout  # switched back, as caskit left it
 
 
 def test_an_expected_refusal_reproduces_qemus_words(run, kit_dir, tmp_path):

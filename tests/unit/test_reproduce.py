@@ -139,9 +139,22 @@ def test_guest_commands_of_a_cell_without_migration(tmp_path):
     assert reproduce.guest_commands(d, {"migration": None}) == ["ck-modules", "ck-heartbeat", "ck-ipi 50"]
 
 
-def test_no_replay_where_qmp_drives_a_workload(tmp_path):
+def test_qmp_steps_that_change_the_machine_are_replayed_in_their_place(tmp_path):
     d = _cell_dir(tmp_path, None)
-    assert reproduce.guest_commands(d, {"workloads": [{"name": "reboot"}]}) == []
+    qmp = [(0.5, {"execute": "qom-get", "arguments": {"path": "/machine", "property": "ic-mode"}}),
+           (5.0, {"execute": "qom-set", "arguments": {"path": "/machine", "property": "append", "value": "xive=off"}}),
+           (5.1, {"execute": "system_reset"}), (5.2, {"execute": "query-status"}),
+           (12.0, {"execute": "human-monitor-command", "arguments": {"command-line": "info pic"}})]
+    (d / "qmp.jsonl").write_text("".join(json.dumps({"t": t, "send": m}) + "\n" for t, m in qmp))
+    steps = reproduce.replay_steps(d, {"workloads": [{"name": "reboot"}]})
+    assert steps == [("guest", "ck-modules"), ("guest", "ck-heartbeat"),
+                     ("qmp", '{"execute": "qom-set", "arguments": {"path": "/machine", "property": "append", "value": "xive=off"}}'),
+                     ("qmp", '{"execute": "system_reset"}'), ("guest", "ck-ipi 50")]
+    text = reproduce.render(RECORD, {"A": ARGV, "restore": ARGV}, KIT, run_id="run1", steps=steps)
+    assert "    step_qmp A '{\"execute\": \"system_reset\"}'\n    step_guest A 'ck-ipi 50'\n" in text
+    p = tmp_path / "reproduce.sh"
+    p.write_text(text)
+    subprocess.run(["bash", "-n", str(p)], check=True)
 
 
 # ---------------------------------------------------------------- the script
