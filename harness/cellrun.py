@@ -130,9 +130,10 @@ def kernel_log(m: GuestMachine, timeout: float) -> tuple[list[dict], list[str]]:
     (`ck-kmsg`); otherwise (a migrated guest, messages the console dropped) all of `dmesg`."""
     assert m.console is not None
     boot = m.console.boot_text
-    if boot is not None and "printk messages dropped" not in boot:
-        lines = boot.replace("\r", "").splitlines() + m.console.run("ck-kmsg", timeout).output.splitlines()
-    else:
+    rest = m.console.run("ck-kmsg", timeout) if boot is not None and "printk messages dropped" not in boot else None
+    if rest is not None and rest.ok:
+        lines = boot.replace("\r", "").splitlines() + rest.output.splitlines()
+    else:  # an initramfs of the user's without ck-kmsg, or a console that missed some of the boot
         lines = m.console.run("dmesg", timeout).output.splitlines()
     if m.heartbeat is not None:
         lines += [text for _, text in m.heartbeat.snapshot().kmsg]

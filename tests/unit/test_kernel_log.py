@@ -82,6 +82,8 @@ class _Console:
         from harness.console import CommandResult
 
         self.sent.append(command)
+        if command not in self.answers:  # as the guest's shell answers an unknown command
+            return CommandResult(command, 127, f"sh: {command}: not found")
         return CommandResult(command, 0, self.answers[command])
 
 
@@ -110,3 +112,11 @@ def test_the_whole_dmesg_where_the_console_did_not_see_the_whole_boot(boot_text)
     c = _Console(boot_text, {"dmesg": f"{BOOT_WARNING}\n{LATE_LOCKUP}"})
     findings, warnings = kernel_log(_Machine(c), 30)
     assert c.sent == ["dmesg"] and len(findings) == 1 and len(warnings) == 1
+
+
+def test_an_initramfs_without_ck_kmsg_gets_the_whole_dmesg():
+    from harness.cellrun import kernel_log
+
+    c = _Console("[    0.0] Linux version 6.1\r\n", {"dmesg": f"{BOOT_WARNING}\n{LATE_LOCKUP}"})
+    findings, warnings = kernel_log(_Machine(c), 30)
+    assert c.sent == ["ck-kmsg", "dmesg"] and len(findings) == 1 and len(warnings) == 1
