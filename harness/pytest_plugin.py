@@ -418,7 +418,9 @@ def _kill_tagged_remote(config, run: dict) -> list[int]:
 
     killed: list[int] = []
     specs = load_hosts(config.getoption("caskit_hosts"))
-    for name in run["hosts"]:
+    for name, facts in run["hosts"].items():
+        if (facts or {}).get("error"):
+            continue  # unreachable when the run began: nothing of this run was started there
         if name in specs and specs[name].kind == "ssh":
             try:
                 killed += make_host(specs[name]).kill_tagged(f"caskit:{run['id']}:")

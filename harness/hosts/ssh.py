@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 from importlib import resources
 import hashlib
+import logging
 import os
+import select
 import shlex
 import socket
 import threading
@@ -37,6 +39,11 @@ def _script(name: str) -> str:
     """A helper that runs on the remote host, kept as a file beside this module."""
     return resources.files(__package__).joinpath("remote", name).read_text()
 
+
+# paramiko logs a failed connection with its traceback at ERROR; with no handler of the
+# program's, Python's last-resort handler would print that on the terminal. caskit reports the
+# failure itself, in one line naming the host.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 CONNECT_TIMEOUT = 15.0
 # QEMU listens right after it binds; a socket sshd cannot connect to for this long is either not
@@ -60,6 +67,44 @@ WAIT_PATHS = _script("wait_paths.sh")
 # A file's size, or nothing at all when there is no file: one command tells "missing" (None)
 # from "cannot look" (an error), which stat's exit status alone does not.
 FILE_SIZE = '[ -e "$1" ] || exit 0; exec stat -L -c %s -- "$1"'
+
+
+class _ProxyCommand(paramiko.ProxyCommand):
+    """paramiko's, except that a command that has exited is a closed connection at once. paramiko's
+    own recv() goes on reading the empty pipe until its timeout: 15 s of a busy loop for every
+    connect to a host that is down behind a proxy command (measured on the pools' down member)."""
+
+    def recv(self, size: int) -> bytes:
+        buffer = b""
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        try:
+            while len(buffer) < size:
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    break
+                ready, _, _ = select.select([self.process.stdout], [], [], wait)
+                if ready:
+                    chunk = os.read(self.process.stdout.fileno(), size - len(buffer))
+                    if not chunk:  # EOF: the command exited; paramiko reads b"" as a closed socket
+                        return buffer
+                    buffer += chunk
+        except OSError as e:
+            raise paramiko.ProxyCommandFailure(" ".join(self.cmd), e.strerror) from e
+        if not buffer:
+            raise socket.timeout()
+        return buffer
+
+    def exit_detail(self) -> str:
+        """", the proxy command exited N: its last stderr line" once it has exited, else ""."""
+        code = self.process.poll()
+        if code is None:
+            return ""
+        err = b""
+        with contextlib.suppress(OSError, ValueError):
+            os.set_blocking(self.process.stderr.fileno(), False)
+            err = self.process.stderr.read() or b""
+        last = err.decode(errors="replace").strip().splitlines()[-1:] or [""]
+        return f"; the proxy command exited {code}" + (f": {last[0][:200]}" if last[0] else "")
 
 
 class SshCommandError(HostError):
@@ -149,7 +194,7 @@ class SshHost:
         client = paramiko.SSHClient()
         client.load_host_keys(s.known_hosts)  # this file only: never ~/.ssh/known_hosts
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        sock = paramiko.ProxyCommand(shlex.join(s.proxy_command)) if s.proxy_command else None
+        sock = _ProxyCommand(shlex.join(s.proxy_command)) if s.proxy_command else None
         try:
             client.connect(s.address, s.port, username=s.user, key_filename=s.key_file, look_for_keys=False,
                            allow_agent=False, timeout=CONNECT_TIMEOUT, banner_timeout=CONNECT_TIMEOUT,
@@ -168,7 +213,8 @@ class SshHost:
                                  f"refusing an unknown host. Check its fingerprint out of band, then add it, e.g. "
                                  f"`ssh-keyscan -p {s.port} {s.address} >> {s.known_hosts}` "
                                  f"(the line starts with {target})") from e
-            raise HostError(f"host {self.name} ({self._where()}): SSH failed: {e}") from e
+            raise HostError(f"host {self.name} ({self._where()}): SSH failed: {e}"
+                            f"{sock.exit_detail() if sock is not None else ''}") from e
         except (OSError, EOFError) as e:
             _close_failed(client)
             raise HostError(f"host {self.name} ({self._where()}): cannot connect: {e}") from e
