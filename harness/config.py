@@ -666,26 +666,35 @@ class DomainSpec:
     qemu: tuple[str, ...] = ()  # builds taking part; empty: every build of every member host
 
 
+def _group_members(path: str, key: str, d: Any, hosts: dict[str, HostSpec], optional: str, what: str = "") -> list[str]:
+    """The member hosts of a group of the inventory's hosts (a domain, a pool): a mapping with
+    `hosts` and one optional key, every member a host the inventory names."""
+    if not isinstance(d, dict):
+        raise ConfigError(path, key, f"must be a mapping with `hosts` (and optionally `{optional}`"
+                                     f"{' ' + what if what else ''}), {_got(d)}")
+    for k in d:
+        if k not in ("hosts", optional):
+            raise ConfigError(path, _child(key, k), f"unknown key; allowed keys: hosts, {optional}")
+    if "hosts" not in d:
+        raise ConfigError(path, f"{key}.hosts", "required: the member hosts (names from `hosts:`)")
+    members = []
+    for i, h in enumerate(_list(path, f"{key}.hosts", d["hosts"], "host names")):
+        where = _item(f"{key}.hosts", d["hosts"], i)
+        if not isinstance(h, str):
+            raise ConfigError(path, where, f"must be a host name (a string), {_got(h)}")
+        if h not in hosts:
+            raise ConfigError(path, where, f"unknown host {_show(h)}; hosts: {_fmt(sorted(hosts))}")
+        members.append(h)
+    return members
+
+
 def parse_domains(data: Any, path: str, hosts: dict[str, HostSpec]) -> dict[str, DomainSpec]:
     doms = _mapping(path, "domains", _inventory(data, path).get("domains"), "a mapping of domain name to {hosts, qemu}")
     out = {}
     for name, d in doms.items():
         key = _child("domains", name)
         _name(path, key, name, "a domain name")
-        if not isinstance(d, dict):
-            raise ConfigError(path, key, f"must be a mapping with `hosts` (and optionally `qemu` builds), {_got(d)}")
-        for k in d:
-            if k not in ("hosts", "qemu"):
-                raise ConfigError(path, _child(key, k), "unknown key; allowed keys: hosts, qemu")
-        if "hosts" not in d:
-            raise ConfigError(path, f"{key}.hosts", "required: the member hosts (names from `hosts:`)")
-        members = []
-        for i, h in enumerate(_list(path, f"{key}.hosts", d["hosts"], "host names")):
-            if not isinstance(h, str):
-                raise ConfigError(path, _item(f"{key}.hosts", d["hosts"], i), f"must be a host name (a string), {_got(h)}")
-            if h not in hosts:
-                raise ConfigError(path, f"{key}.hosts", f"unknown host {_show(h)}; hosts: {_fmt(sorted(hosts))}")
-            members.append(h)
+        members = _group_members(path, key, d, hosts, "qemu", "builds")
         raw_builds = d.get("qemu")
         builds = []
         for i, b in enumerate(_list(path, f"{key}.qemu", raw_builds, "build names") if raw_builds not in (None, []) else []):
@@ -722,19 +731,7 @@ def parse_pools(data: Any, path: str, hosts: dict[str, HostSpec]) -> dict[str, P
     for name, d in pools.items():
         key = _child("pools", name)
         _name(path, key, name, "a pool name")
-        if not isinstance(d, dict):
-            raise ConfigError(path, key, f"must be a mapping with `hosts` (and optionally `health_check`), {_got(d)}")
-        for k in d:
-            if k not in ("hosts", "health_check"):
-                raise ConfigError(path, _child(key, k), "unknown key; allowed keys: hosts, health_check")
-        if "hosts" not in d:
-            raise ConfigError(path, f"{key}.hosts", "required: the member hosts (names from `hosts:`)")
-        members = []
-        for i, h in enumerate(_list(path, f"{key}.hosts", d["hosts"], "host names")):
-            if not isinstance(h, str) or h not in hosts:
-                raise ConfigError(path, _item(f"{key}.hosts", d["hosts"], i),
-                                  f"unknown host {_show(h)}; hosts: {_fmt(sorted(hosts))}")
-            members.append(h)
+        members = _group_members(path, key, d, hosts, "health_check")
         if len(set(members)) != len(members):
             raise ConfigError(path, f"{key}.hosts", "a host is named twice")
         hc = dict(HEALTH_CHECK_DEFAULT)

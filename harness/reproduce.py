@@ -173,18 +173,6 @@ def hops(record: dict) -> list[dict]:
     return out
 
 
-def _first_migrate_wall(cell_dir: Path) -> float | None:
-    """Wall time of the first `migrate` (or a refused one's) sent to the first machine's QMP."""
-    try:
-        for line in (cell_dir / "qmp.jsonl").read_text().splitlines():
-            e = json.loads(line)
-            if (e.get("send") or {}).get("execute") == "migrate":
-                return float(e["t"])
-    except (OSError, ValueError, KeyError):
-        return None
-    return None
-
-
 def _jsonl(path: Path) -> list[dict]:
     out = []
     try:
@@ -199,6 +187,17 @@ def _jsonl(path: Path) -> list[dict]:
         if isinstance(e, dict):
             out.append(e)
     return out
+
+
+def _first_migrate_wall(cell_dir: Path) -> float | None:
+    """Wall time of the first `migrate` (or a refused one's) sent to the first machine's QMP."""
+    for e in _jsonl(cell_dir / "qmp.jsonl"):
+        if (e.get("send") or {}).get("execute") == "migrate":
+            try:
+                return float(e["t"])
+            except (KeyError, TypeError, ValueError):
+                return None
+    return None
 
 
 def replay_steps(cell_dir: Path, record: dict) -> list[tuple[str, str]]:

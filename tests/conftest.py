@@ -37,6 +37,19 @@ def run_cli(args: list[str], out: Path | None = None, timeout: float = 600, env:
     return CliRun(p.returncode, p.stdout, p.stderr, out or Path("/nonexistent"))
 
 
+@pytest.fixture(scope="module")
+def pg():
+    """A throw-away PostgreSQL cluster (tests/pgserver.py), stopped by PID after the module;
+    skipped with the reason only where Debian's postgresql package is missing."""
+    import pgserver
+
+    why = pgserver.available()
+    if why:
+        pytest.skip(why)
+    with pgserver.running() as s:
+        yield s
+
+
 @pytest.fixture(scope="session")
 def kit():
     """The real guest kit (built once; later calls find it in the cache)."""

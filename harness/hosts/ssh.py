@@ -40,9 +40,10 @@ def _script(name: str) -> str:
     return resources.files(__package__).joinpath("remote", name).read_text()
 
 
-# paramiko logs a failed connection with its traceback at ERROR; with no handler of the
-# program's, Python's last-resort handler would print that on the terminal. caskit reports the
-# failure itself, in one line naming the host.
+# paramiko logs a failed connection (with its traceback) and every refused channel open (QEMU's
+# bind-then-listen gap makes a few on purpose) at ERROR; with no handler of the program's,
+# Python's last-resort handler would print them on the terminal. caskit reports each failure
+# itself, in one line naming the host; a program that configures logging still gets the records.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 CONNECT_TIMEOUT = 15.0

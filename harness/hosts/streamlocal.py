@@ -15,7 +15,6 @@ and the caller falls back to the bridge process.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 
@@ -31,18 +30,6 @@ KIND = "direct-streamlocal@openssh.com"
 ADMINISTRATIVELY_PROHIBITED = 1
 CONNECT_FAILED = 2
 UNKNOWN_CHANNEL_TYPE = 3
-
-
-class _QuietOpenFailures(logging.Filter):
-    """paramiko logs every refused channel open at ERROR; each one reaches the caller as an
-    exception (and QEMU's bind-then-listen gap makes a few on purpose), so the log line is noise
-    on the terminal of a run."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "open FAILED" not in record.getMessage()
-
-
-logging.getLogger("paramiko.transport").addFilter(_QuietOpenFailures())
 
 
 class StreamLocalUnsupported(HostError):

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-import pgserver
 from conftest import CASKIT, ROOT, run_cli, write_matrix
 from harness import history
 from harness.hosts import tagged_pids
@@ -24,15 +23,6 @@ from integration.helpers import assert_no_qemu_left, pid_alive
 pytestmark = pytest.mark.guest
 
 ERROR_LINE = "qemu-system-ppc64: failed to initialize the interrupt controller: Device or resource busy"
-
-
-@pytest.fixture(scope="module")
-def pg():
-    why = pgserver.available()
-    if why:
-        pytest.skip(why)
-    with pgserver.running() as s:
-        yield s
 
 
 def qemu_wrapper(tmp_path: Path, *, fail_always: bool) -> Path:

@@ -16,18 +16,8 @@ import pytest
 from harness import history
 from harness.cell import Expected, Observed
 
-import pgserver  # tests/pgserver.py (tests/ is on sys.path, as for conftest)
 
 from .factories import make_cell
-
-
-@pytest.fixture(scope="module")
-def pg():
-    why = pgserver.available()
-    if why:
-        pytest.skip(why)
-    with pgserver.running() as s:
-        yield s
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
