@@ -265,9 +265,12 @@ def cmd_kit(a) -> int:
     if a.kitcmd != "build":
         print("caskit: usage: caskit kit build [--refresh]", file=sys.stderr)
         return EXIT_USAGE
-    k = kit.build(refresh=a.refresh)
+    k = kit.build(refresh=a.refresh, log=lambda m: print(m, file=sys.stderr))
+    print(f"caskit: kit {k.key}: {kit.describe(k.manifest)} ({k.manifest.get('kernel_release')})", file=sys.stderr)
     print(json.dumps({"key": k.key, "kernel": str(k.kernel), "initrd": str(k.initrd),
                       "kernel_release": k.manifest.get("kernel_release"),
+                      "kernel_package": k.manifest.get("kernel_package"),
+                      "modules": k.manifest.get("modules"),
                       "packages": {n: p["version"] for n, p in k.manifest.get("packages", {}).items()}}, indent=2))
     return EXIT_OK
 
@@ -328,12 +331,16 @@ def cmd_hosts_emulated(a) -> int:
             print(f"caskit: {n}: {emulated.down(n, log=log)}")
         return EXIT_OK
     states = {s.name: s for s in emulated.list_states()}
+    up = {n: st for n, st in states.items() if emulated.running(st)}
+    # An L1 booted from an image whose packages have since changed in the archive is stale.
+    current = l1image.current_key(log=log) if up else None
     for n, h in sorted(hosts.items()):
         if h.kind != "emulated":
             print(f"{n:<16} {h.kind:<9} slots {h.slots}")
             continue
         st = states.get(n)
-        state = "down" if st is None or not emulated.running(st) else f"{st.status}, pid {st.pid}, port {st.port}"
+        state = "down" if n not in up else f"{st.status}, pid {st.pid}, port {st.port}, image {st.image}" + (
+            f" (stale: today's image is {current})" if st.image != current else "")
         print(f"{n:<16} emulated  {h.emulated_kind:<10} slots {h.slots}  {state}")
     return EXIT_OK
 

@@ -7,14 +7,33 @@ honoured and nothing here names a mirror of its own.
 
 from __future__ import annotations
 
+import fcntl
 import re
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import KitError
 
 APT_SOURCES = [Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d")]
+# How old a private package index may get before caskit asks the archive again. Cache keys hold
+# the versions the index resolves, so this bounds how long an archive update can go unnoticed
+# (the kernel update of issue 20 hid for weeks behind a cache keyed by package names).
+INDEX_MAX_AGE_S = 24 * 3600
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """One package as the index resolves it: the exact .deb a build would use."""
+
+    name: str
+    version: str
+    sha256: str
+    depends: str = ""
+
+    def pin(self) -> str:
+        return f"{self.name}={self.version}"
 
 
 @dataclass(frozen=True)
@@ -127,6 +146,7 @@ class PrivateApt:
             "-o", "Debug::NoLocking=1",
             "-o", "Acquire::Languages=none",
             "-o", "Acquire::Retries=3",
+            "-o", "Acquire::http::Timeout=30",
             "-q",
         ] + (["-o", f"APT::Default-Release={self.default_release}"] if self.default_release else [])
 
@@ -151,6 +171,45 @@ class PrivateApt:
                 raise
             self.warnings.append(f"apt-get update was partial, using the indexes it got: {e}")
 
+    def ensure_index(self, max_age: float = INDEX_MAX_AGE_S, force: bool = False, log=print) -> None:
+        """An index no older than `max_age`: refreshed when older (or `force`). Without network an
+        index that exists is used as it is, and said so; without either, a KitError. Serialised
+        by a lock: xdist workers and farm jobs share this state, and apt runs here unlocked."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        stamp = self.root / "state" / "updated"
+        with open(self.root / ".index.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            age = time.time() - stamp.stat().st_mtime if stamp.is_file() and self.has_lists() else None
+            if not force and age is not None and age < max_age:
+                return
+            log(f"apt: refreshing the {self.arch} package index of {', '.join(self.suites)} (private state in {self.root})")
+            try:
+                self.update()
+            except KitError as e:
+                if age is None and not self.has_lists():
+                    raise
+                when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(time.time() - (age or 0)))
+                msg = f"could not refresh the package index, using the one from {when}: {e}"
+                self.warnings.append(msg)
+                log(f"apt: warning: {msg}")
+                return
+            stamp.touch()
+            for w in self.warnings:
+                log(f"apt: warning: {w}")
+
+    def resolve(self, *pkgs: str) -> dict[str, Resolved]:
+        """Each package's candidate (version, SHA-256 of its .deb, Depends), one apt-cache call."""
+        text = self._run(["apt-cache", "show", "--no-all-versions", *pkgs])
+        out: dict[str, Resolved] = {}
+        for st in _deb822_stanzas(text):
+            name = st.get("package")
+            if name in pkgs and name not in out and st.get("version"):
+                out[name] = Resolved(name, st["version"], st.get("sha256", ""), st.get("depends", ""))
+        missing = [p for p in pkgs if p not in out]
+        if missing:
+            raise KitError(f"the {self.arch} package index has no {', '.join(missing)}")
+        return out
+
     def has_lists(self) -> bool:
         return any((self.root / "state/lists").glob("*Packages*"))
 
@@ -166,17 +225,18 @@ class PrivateApt:
             raise KitError(f"apt-cache show {pkg}: no Version field")
         return ver.group(1).strip(), dep.group(1).strip() if dep else ""
 
-    def download(self, pkg: str) -> Path:
-        """The .deb of the candidate version, downloaded once into the private cache."""
-        version, _ = self.candidate(pkg)
+    def download(self, pkg: str, version: str | None = None) -> Path:
+        """The .deb of `version` (default: the candidate), downloaded once into the private cache."""
+        version = version or self.candidate(pkg)[0]
         fname_ver = version.replace(":", "%3a")
         debs = self.root / "debs"
+        debs.mkdir(parents=True, exist_ok=True)
         found = sorted(debs.glob(f"{pkg}_{fname_ver}_*.deb"))
         if not found:
-            self._run(["apt-get", "download", pkg], cwd=debs)
+            self._run(["apt-get", "download", f"{pkg}={version}"], cwd=debs)
             found = sorted(debs.glob(f"{pkg}_{fname_ver}_*.deb"))
         if not found:
-            raise KitError(f"apt-get download {pkg} left no {pkg}_{fname_ver}_*.deb in {debs}")
+            raise KitError(f"apt-get download {pkg}={version} left no {pkg}_{fname_ver}_*.deb in {debs}")
         return found[0]
 
 

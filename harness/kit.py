@@ -1,8 +1,10 @@
 """The guest kit: Debian's ppc64el kernel, busybox and guest_tests/ packed into an initramfs.
 
 Built once and cached by content under ~/.cache/caskit/kits/<key>/. The key covers the recipe
-(packages asked for, modules, every file of guest_tests/), so a warm build only hashes local
-files: no network, well under a second. `refresh=True` asks apt for newer packages.
+(modules, programs, every file of guest_tests/) and the exact packages the private package index
+resolves today (versions and SHA-256s), so an archive update makes a new kit: a warm cache can no
+longer hide it. The index is refreshed at most once a day (debfetch.INDEX_MAX_AGE_S); between
+refreshes, and on a machine without network, a warm build reads local files only.
 """
 
 from __future__ import annotations
@@ -17,18 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import cpio
-from .debfetch import PrivateApt, debian_codename, unpack
+from .debfetch import PrivateApt, Resolved, debian_codename, unpack
+from .debian_kernel import kernel_package, plan_modules, vmlinux_in
 from .errors import KitError
 from .resources import GUEST_TESTS
 
-KIT_FORMAT = 2
+KIT_FORMAT = 3
 ARCH = "ppc64el"
-KERNEL_META = "linux-image-powerpc64le"
 BUSYBOX = "busybox-static"
-# Loaded on demand with insmod in this order (Debian ships no modules.dep to the kit).
+# What the workloads insmod (guest_tests/bin/ck-modules); the order, and any module these need,
+# come from the kernel's own .modinfo at build time (debian_kernel.plan_modules).
 MODULES = (
-    "failover", "net_failover", "virtio", "virtio_ring", "virtio_pci_modern_dev",
-    "virtio_pci_legacy_dev", "virtio_pci", "virtio_net", "virtio_blk",
+    "virtio_pci", "virtio_net", "virtio_blk",
     # PCI hotplug on pseries: the guest configures a hot-added slot with drmgr through these.
     "rpaphp", "rpadlpar_io",
 )
@@ -65,15 +67,37 @@ def _guest_files() -> dict[str, bytes]:
     return {str(p.relative_to(GUEST_TESTS)): p.read_bytes() for p in sorted(GUEST_TESTS.rglob("*")) if p.is_file()}
 
 
-def recipe_key(guest_files: dict[str, bytes] | None = None) -> str:
+def recipe_key(packages: dict[str, Resolved], guest_files: dict[str, bytes] | None = None,
+               modules: tuple[str, ...] = MODULES) -> str:
+    """The kit's cache key (pure): the recipe and the exact packages it is built from."""
     files = guest_files if guest_files is not None else _guest_files()
     h = hashlib.sha256()
     h.update(json.dumps({"format": KIT_FORMAT, "arch": ARCH, "suite": debian_codename(),
-                         "packages": [KERNEL_META, BUSYBOX], "modules": MODULES,
-                         "programs": PROGRAMS}, sort_keys=True).encode())
+                         "packages": {n: [r.version, r.sha256] for n, r in sorted(packages.items())},
+                         "modules": modules, "programs": PROGRAMS}, sort_keys=True).encode())
     for name, data in files.items():
         h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
     return h.hexdigest()[:16]
+
+
+def private_apt() -> PrivateApt:
+    """The ppc64el package index the kit and the L1 images resolve from (one state, shared)."""
+    codename = debian_codename()
+    return PrivateApt(cache_root() / "apt" / ARCH, ARCH, [codename, f"{codename}-updates", f"{codename}-security"])
+
+
+def resolve_packages(apt: PrivateApt, log=print, with_kernel: bool = True, refresh: bool = False) -> dict[str, Resolved]:
+    """The packages the kit is built from, as the index resolves them now (refreshed when older
+    than a day, or `refresh`)."""
+    apt.ensure_index(force=refresh, log=log)
+    out = {k.name: k for k in ([kernel_package(apt)] if with_kernel else [])}
+    out.update(apt.resolve(BUSYBOX, *PROGRAMS))
+    return out
+
+
+def current_key(log=print) -> str:
+    """The key of the kit `build()` would return now."""
+    return recipe_key(resolve_packages(private_apt(), log))
 
 
 def _sha256(p: Path) -> str:
@@ -103,16 +127,7 @@ def user_kit(kernel: str, initrd: str | None) -> Kit:
     return Kit(key, Path(kernel), Path(initrd) if initrd else None, {"user_supplied": True})
 
 
-def _builtin(moddir: Path | None) -> set[str]:
-    """Module names built into the kernel, from its modules.builtin (paths like kernel/x/y.ko)."""
-    f = moddir / "modules.builtin" if moddir else None
-    if not f or not f.is_file():
-        return set()
-    return {Path(line.strip()).name.removesuffix(".ko").replace("-", "_") for line in f.read_text().splitlines() if line.strip()}
-
-
-def load_cached(key: str | None = None) -> Kit | None:
-    key = key or recipe_key()
+def load_cached(key: str) -> Kit | None:
     d = cache_root() / "kits" / key
     mf = d / "manifest.json"
     if not mf.is_file():
@@ -135,27 +150,30 @@ class KernelUnderTest:
     source: str  # what the user named (a vmlinux or a .deb), for the record
 
 
-def build(refresh: bool = False, log=print, kernel: KernelUnderTest | None = None) -> Kit:
-    """The kit for the current recipe: from the cache, or built (needs the package registry).
-    With `kernel`, caskit's initramfs around that kernel (and its modules) instead of Debian's."""
-    key = recipe_key() if kernel is None else _kernel_key(kernel)
-    if not refresh and (kit := load_cached(key)):
+def build(refresh: bool = False, log=print, kernel: KernelUnderTest | None = None,
+          modules: tuple[str, ...] = MODULES) -> Kit:
+    """The kit for today's packages: from the cache, or built (needs the package registry).
+    With `kernel`, caskit's initramfs around that kernel (and its modules) instead of Debian's.
+    `refresh` refreshes the package index now rather than when it is a day old."""
+    apt = private_apt()
+    packages = resolve_packages(apt, log, with_kernel=kernel is None, refresh=refresh)
+    key = recipe_key(packages, modules=modules) if kernel is None else _kernel_key(kernel, packages, modules)
+    if kit := load_cached(key):
         return kit
     root = cache_root()
     (root / "kits").mkdir(parents=True, exist_ok=True)
     with open(root / "kits" / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time; the others then find it cached
-        if not refresh and (kit := load_cached(key)):
+        if kit := load_cached(key):
             return kit
-        return _build_locked(key, root, refresh, log, kernel)
+        return _build_locked(key, root, apt, packages, log, kernel, modules)
 
 
-def _kernel_key(k: KernelUnderTest) -> str:
-    h = hashlib.sha256(recipe_key().encode() + b"\0" + _sha256(k.vmlinux).encode())
+def _kernel_key(k: KernelUnderTest, packages: dict[str, Resolved], modules: tuple[str, ...]) -> str:
+    h = hashlib.sha256(recipe_key(packages, modules=modules).encode() + b"\0" + _sha256(k.vmlinux).encode())
     if k.moddir is not None:
-        for m in MODULES:
-            for hit in sorted(k.moddir.rglob(f"{m}.ko*")):
-                h.update(hit.name.encode() + _sha256(hit).encode())
+        for m in plan_modules(k.moddir, modules, k.release).load:
+            h.update(m.path.name.encode() + _sha256(m.path).encode())
         builtin = k.moddir / "modules.builtin"
         if builtin.is_file():
             h.update(builtin.read_bytes())
@@ -171,34 +189,25 @@ def kernel_release(vmlinux: Path) -> str:
     return data[i + len(b"Linux version "):].split(b" ", 1)[0].decode(errors="replace")
 
 
-def _build_locked(key: str, root: Path, refresh: bool, log, kernel: KernelUnderTest | None = None) -> Kit:
+def _build_locked(key: str, root: Path, apt: PrivateApt, packages: dict[str, Resolved], log,
+                  kernel: KernelUnderTest | None, modules: tuple[str, ...]) -> Kit:
     t0 = time.monotonic()
-    codename = debian_codename()
-    apt = PrivateApt(root / "apt" / ARCH, ARCH, [codename, f"{codename}-updates", f"{codename}-security"])
-    if refresh or not apt.has_lists():
-        log(f"kit: apt-get update ({ARCH}, private state in {apt.root})")
-        apt.update()
-        for w in apt.warnings:
-            log(f"kit: warning: {w}")
-    meta_ver, deps = apt.candidate(KERNEL_META)
-    kpkg = next((d.split()[0] for d in deps.split(",") if d.strip().startswith("linux-image-")), None)
-    if not kpkg:
-        raise KitError(f"{KERNEL_META} {meta_ver} depends on no linux-image package: {deps!r}")
-    packages, unpacked = {}, {}
-    for pkg in ((kpkg,) if kernel is None else ()) + (BUSYBOX, *PROGRAMS):
-        log(f"kit: fetching {pkg}")
-        deb = apt.download(pkg)
-        packages[pkg] = {"version": apt.candidate(pkg)[0], "deb": deb.name, "sha256": _sha256(deb)}
+    unpacked, record = {}, {}
+    for pkg, r in packages.items():
+        log(f"kit: fetching {pkg} {r.version}")
+        deb = apt.download(pkg, r.version)
+        digest = _sha256(deb)
+        if r.sha256 and digest != r.sha256:
+            raise KitError(f"{deb}: SHA-256 {digest} is not the index's {r.sha256} (a partial or stale download?)")
+        record[pkg] = {"version": r.version, "deb": deb.name, "sha256": digest}
         unpacked[pkg] = _unpacked(deb, root / "unpacked")
     if kernel is None:
-        kroot = unpacked[kpkg]
-        vmlinux = sorted((kroot / "boot").glob("vmlinux-*"))
-        if not vmlinux:
-            raise KitError(f"{kpkg}: no boot/vmlinux-* in the package")
-        kver = vmlinux[0].name.removeprefix("vmlinux-")
-        moddir: Path | None = kroot / "lib" / "modules" / kver
+        kpkg = next(p for p in packages if p.startswith("linux-image-"))
+        vmlinux, kver, moddir = vmlinux_in(unpacked[kpkg], kpkg)
     else:
-        vmlinux, kver, moddir = [kernel.vmlinux], kernel.release, kernel.moddir
+        vmlinux, kver, moddir = kernel.vmlinux, kernel.release, kernel.moddir
+    # Checked before anything is written: a kit whose modules cannot load is never cached.
+    plan = plan_modules(moddir, modules, kver)
     busybox = unpacked[BUSYBOX] / "bin" / "busybox"
     if not busybox.is_file():
         raise KitError(f"{BUSYBOX}: no bin/busybox in the package")
@@ -229,33 +238,29 @@ def _build_locked(key: str, root: Path, refresh: bool, log, kernel: KernelUnderT
         entries.append(cpio.file(path, data, executable=data.startswith(b"#!")))
         dirs.update(str(p) for p in Path(path).parents if str(p) not in (".", "lib", "lib/caskit"))
     entries += [cpio.directory(d) for d in sorted(dirs)]
-    modules_found, builtin = [], []
-    for m in MODULES:
-        hits = (sorted(moddir.rglob(f"{m}.ko")) + sorted(moddir.rglob(f"{m}.ko.xz"))) if moddir else []
-        if hits:
-            entries.append(cpio.file(f"lib/modules/caskit/{hits[0].name}", hits[0].read_bytes()))
-            modules_found.append(hits[0].name)
-        else:
-            builtin.append(m)  # not a module in this kernel: built in, or absent
-    entries.append(cpio.file("lib/modules/caskit/order", "".join(f"{m}\n" for m in modules_found).encode()))
+    for m in plan.load:
+        entries.append(cpio.file(f"lib/modules/caskit/{m.file_name}", m.data))
+    entries.append(cpio.file("lib/modules/caskit/order", "".join(f"{m.file_name}\n" for m in plan.load).encode()))
 
     out = root / "kits" / f"{key}.tmp"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    shutil.copyfile(vmlinux[0], out / "vmlinux")
+    shutil.copyfile(vmlinux, out / "vmlinux")
     (out / "initrd.gz").write_bytes(cpio.pack_gz(entries))
 
     manifest = {
         "key": key,
         "format": KIT_FORMAT,
         "arch": ARCH,
-        "suite": codename,
+        "suite": debian_codename(),
         "kernel_release": kver,
-        "packages": packages,
-        "modules": modules_found,
-        "modules_not_found": builtin,
+        "kernel_package": _kernel_package_record(packages, kernel),
+        "packages": record,
+        # What ck-modules loads, in this order (dependencies first, from each module's .modinfo).
+        "modules": [m.file_name for m in plan.load],
+        "modules_not_found": list(plan.builtin + plan.absent),
         # Modules the kernel has built in (its modules.builtin), so a workload's need is known.
-        "modules_builtin": sorted(_builtin(moddir)),
+        "modules_builtin": sorted(plan.all_builtin),
         "kernel": "vmlinux",
         "initrd": "initrd.gz",
         "files": {f: _sha256(out / f) for f in ("vmlinux", "initrd.gz")},
@@ -270,5 +275,20 @@ def _build_locked(key: str, root: Path, refresh: bool, log, kernel: KernelUnderT
     final = root / "kits" / key
     shutil.rmtree(final, ignore_errors=True)
     out.rename(final)
-    log(f"kit: built {key} (kernel {kver}) in {time.monotonic() - t0:.1f}s")
+    log(f"kit: built {key} (kernel {kver}, {manifest['kernel_package']}) in {time.monotonic() - t0:.1f}s")
     return load_cached(key)  # type: ignore[return-value]
+
+
+def _kernel_package_record(packages: dict[str, Resolved], kernel: KernelUnderTest | None) -> str:
+    """The kernel a run used, as a farm reads it: the Debian package and version, or the user's file."""
+    if kernel is not None:
+        return f"{kernel.source} ({kernel.release})"
+    r = next(r for p, r in packages.items() if p.startswith("linux-image-"))
+    return f"{r.name} {r.version}"
+
+
+def describe(manifest: dict) -> str:
+    """One line naming a kit's kernel for logs and reports."""
+    if manifest.get("user_supplied"):
+        return "a user-supplied kernel"
+    return manifest.get("kernel_package") or f"kernel {manifest.get('kernel_release', '?')}"

@@ -35,7 +35,6 @@ import json
 import os
 import shutil
 import stat
-import struct
 import subprocess
 import sys
 import tempfile
@@ -45,9 +44,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import cpio
-from .debfetch import PrivateApt, debian_codename, unpack
+from .debfetch import PrivateApt, Resolved, debian_codename, unpack
+from .debian_kernel import kernel_package, plan_modules, vmlinux_in
+from .elf import elf_info
 from .errors import KitError
-from .kit import KERNEL_META, cache_root
+from .kit import cache_root
 from .resources import ROOT
 
 IMAGE_FORMAT = 1
@@ -110,10 +111,13 @@ def _l1_files() -> dict[str, bytes]:
     return {str(p.relative_to(L1_DIR)): p.read_bytes() for p in sorted(L1_DIR.rglob("*")) if p.is_file()}
 
 
-def recipe_key(files: dict[str, bytes] | None = None) -> str:
+def recipe_key(packages: dict[str, Resolved], files: dict[str, bytes] | None = None) -> str:
+    """The image's cache key (pure): the recipe, every file under l1/, and the exact packages of
+    the closure (versions and SHA-256s), so an archive update makes a new image."""
     files = files if files is not None else _l1_files()
     h = hashlib.sha256()
-    h.update(json.dumps({"format": IMAGE_FORMAT, "arch": ARCH, "suite": debian_codename(), "kernel": KERNEL_META,
+    h.update(json.dumps({"format": IMAGE_FORMAT, "arch": ARCH, "suite": debian_codename(),
+                         "packages": {n: [r.version, r.sha256] for n, r in sorted(packages.items())},
                          "roots": ROOTS, "take": TAKE, "modules": MODULES, "zstd": ZSTD_LEVEL},
                         sort_keys=True).encode())
     for name, data in files.items():
@@ -121,8 +125,7 @@ def recipe_key(files: dict[str, bytes] | None = None) -> str:
     return h.hexdigest()[:16]
 
 
-def load_cached(key: str | None = None) -> Image | None:
-    key = key or recipe_key()
+def load_cached(key: str) -> Image | None:
     d = cache_dir() / "images" / key
     try:
         manifest = json.loads((d / "manifest.json").read_text())
@@ -134,92 +137,40 @@ def load_cached(key: str | None = None) -> Image | None:
     return Image(key, kernel, initrd, manifest)
 
 
+def _apt() -> "ClosureApt":
+    # The guest kit's apt state: the same index gives the same kernel as the kit.
+    codename = debian_codename()
+    return ClosureApt(cache_root() / "apt" / ARCH, ARCH, [codename, f"{codename}-updates", f"{codename}-security"])
+
+
+def resolve_packages(apt: "ClosureApt", log=print, refresh: bool = False) -> dict[str, Resolved]:
+    """The closure's packages and the kernel, as the index (refreshed when a day old) resolves them."""
+    apt.ensure_index(force=refresh, log=log)
+    pkgs = apt.closure(ROOTS)
+    k = kernel_package(apt)
+    pkgs[k.name] = k
+    return pkgs
+
+
+def current_key(log=print) -> str:
+    """The key of the image `build()` would return now (an L1 booted from another is stale)."""
+    return recipe_key(resolve_packages(_apt(), log))
+
+
 def build(refresh: bool = False, log=print) -> Image:
-    """The image for the current recipe: from the cache, or built (needs the package registry
-    the first time; `refresh` asks apt for newer packages)."""
-    key = recipe_key()
-    if not refresh and (img := load_cached(key)):
+    """The image for today's packages: from the cache, or built (needs the package registry;
+    `refresh` refreshes the package index now rather than when it is a day old)."""
+    apt = _apt()
+    packages = resolve_packages(apt, log, refresh)
+    key = recipe_key(packages)
+    if img := load_cached(key):
         return img
     (cache_dir() / "images").mkdir(parents=True, exist_ok=True)
     with open(cache_dir() / "images" / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time; the others then find it cached
-        if not refresh and (img := load_cached(key)):
+        if img := load_cached(key):
             return img
-        return _build_locked(key, refresh, log)
-
-
-# -- ELF: what a program needs ------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ElfInfo:
-    needed: tuple[str, ...] = ()
-    interpreter: str | None = None
-    modinfo: tuple[str, ...] = ()  # a kernel module's key=value strings
-
-
-def elf_info(data: bytes) -> ElfInfo | None:
-    """DT_NEEDED, PT_INTERP and .modinfo of a 64-bit little-endian ELF file; None if it is not one."""
-    if data[:4] != b"\x7fELF":
-        return None
-    if data[4] != 2 or data[5] != 1:
-        raise KitError("not a 64-bit little-endian ELF file (the image is ppc64el only)")
-    phoff, shoff = struct.unpack_from("<QQ", data, 0x20)
-    phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from("<HHHHH", data, 0x36)
-    interp = None
-    for i in range(phnum):
-        p_type, _, p_offset, _, _, p_filesz = struct.unpack_from("<IIQQQQ", data, phoff + i * phentsize)
-        if p_type == 3:  # PT_INTERP
-            interp = data[p_offset:p_offset + p_filesz].rstrip(b"\0").decode()
-    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
-
-    def body(s) -> bytes:
-        return data[s[4]:s[4] + s[5]]
-
-    names = body(sections[shstrndx]) if sections else b""
-
-    def name(s) -> str:
-        return names[s[0]:names.index(b"\0", s[0])].decode()
-
-    needed: list[str] = []
-    modinfo: tuple[str, ...] = ()
-    for s in sections:
-        if s[1] == 6:  # SHT_DYNAMIC: (tag, value) pairs, names in the string table sh_link names
-            strtab = body(sections[s[6]])
-            dyn = body(s)
-            for off in range(0, len(dyn) - 15, 16):
-                tag, val = struct.unpack_from("<qQ", dyn, off)
-                if tag == 0:
-                    break
-                if tag == 1:  # DT_NEEDED
-                    needed.append(strtab[val:strtab.index(b"\0", val)].decode())
-        elif name(s) == ".modinfo":
-            modinfo = tuple(x.decode(errors="replace") for x in body(s).split(b"\0") if x)
-    return ElfInfo(tuple(needed), interp, modinfo)
-
-
-def module_order(wanted: tuple[str, ...], modinfo: dict[str, tuple[str, ...]]) -> list[str]:
-    """Modules to insmod, dependencies first (pure): `modinfo` maps a module's name to its
-    .modinfo strings, whose `depends=` lists the modules it needs. A module absent from the map is
-    built into the kernel (or absent) and skipped."""
-    order: list[str] = []
-    visiting: set[str] = set()
-
-    def visit(m: str) -> None:
-        m = m.replace("-", "_")
-        if m in order or m not in modinfo:
-            return
-        if m in visiting:
-            raise KitError(f"kernel modules depend on each other in a cycle through {m}")
-        visiting.add(m)
-        deps = next((s.split("=", 1)[1] for s in modinfo[m] if s.startswith("depends=")), "")
-        for d in filter(None, deps.split(",")):
-            visit(d)
-        visiting.discard(m)
-        order.append(m)
-
-    for m in wanted:
-        visit(m)
-    return order
+        return _build_locked(key, apt, packages, log)
 
 
 # -- the package closure ------------------------------------------------------------------------
@@ -227,22 +178,23 @@ def module_order(wanted: tuple[str, ...], modinfo: dict[str, tuple[str, ...]]) -
 class ClosureApt(PrivateApt):
     """PrivateApt that also resolves and fetches a whole dependency closure in one go each."""
 
-    def closure(self, roots: tuple[str, ...]) -> dict[str, str]:
-        """{package: version} of everything `roots` need (no recommends), as apt resolves it for a
-        system with nothing installed (the private state's status file is empty)."""
+    def closure(self, roots: tuple[str, ...]) -> dict[str, Resolved]:
+        """Everything `roots` need (no recommends), as apt resolves it for a system with nothing
+        installed (the private state's status file is empty), with each .deb's SHA-256."""
         out = self._run(["apt-get", "install", "--print-uris", "-qq", "--no-install-recommends",
                          "-o", "APT::Install-Suggests=0", *roots])
-        pkgs: dict[str, str] = {}
+        pkgs: dict[str, Resolved] = {}
         for line in out.splitlines():
             parts = line.split()
-            if len(parts) >= 2 and parts[0].startswith("'"):  # 'URI' name_version_arch.deb size hash
+            if len(parts) >= 2 and parts[0].startswith("'"):  # 'URI' name_version_arch.deb size SHA256:hash
                 name, ver, _ = parts[1].rsplit(".deb", 1)[0].split("_")
-                pkgs[name] = ver.replace("%3a", ":")
+                digest = next((p.split(":", 1)[1] for p in parts[3:] if p.upper().startswith("SHA256:")), "")
+                pkgs[name] = Resolved(name, ver.replace("%3a", ":"), digest)
         if not pkgs:
             raise KitError(f"apt resolved no packages for {', '.join(roots)}: {out[-500:]!r}")
         return pkgs
 
-    def fetch_all(self, pkgs: dict[str, str]) -> dict[str, Path]:
+    def fetch_all(self, pkgs: dict[str, Resolved]) -> dict[str, Path]:
         """Each package's .deb at the resolved version, downloaded once (one apt-get for all)."""
         debs = self.root / "debs"
         debs.mkdir(parents=True, exist_ok=True)
@@ -251,14 +203,14 @@ class ClosureApt(PrivateApt):
             hits = sorted(debs.glob(f"{name}_{ver.replace(':', '%3a')}_*.deb"))
             return hits[0] if hits else None
 
-        missing = [f"{n}={v}" for n, v in pkgs.items() if found(n, v) is None]
+        missing = [r.pin() for n, r in pkgs.items() if found(n, r.version) is None]
         if missing:
             self._run(["apt-get", "download", *missing], cwd=debs)
         out = {}
-        for n, v in pkgs.items():
-            p = found(n, v)
+        for n, r in pkgs.items():
+            p = found(n, r.version)
             if p is None:
-                raise KitError(f"apt-get download {n}={v} left no .deb in {debs}")
+                raise KitError(f"apt-get download {r.pin()} left no .deb in {debs}")
             out[n] = p
         return out
 
@@ -458,40 +410,31 @@ def _zstd(data: bytes) -> bytes:
     return p.stdout
 
 
-def _build_locked(key: str, refresh: bool, log) -> Image:
+def _build_locked(key: str, apt: "ClosureApt", pkgs: dict[str, Resolved], log) -> Image:
     t0 = time.monotonic()
     root = cache_root()
-    codename = debian_codename()
-    # The guest kit's apt state: the same lists give the same kernel candidate as the kit. The
-    # kit's own lock keeps its builder and this one from running apt there at the same time.
-    apt = ClosureApt(root / "apt" / ARCH, ARCH, [codename, f"{codename}-updates", f"{codename}-security"])
+    kpkg = next(n for n in pkgs if n.startswith("linux-image-"))
+    log(f"l1: {len(pkgs)} packages in the closure of {', '.join(ROOTS)} and {kpkg} {pkgs[kpkg].version}")
     (root / "kits").mkdir(parents=True, exist_ok=True)
     with open(root / "kits" / ".lock", "w") as kit_lock:
+        # The kit's own lock: its builder and this one share the private .deb directory.
         fcntl.flock(kit_lock, fcntl.LOCK_EX)
-        if refresh or not apt.has_lists():
-            log(f"l1: apt-get update ({ARCH}, private state in {apt.root})")
-            apt.update()
-            for w in apt.warnings:
-                log(f"l1: warning: {w}")
-        meta_ver, deps = apt.candidate(KERNEL_META)
-        kpkg = next((d.split()[0] for d in deps.split(",") if d.strip().startswith("linux-image-")), None)
-        if not kpkg:
-            raise KitError(f"{KERNEL_META} {meta_ver} depends on no linux-image package: {deps!r}")
         t_resolve = time.monotonic()
-        pkgs = apt.closure(ROOTS)
-        pkgs[kpkg] = apt.candidate(kpkg)[0]
-        log(f"l1: {len(pkgs)} packages in the closure of {', '.join(ROOTS)} and {kpkg}")
         debs = apt.fetch_all(pkgs)
+    for n, deb in debs.items():
+        if pkgs[n].sha256 and _sha256(deb) != pkgs[n].sha256:
+            raise KitError(f"{deb}: SHA-256 is not the index's {pkgs[n].sha256} (a partial or stale download?)")
     t_fetch = time.monotonic()
     with ThreadPoolExecutor(4) as pool:  # dpkg -x is one process per package; they overlap well
         unpacked = dict(zip(debs, pool.map(lambda d: _unpacked(d, root / "unpacked"), debs.values())))
     t_unpack = time.monotonic()
 
     kroot = unpacked.pop(kpkg)
-    vmlinux = sorted((kroot / "boot").glob("vmlinux-*"))
-    if not vmlinux:
-        raise KitError(f"{kpkg}: no boot/vmlinux-* in the package")
-    kver = vmlinux[0].name.removeprefix("vmlinux-")
+    vmlinux, kver, moddir = vmlinux_in(kroot, kpkg)
+    plan = plan_modules(moddir, MODULES, kver)
+    if plan.builtin or plan.absent:
+        raise KitError(f"{kpkg} has no module {', '.join(plan.builtin + plan.absent)} as a file "
+                       f"(the image loads them at boot)")
 
     tree = compose(unpacked)
     files = _l1_files()
@@ -503,18 +446,9 @@ def _build_locked(key: str, refresh: bool, log) -> Image:
     tree.add(cpio.file("etc/hostname", b"caskit-l1\n"), "l1")
     pyc = _pyc(tree, log)
 
-    mods = {}
-    for ko in sorted((kroot / "lib" / "modules" / kver).rglob("*.ko")):
-        info = elf_info(ko.read_bytes())
-        if info is not None:
-            mods[ko.stem.replace("-", "_")] = (ko, info.modinfo)
-    order = module_order(MODULES, {m: info for m, (_, info) in mods.items()})
-    missing = [m for m in MODULES if m not in order]
-    if missing:
-        raise KitError(f"{kpkg} has no module {', '.join(missing)} (built in? the image needs them as modules)")
-    for m in order:  # /init reads them at /lib/modules/caskit-l1 (lib is a link to usr/lib)
-        tree.add(cpio.file(f"usr/lib/modules/caskit-l1/{mods[m][0].name}", mods[m][0].read_bytes()), kpkg)
-    tree.add(cpio.file("usr/lib/modules/caskit-l1/order", "".join(f"{mods[m][0].name}\n" for m in order).encode()),
+    for m in plan.load:  # /init reads them at /lib/modules/caskit-l1 (lib is a link to usr/lib)
+        tree.add(cpio.file(f"usr/lib/modules/caskit-l1/{m.file_name}", m.data), kpkg)
+    tree.add(cpio.file("usr/lib/modules/caskit-l1/order", "".join(f"{m.file_name}\n" for m in plan.load).encode()),
              "l1")
 
     for d in MERGED:
@@ -532,7 +466,7 @@ def _build_locked(key: str, refresh: bool, log) -> Image:
     out = cache_dir() / "images" / f"{key}.tmp"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    shutil.copyfile(vmlinux[0], out / "vmlinux")
+    shutil.copyfile(vmlinux, out / "vmlinux")
     (out / "initrd.cpio.zst").write_bytes(packed)
     by_pkg: dict[str, int] = {}
     for path, e in tree.entries.items():
@@ -541,12 +475,12 @@ def _build_locked(key: str, refresh: bool, log) -> Image:
         "key": key,
         "format": IMAGE_FORMAT,
         "arch": ARCH,
-        "suite": codename,
+        "suite": debian_codename(),
         "kernel_release": kver,
         "kernel_package": kpkg,
-        "modules": [mods[m][0].name for m in order],
+        "modules": [m.file_name for m in plan.load],
         "roots": list(ROOTS),
-        "packages": {n: {"version": pkgs[n], "deb": debs[n].name, "sha256": _sha256(debs[n])} for n in sorted(debs)},
+        "packages": {n: {"version": pkgs[n].version, "deb": debs[n].name, "sha256": _sha256(debs[n])} for n in sorted(debs)},
         "used_packages": sorted(p for p in by_pkg if p in pkgs),
         "bytes_by_origin": dict(sorted(by_pkg.items(), key=lambda kv: -kv[1])),
         "python_bytecode": pyc,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from . import __version__, kit as kitmod, matrix as matrixmod
+from . import __version__, kit as kitmod, l1image, matrix as matrixmod
 from .hosts import probe
 from .resources import CHECKOUT
 from .config import POOL_PREFIX, DomainSpec, HostSpec, Matrix, load_domains, load_hosts, load_matrix, load_pools
@@ -101,6 +101,11 @@ def ensure_emulated_up(spec: HostSpec, log=print) -> bool:
     from .hosts import emulated
 
     if emulated.is_up(spec.name):
+        st = next(s for s in emulated.list_states() if s.name == spec.name)
+        if (current := l1image.current_key(log=log)) != st.image:
+            # Not rebooted under whoever started it; said, and recorded by `caskit hosts list`.
+            log(f"caskit: warning: emulated host {spec.name} runs image {st.image}, built from packages that have "
+                f"since changed (today's image is {current}): `caskit hosts down {spec.name}` to boot the new one")
         return False
     log(f"caskit: emulated host {spec.name} ({spec.emulated_kind}) is down: booting it for this run")
     emulated.EmulatedHost(spec.name, str(spec.emulated_kind), slots=spec.slots).up(port=spec.port, log=log)
@@ -239,7 +244,8 @@ def kit_record(m0: Matrix, log=print, patch=None, workloads: set[str] | None = N
         log(f"caskit: the guest kit cannot be built, every cell will be ERROR: {e}")
         return {"key": None, "error": f"{type(e).__name__}: {e}"}
     return {"key": k.key, "kernel": str(k.kernel), "initrd": str(k.initrd) if k.initrd else None,
-            "manifest": {x: k.manifest.get(x) for x in ("kernel_release", "packages", "suite", "files", "user_supplied",
+            "manifest": {x: k.manifest.get(x) for x in ("kernel_release", "kernel_package", "packages", "suite", "files",
+                                                     "user_supplied",
                                                      "kernel_under_test", "modules", "modules_builtin")
                          if x in k.manifest}}
 

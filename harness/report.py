@@ -22,6 +22,12 @@ def junit_xml(results: dict) -> str:
     run = results["run"]
     for k in ("id", "caskit_version", "git_sha", "start", "end"):
         ET.SubElement(props, "property", name=f"caskit.{k}", value=str(run.get(k)))
+    kit = run.get("kit") or {}
+    # Provenance a farm needs to tell "the kernel changed" from "the harness changed".
+    for k, v in (("kit", kit.get("key")), ("kernel", (kit.get("manifest") or {}).get("kernel_package")),
+                 ("kernel_release", (kit.get("manifest") or {}).get("kernel_release"))):
+        if v:
+            ET.SubElement(props, "property", name=f"caskit.{k}", value=str(v))
     for c in cells:
         tc = ET.SubElement(suite, "testcase", classname=f"caskit.{c.get('matrix') or 'matrix'}", name=c["id"],
                            time=f"{c.get('duration_s', 0):.3f}")

@@ -17,7 +17,7 @@ from typing import Callable
 from .. import interrupts
 from ..console import CommandResult, Console
 from ..cell import Cell, Verdict
-from ..errors import WorkloadFailed, WorkloadSkipped
+from ..errors import KitError, WorkloadFailed, WorkloadSkipped
 from ..hosts import Host, LocalHost
 from ..qmp import QmpClient
 
@@ -88,9 +88,14 @@ class GuestSession:
         return interrupts.parse(self.sh("cat /proc/interrupts").output)
 
     def load_modules(self) -> None:
-        """insmod the kit's virtio modules once per boot (Debian ships no modules.dep to the kit)."""
+        """insmod the kit's modules once per boot (Debian ships no modules.dep to the kit). A module
+        of the kit that does not load is the kit's breakage, not the system's: ERROR, naming it."""
         if not self.modules_loaded:
-            self.sh("ck-modules", timeout=max(self.command_timeout, 60))
+            r = self.sh("ck-modules", timeout=max(self.command_timeout, 60), check=False)
+            if not r.ok:
+                said = [ln.removeprefix("ck-modules: ") for ln in r.output.splitlines() if ln.startswith("ck-modules: ")]
+                raise KitError(f"the kit's kernel modules did not load in the guest: "
+                               f"{'; '.join(said) or f'ck-modules exited {r.status}: {r.output.strip()[-300:]}'}")
             self.modules_loaded = True
 
 

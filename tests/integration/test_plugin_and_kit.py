@@ -64,13 +64,19 @@ def test_warm_kit_is_the_cached_one_and_its_manifest_is_true(kit):
         assert hashlib.sha256((again.kernel.parent / name).read_bytes()).hexdigest() == digest
     assert "init" in man["initrd_files"] and "bin/busybox" in man["initrd_files"]
     assert man["modules"], "virtio modules are carried for the workloads"
+    # The exact kernel the kit was built from, and the versions apt resolved, are on record.
+    kpkg = next(p for p in man["packages"] if p.startswith("linux-image-"))
+    assert man["kernel_package"] == f"{kpkg} {man['packages'][kpkg]['version']}"
+    assert all(len(p["sha256"]) == 64 for p in man["packages"].values())
 
 
-def test_changing_guest_tests_changes_the_kit_key():
+def test_changing_guest_tests_changes_the_kit_key(kit):
     files = kitmod._guest_files()
+    pkgs = kitmod.resolve_packages(kitmod.private_apt(), log=lambda m: None)
+    assert kitmod.recipe_key(pkgs, files) == kit.key
     changed = dict(files, init=files["init"] + b"\n# changed\n")
-    assert kitmod.recipe_key(changed) != kitmod.recipe_key(files)
-    assert kitmod.recipe_key(dict(files)) == kitmod.recipe_key(files)
+    assert kitmod.recipe_key(pkgs, changed) != kitmod.recipe_key(pkgs, files)
+    assert kitmod.recipe_key(pkgs, dict(files)) == kitmod.recipe_key(pkgs, files)
 
 
 def test_kit_build_command_prints_the_kit(kit):

@@ -24,6 +24,7 @@ from harness.axes import AXIS_NAMES
 from harness.cell import Cell
 from harness.cellrun import CellContext, run_cell
 from harness.hosts import LocalHost, probe
+from harness.kit import cache_root
 from harness.report_cells import write_cell_pages
 from harness.results import RunStore
 from integration.helpers import assert_no_qemu_left
@@ -101,7 +102,7 @@ def test_every_cell_has_its_reproducer(run):
         p = run.out / c["logs"]["reproduce"]
         assert p == run.out / "cells" / c["id"] / "reproduce.sh" and p.stat().st_mode & 0o111
         text = p.read_text()
-        assert str(run.out) not in text and ".cache/caskit" not in text.split("# -- each machine")[1]
+        assert str(run.out) not in text and str(cache_root()) not in text.split("# -- each machine")[1]
         subprocess.run(["bash", "-n", str(p)], check=True)
 
 

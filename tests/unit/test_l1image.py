@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import cpio, kvmcaps, l1image
+from harness import cpio, debian_kernel, elf, kvmcaps, l1image
+from harness.debfetch import Resolved
 from harness.errors import HostError, KitError, ObserveError
 from harness.hosts import emulated
 
@@ -122,15 +123,15 @@ HOST_PROGRAM = Path(shutil.which("true") or "/bin/true").resolve()
 
 
 def test_elf_info_reads_needed_libraries_and_interpreter_of_a_real_program():
-    info = l1image.elf_info(HOST_PROGRAM.read_bytes())
+    info = elf.elf_info(HOST_PROGRAM.read_bytes())
     assert info is not None and "libc.so.6" in info.needed
     assert info.interpreter and info.interpreter.startswith("/lib")
 
 
 def test_elf_info_of_other_files():
-    assert l1image.elf_info(b"#!/bin/sh\n") is None
+    assert elf.elf_info(b"#!/bin/sh\n") is None
     with pytest.raises(KitError, match="64-bit little-endian"):
-        l1image.elf_info(b"\x7fELF\x01\x01" + bytes(64))
+        elf.elf_info(b"\x7fELF\x01\x01" + bytes(64))
 
 
 def test_elf_info_reads_a_kernel_modules_modinfo(tmp_path):
@@ -140,27 +141,27 @@ def test_elf_info_reads_a_kernel_modules_modinfo(tmp_path):
     src.write_text('__attribute__((section(".modinfo"), used)) static const char mi[] = '
                    '"depends=kvm,virtio\\0name=kvm_hv\\0";\n')
     subprocess.run(["gcc", "-c", "-o", str(tmp_path / "m.o"), str(src)], check=True)
-    info = l1image.elf_info((tmp_path / "m.o").read_bytes())
+    info = elf.elf_info((tmp_path / "m.o").read_bytes())
     assert info is not None and info.modinfo == ("depends=kvm,virtio", "name=kvm_hv")
 
 
 def test_module_order_puts_dependencies_first_and_skips_builtins():
-    modinfo = {
-        "kvm_hv": ("depends=kvm", "name=kvm_hv"),
-        "kvm": ("depends=",),
-        "virtio_net": ("depends=net_failover,virtio,virtio_ring",),
-        "net_failover": ("depends=failover",),
-        "failover": ("depends=",),
-        "virtio_ring": ("depends=",),
+    depends = {
+        "kvm_hv": ("kvm",),
+        "kvm": (),
+        "virtio_net": ("net_failover", "virtio", "virtio_ring"),
+        "net_failover": ("failover",),
+        "failover": (),
+        "virtio_ring": (),
         # virtio is built in: not in the map
     }
-    order = l1image.module_order(("kvm-hv", "virtio_net"), modinfo)
+    order = debian_kernel.module_order(("kvm-hv", "virtio_net"), depends)
     assert order == ["kvm", "kvm_hv", "failover", "net_failover", "virtio_ring", "virtio_net"]
 
 
 def test_module_order_refuses_a_cycle():
     with pytest.raises(KitError, match="cycle"):
-        l1image.module_order(("a",), {"a": ("depends=b",), "b": ("depends=a",)})
+        debian_kernel.module_order(("a",), {"a": ("b",), "b": ("a",)})
 
 
 @pytest.mark.parametrize("rel, out", [
@@ -187,7 +188,7 @@ def test_take_patterns(rel, pattern, hit):
 def _fake_packages(tmp_path: Path) -> dict[str, Path]:
     """Two 'unpacked packages' built from this machine's own program and C library: a program
     package, and a library package with the libraries in /usr/lib and the loader link in lib64."""
-    info = l1image.elf_info(HOST_PROGRAM.read_bytes())
+    info = elf.elf_info(HOST_PROGRAM.read_bytes())
     assert info is not None and info.interpreter
     prog, libs = tmp_path / "prog", tmp_path / "libc"
     (prog / "usr/bin").mkdir(parents=True)
@@ -214,7 +215,7 @@ def test_compose_takes_the_named_files_and_every_library_they_need(tmp_path):
     tree = l1image.compose(roots, {"prog": ("usr/bin/prog",)})
     assert tree.origin["usr/bin/prog"] == "prog"
     assert "usr/lib/libc.so.6" in tree.entries and tree.origin["usr/lib/libc.so.6"] == "libc"
-    interp = l1image.elf_info(HOST_PROGRAM.read_bytes()).interpreter
+    interp = elf.elf_info(HOST_PROGRAM.read_bytes()).interpreter
     # The loader is found where the program's header says, through a link if need be.
     at = l1image.merged(interp.lstrip("/"))
     assert at in tree.entries
@@ -239,11 +240,16 @@ def test_compose_refuses_a_pattern_that_matches_nothing(tmp_path):
         l1image.compose({"p": tmp_path / "p"}, {"q": ("x",)})
 
 
-def test_recipe_key_follows_the_l1_files():
+def test_recipe_key_follows_the_l1_files_and_the_resolved_packages():
     files = {"rootfs/init": b"#!/bin/sh\n", "kvmcaps.c": b"int main(void){return 0;}\n"}
-    k = l1image.recipe_key(files)
-    assert k == l1image.recipe_key(dict(files))
-    assert k != l1image.recipe_key({**files, "rootfs/init": b"#!/bin/sh\n# changed\n"})
+    pkgs = {"linux-image-6.1.0-57-powerpc64le": Resolved("linux-image-6.1.0-57-powerpc64le", "6.1.192-3", "ab" * 32)}
+    k = l1image.recipe_key(pkgs, files)
+    assert k == l1image.recipe_key(dict(pkgs), dict(files))
+    assert k != l1image.recipe_key(pkgs, {**files, "rootfs/init": b"#!/bin/sh\n# changed\n"})
+    # An archive update (a new version, or the same version rebuilt) is a new image.
+    newer = {"linux-image-6.1.0-57-powerpc64le": Resolved("linux-image-6.1.0-57-powerpc64le", "6.1.192-4", "ab" * 32)}
+    rebuilt = {"linux-image-6.1.0-57-powerpc64le": Resolved("linux-image-6.1.0-57-powerpc64le", "6.1.192-3", "cd" * 32)}
+    assert len({k, l1image.recipe_key(newer, files), l1image.recipe_key(rebuilt, files)}) == 3
 
 
 def test_the_l1_files_are_outside_the_guest_kit():
