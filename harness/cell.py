@@ -120,6 +120,9 @@ class QemuBuild:
     caps_by_cpu: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
     env: tuple[tuple[str, str], ...] = ()  # environment the binary needs (e.g. LD_LIBRARY_PATH)
     error: str | None = None  # why the probe could not use it
+    # The binary's SHA-256 as the host reads it: a build is its content, not its version line (a
+    # QEMU rebuilt with a patch keeps "7.2.22"), so --resume reuses nothing a rebuild may change.
+    sha256: str = ""
 
     def caps_for(self, cpu: str | None) -> tuple[tuple[str, str], ...]:
         """The cap defaults for CPU model `cpu` where probed, else the build's own defaults."""

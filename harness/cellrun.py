@@ -18,7 +18,7 @@ import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import guestlog, model, observe, qemu_exit, workloads
+from . import guestlog, model, observe, qemu_exit, resume, workloads
 from .cell import Cell, Expected, HostFacts, Observed, Stage
 from .cell_machines import CellMachines, Site, run_tag  # noqa: F401  (run_tag: the tag tests and cleanup look for)
 from .errors import (CaskitError, GuestPanic, InfraError, KitError, Kind, PinRefused, QemuRefused, classify)
@@ -140,6 +140,13 @@ def kernel_log(m: GuestMachine, timeout: float) -> tuple[list[dict], list[str]]:
     return guestlog.findings(lines), guestlog.warnings(lines)
 
 
+def relayed_kernel_log(*machines: GuestMachine | None) -> tuple[list[dict], list[str]]:
+    """The kernel lines the guests' heartbeat consoles relayed (no command to the guest)."""
+    distinct = {id(mach): mach for mach in machines if mach is not None and mach.heartbeat is not None}
+    lines = [text for mach in distinct.values() for _, text in mach.heartbeat.snapshot().kmsg]
+    return guestlog.findings(lines), guestlog.warnings(lines)
+
+
 def _add_kernel(o: Observed, found: tuple[list[dict], list[str]]) -> None:
     o.kernel_findings = guestlog.unique(o.kernel_findings + found[0])
     o.kernel_warnings = guestlog.unique(o.kernel_warnings + found[1])
@@ -157,12 +164,12 @@ def _run_workloads(m: GuestMachine, ctx: CellContext, o: Observed, out: list[dic
         return model.predict(c, ctx.facts).irqchip
 
     g = workloads.GuestSession(ctx.cell, m.console, m.qmp, ctx.timeouts["command"], m.wait_ready,
-                               ctx.timeouts["boot"], mode=mode, irqchip_for=irqchip_for)
+                               ctx.timeouts["boot"], mode=mode, irqchip_for=irqchip_for,
+                               # the log of a boot is gone after a reset: read at every one
+                               before_reset=lambda: _add_kernel(o, kernel_log(m, ctx.timeouts["command"])))
     todo = workloads.ordered(ctx.cell.workloads)
     for i, w in enumerate(todo):
         try:
-            if w.resets_guest:  # the log of this boot is gone after a reset: read it first
-                _add_kernel(o, kernel_log(m, ctx.timeouts["command"]))
             out.append(workloads.execute(w, g).to_dict())
         except CaskitError as e:
             e = _concrete(e, m, "workload")
@@ -246,9 +253,16 @@ def execute(ctx: CellContext, expected: Expected, log_dir: Path, found: Findings
                 if cell.workloads:
                     alive = _run_workloads(m, ctx, o, found.workloads)
                 if alive and cell.migration != "none" and o.guest is not None and o.guest.mode:
-                    current = None  # a plan resolves its own machines' troubles
+                    # The log of the boot and the workloads, read while the guest surely answers:
+                    # whatever the hops come to, it is judged (an XFAIL hop must not hide an Oops).
+                    _add_kernel(o, kernel_log(m, ctx.timeouts["command"]))
+                    source, current = m, None  # a plan resolves its own machines' troubles
                     found.migration, current = _run_migration(machines, m, ctx, o.guest.mode)
                     alive = found.migration.get("verdict") == "PASS" and current.alive()
+                    if not alive:
+                        # A guest a hop left stuck cannot be asked; what its heartbeat console
+                        # relayed of its kernel log during and after the hops is still judged.
+                        _add_kernel(o, relayed_kernel_log(source, current))
                 if alive and current is not None:
                     _add_kernel(o, kernel_log(current, ctx.timeouts["command"]))
             except CaskitError as e:
@@ -261,7 +275,8 @@ def _unjudgeable(cell: Cell, ctx: CellContext) -> Observed | None:
     """Why the cell cannot run at all on this host: host down, a named build that cannot run,
     no kit. Never SKIP: the host or caskit failed, and the run says so (ERROR)."""
     if ctx.facts.error:
-        return Observed(error=f"host {cell.host} unreachable: {ctx.facts.error}", infra=True, error_kind="host-unreachable")
+        what = "cannot run cells" if ctx.facts.kvm_mode and ctx.facts.arch else "unreachable"
+        return Observed(error=f"host {cell.host} {what}: {ctx.facts.error}", infra=True, error_kind="host-unreachable")
     if ctx.kit_error or ctx.kit is None:
         return Observed(error=f"the guest kit could not be built: {ctx.kit_error}", infra=True)
     return None
@@ -317,6 +332,9 @@ def run_cell(ctx: CellContext) -> dict:
         "workloads": found.workloads,
         "migration": found.migration or None,
     }
+    record["provenance"] = resume.provenance(
+        cell, ctx.facts, ctx.peer.build.sha256 if ctx.peer is not None else None, ctx.known_issues,
+        list((found.migration or {}).get("known_issues") or ()))
     from . import reproduce  # a standalone reproducer beside the logs, named in record["logs"]
     reproduce.write_for(ctx, record)
     ctx.store.write_cell(record)

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from .errors import CaskitError, ConfigError
-from .results import EXIT_ERROR, EXIT_OK, EXIT_USAGE, exit_status
+from .results import EXIT_ERROR, EXIT_OK, EXIT_USAGE, run_exit_status
 
 
 class _Parser(argparse.ArgumentParser):
@@ -117,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     df.add_argument("new", help="a run directory, or a run id in the results history")
     df.add_argument("--db", metavar="URL", help="history to find run ids in (default $CASKIT_DB, else reports/history.sqlite)")
     df.add_argument("--json", action="store_true")
+    df.add_argument("--strict", action="store_true", help="a cell that became FLAKY is a regression too")
     c = sub.add_parser("cleanup", help="stop QEMU processes left by caskit runs")
     c.add_argument("run_id", nargs="?", default="")
     c.add_argument("--hosts", help="host inventory (default: configs/hosts.yaml); its SSH hosts are cleaned too")
@@ -199,12 +200,12 @@ def cmd_run(a) -> int:
     except ConfigError:
         print(f"caskit: the run ended without results (pytest exit {int(rc)})", file=sys.stderr)
         return EXIT_ERROR
-    status = exit_status(results["cells"], len(results["run"].get("cell_order", [])), strict=a.strict)
+    status = run_exit_status(results, strict=a.strict)
     if baseline is None:
         return status
     # Per-patch validation ends with the diff against the baseline, and its exit status.
     from .diff import diff, format_text
-    d = diff(baseline, results)
+    d = diff(baseline, results, strict=a.strict)
     print(format_text(d, f"baseline {a.baseline}", "this run"))
     return d.exit_status
 
@@ -347,9 +348,9 @@ def cmd_hosts_emulated(a) -> int:
 
 def cmd_report(a) -> int:
     from .report import write_reports
-    from .results import load_results
+    from .results import load_run
 
-    results = load_results(Path(a.dir))
+    results = load_run(Path(a.dir))
     if a.format:
         return _export(results, a.format, a.output)
     if a.output:
@@ -364,7 +365,10 @@ def cmd_report(a) -> int:
         results = {**results, "run": {**results["run"], "baseline": {**d.to_dict(), "label": a.baseline}}}
     write_reports(Path(a.dir), results)
     print(f"caskit: wrote {a.dir}/junit.xml and {a.dir}/report.html")
-    return exit_status(results["cells"])
+    missing = sum(1 for c in results["cells"] if c.get("not_run"))
+    if missing:
+        print(f"caskit: {missing} of {len(results['cells'])} planned cells have no result (not run)", file=sys.stderr)
+    return run_exit_status(results)
 
 
 def _export(results: dict, fmt: str, output: str | None) -> int:
@@ -421,7 +425,7 @@ def cmd_diff(a) -> int:
     except HistoryError as e:
         print(f"caskit: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    d = diffmod.diff(base, new)
+    d = diffmod.diff(base, new, strict=a.strict)
     if a.json:
         print(json.dumps(d.to_dict(), indent=2, default=str))
     else:

@@ -55,8 +55,8 @@ HOST_KINDS = ("local", "ssh", "emulated")
 # the two in step): a nested-HV pseries L1, and a bare-metal PowerNV L1.
 EMULATED_KINDS = ("nested-hv", "powernv9")
 HOST_KEYS = {
-    "local": ("kind", "slots", "qemu", "migration_address", "machine_options"),
-    "ssh": ("kind", "slots", "qemu", "migration_address", "address", "port", "user", "key_file", "known_hosts",
+    "local": ("kind", "slots", "qemu", "migration_address", "machine_options", "kvm"),
+    "ssh": ("kind", "slots", "qemu", "migration_address", "kvm", "address", "port", "user", "key_file", "known_hosts",
             "proxy_command", "kit_dir", "machine_options"),
     "emulated": ("kind", "emulated_kind", "slots", "port", "machine_options"),
 }
@@ -117,6 +117,9 @@ class HostSpec:
     machine_options: tuple[str, ...] | None = None
     emulated_kind: str | None = None  # kind emulated: nested-hv | powernv9
     port: int | None = None  # kind emulated: the loopback port forwarded to its sshd (None: any free one)
+    # The host must offer KVM (`kvm: true`; always for emulated hosts, whose whole point it is):
+    # a probe that finds none is the host's failure, so its cells are ERROR, never SKIP.
+    kvm_required: bool = False
 
 
 @dataclass(frozen=True)
@@ -601,13 +604,16 @@ def parse_hosts(data: Any, path: str) -> dict[str, HostSpec]:
                 raise ConfigError(path, f"{key}.port", f"{_show(port)} is not a free loopback port (1024-65535)")
             # Its QEMU is the one in its image: the `system` build, inside it.
             out[name] = HostSpec(name, kind, slots, (QemuBuildSpec("system", "qemu-system-ppc64"),), "127.0.0.1",
-                                 None, mopts, ek, port)
+                                 None, mopts, ek, port, kvm_required=True)
             continue
+        kvm = spec.get("kvm", False)
+        if not isinstance(kvm, bool):
+            raise ConfigError(path, f"{key}.kvm", f"{_show(kvm)} is not true or false (true: this host must offer KVM)")
         maddr = spec.get("migration_address", ssh.address if ssh else "127.0.0.1")
         if not isinstance(maddr, str) or not maddr:
             raise ConfigError(path, f"{key}.migration_address", f"{_show(maddr)} is not an address (a host name or IP)")
         _text(path, f"{key}.migration_address", maddr, "an address (a host name or IP)", max_len=MAX_NAME * 4)
-        out[name] = HostSpec(name, kind, slots, tuple(builds), maddr, ssh, mopts)
+        out[name] = HostSpec(name, kind, slots, tuple(builds), maddr, ssh, mopts, kvm_required=kvm)
     out.setdefault("local", HostSpec("local", "local", os.cpu_count() or 1,
                                      (QemuBuildSpec("system", "qemu-system-ppc64"), BACKPORTS)))
     return out

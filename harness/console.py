@@ -93,9 +93,18 @@ class Console:
         before = self.child.before if isinstance(self.child.before, bytes) else b""
         return before[-n:].decode(errors="replace")
 
+    def _expect(self, patterns: list, timeout: float, what: str) -> int:
+        """pexpect's expect, with the socket's own errors (ECONNRESET, EPIPE: QEMU, the console's
+        other end, went away) raised as QemuDied, which the machine then explains by how QEMU
+        ended: a crash (FAIL) or a kill (ERROR), never a harness error."""
+        try:
+            return self.child.expect(patterns, timeout=timeout)
+        except OSError as e:
+            raise QemuDied(f"console lost while waiting for {what} ({e.strerror or e})", None, self.tail()) from e
+
     def wait_ready(self, timeout: float) -> dict:
         """Wait for the kit's ready marker; a panic or QEMU exit ends the wait early."""
-        i = self.child.expect([READY_RE, PANIC_RE, pexpect.EOF, pexpect.TIMEOUT], timeout=timeout)
+        i = self._expect([READY_RE, PANIC_RE, pexpect.EOF, pexpect.TIMEOUT], timeout, "the ready marker")
         if i == 0:
             self.boot_text = self.child.before.decode(errors="replace")
             return {"kit": self.child.match.group(1).decode(), "cpus": int(self.child.match.group(2))}
@@ -108,7 +117,10 @@ class Console:
     def _panic(self, during: str) -> GuestPanic:
         """Read what the kernel prints after the panic line (its reason, a backtrace) briefly."""
         text = self.child.before + self.child.after
-        self.child.expect([pexpect.TIMEOUT, pexpect.EOF], timeout=1.0)
+        try:
+            self.child.expect([pexpect.TIMEOUT, pexpect.EOF], timeout=1.0)
+        except OSError:
+            pass  # the console is gone after the panic: what came before is all there is
         if isinstance(self.child.before, bytes):
             text += self.child.before
         return GuestPanic(during, text[-6000:].decode(errors="replace"))
@@ -121,9 +133,13 @@ class Console:
         line = f"{fid} {command}\n"
         self.sent_log.write(json.dumps({"t": round(time.time(), 3), "sent": line}) + "\n")
         self.sent_log.flush()
-        self.child.send(line.encode())
+        try:
+            self.child.send(line.encode())
+        except OSError as e:  # BrokenPipeError and kin: QEMU, the console's other end, is gone
+            raise QemuDied(f"console closed before {command!r} could be sent ({e.strerror or e})", None,
+                           self.tail()) from e
         end = re.compile(rf"\n@@CK-END {re.escape(fid)} \d+\r?\n".encode())
-        i = self.child.expect([end, PANIC_RE, pexpect.EOF, pexpect.TIMEOUT], timeout=timeout)
+        i = self._expect([end, PANIC_RE, pexpect.EOF, pexpect.TIMEOUT], timeout, f"the answer to {command!r}")
         if i == 0:
             raw = (self.child.before + self.child.after).decode(errors="replace")
             status, output = parse_frame(raw, fid)

@@ -9,6 +9,9 @@ A regression is what a CI job must stop on:
 - a workload rate or a migration downtime that moved beyond its noise band in the bad direction
   (BANDS, measured: bench/README.md, "Noise bands");
 - a cell the new run planned and never reported (a run that died half-way gates nothing green).
+- a cell that failed in both runs, but differently (verdict.failure_signature: IPIs lost is not a
+  kernel panic), and, with `--strict`, a cell that became FLAKY.
+Cells failing the same way in both are listed, not gating.
 A fix is a FAIL or ERROR cell that is now PASS, XFAIL, SKIP or FLAKY. Everything else that
 differs (PASS -> XFAIL by a known issue, a cell that became FLAKY, a rate that improved beyond
 its band) is a change: shown, never gating. Cells only in the base run are listed apart.
@@ -18,6 +21,9 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import asdict, dataclass, field
+
+from .results import planned_records
+from .verdict import failure_signature
 
 OK = frozenset({"PASS", "XFAIL", "SKIP", "FLAKY"})
 BAD = frozenset({"FAIL", "ERROR"})
@@ -136,6 +142,7 @@ class Diff:
     changes: list[Entry] = field(default_factory=list)
     only_base: list[Entry] = field(default_factory=list)
     only_new: list[Entry] = field(default_factory=list)
+    still_failing: list[Entry] = field(default_factory=list)  # FAIL/ERROR in both, the same failure
     compared: int = 0
     bands: dict = field(default_factory=dict)
 
@@ -158,8 +165,11 @@ def _pct(base: float, new: float) -> str:
     return f"{(new - base) / base * 100:+.0f}%" if base else "from 0"
 
 
-def compare_cell(b: dict, n: dict, bands: dict[str, Band] | None = None) -> tuple[list[Entry], list[Entry], list[Entry]]:
-    """(regressions, fixes, changes) of one cell present in both runs."""
+def compare_cell(b: dict, n: dict, bands: dict[str, Band] | None = None,
+                 strict: bool = False) -> tuple[list[Entry], list[Entry], list[Entry]]:
+    """(regressions, fixes, changes) of one cell present in both runs. A cell failing in both
+    runs is a regression when its failure changed (failure_signature); with `strict`, a cell
+    that turned FLAKY is one too."""
     cid = n["id"]
     reg: list[Entry] = []
     fix: list[Entry] = []
@@ -167,7 +177,13 @@ def compare_cell(b: dict, n: dict, bands: dict[str, Band] | None = None) -> tupl
     vb, vn = b.get("verdict", "ERROR"), n.get("verdict", "ERROR")
     if vb != vn:
         e = Entry(cid, "verdict", f"{vb} -> {vn}: {_short(n.get('reason', ''))}", vb, vn)
-        (reg if vb in OK and vn in BAD else fix if vb in BAD and vn in OK else chg).append(e)
+        worse = (vb in OK and vn in BAD) or (strict and vn == "FLAKY" and vb != "FLAKY") or (vb == "ERROR" and vn == "FAIL")
+        (reg if worse else fix if vb in BAD and vn in OK else chg).append(e)
+    if vb in BAD and vn in BAD:
+        sb, sn = failure_signature(b), failure_signature(n)
+        if sb != sn:
+            reg.append(Entry(cid, "failure", f"failed in both runs, differently: {'; '.join(sb) or vb} -> "
+                                             f"{'; '.join(sn) or vn}", list(sb), list(sn)))
     ob, on = (b.get("observed") or {}).get("mode"), (n.get("observed") or {}).get("mode")
     if ob != on and ob is not None and on is not None:
         reg.append(Entry(cid, "mode", f"negotiated {ob} -> {on}", ob, on))
@@ -194,42 +210,50 @@ def compare_cell(b: dict, n: dict, bands: dict[str, Band] | None = None) -> tupl
     return reg, fix, chg
 
 
-def diff(base: dict, new: dict, bands: dict[str, Band] | None = None) -> Diff:
-    """Two results (as results.json holds them) compared cell by cell, by stable cell id."""
-    bcells = {c["id"]: c for c in base.get("cells", ())}
-    ncells = {c["id"]: c for c in new.get("cells", ())}
+def diff(base: dict, new: dict, bands: dict[str, Band] | None = None, strict: bool = False) -> Diff:
+    """Two results (as results.json or the history hold them) compared cell by cell, by stable
+    cell id, each over its own planned cells: a planned cell that never reported is "not run"
+    on that side (results.planned_records), whether the run comes from a directory or the history."""
+    bcells = {c["id"]: c for c in planned_records(base.get("run", {}).get("cell_order"), list(base.get("cells", ())))}
+    ncells = {c["id"]: c for c in planned_records(new.get("run", {}).get("cell_order"), list(new.get("cells", ())))}
     d = Diff(str(base.get("run", {}).get("id")), str(new.get("run", {}).get("id")),
              bands={k: asdict(v) for k, v in (bands or BANDS).items()})
     order = list(ncells) + [c for c in bcells if c not in ncells]
     for cid in order:
         b, n = bcells.get(cid), ncells.get(cid)
-        if b is not None and n is not None:
+        if n is not None and n.get("not_run"):
+            d.regressions.append(Entry(cid, "not-run", "planned by the new run but never reported (the run died?)",
+                                       (b or {}).get("verdict"), None))
+        elif b is not None and b.get("not_run"):
+            d.only_new.append(Entry(cid, "only-new", f"not run in the base run; now {n.get('verdict')}", None,
+                                    n.get("verdict")))
+        elif b is not None and n is not None:
             d.compared += 1
-            r, f, c = compare_cell(b, n, bands)
+            r, f, c = compare_cell(b, n, bands, strict)
             d.regressions += r
             d.fixes += f
             d.changes += c
+            if b.get("verdict") in BAD and n.get("verdict") in BAD and not any(e.kind == "failure" for e in r):
+                d.still_failing.append(Entry(cid, "still-failing", f"{n.get('verdict')} in both runs, the same failure: "
+                                                                   f"{_short(n.get('reason', ''))}", b.get("verdict"),
+                                             n.get("verdict")))
         elif n is not None:
             d.only_new.append(Entry(cid, "only-new", f"only in the new run: {n.get('verdict')}", None, n.get("verdict")))
         else:
             d.only_base.append(Entry(cid, "only-base", f"only in the base run: {b.get('verdict')}", b.get("verdict")))
-    planned = new.get("run", {}).get("cell_order") or []
-    for cid in planned:
-        if cid not in ncells:
-            d.regressions.append(Entry(cid, "not-run", "planned by the new run but never reported (the run died?)",
-                                       (bcells.get(cid) or {}).get("verdict"), None))
-    # A cell that never ran in the new run is gated above, not listed as "only in base" too.
-    d.only_base = [e for e in d.only_base if e.cell not in planned]
     return d
 
 
 def format_text(d: Diff, base_label: str = "BASE", new_label: str = "NEW") -> str:
     lines = [f"caskit diff {base_label} ({d.base_id}) -> {new_label} ({d.new_id}): {d.compared} cells in both"]
-    for title, entries in (("regressions", d.regressions), ("fixes", d.fixes), ("changes (not gating)", d.changes),
+    for title, entries in (("regressions", d.regressions), ("fixes", d.fixes),
+                           ("failing in both runs (not gating: the same failure)", d.still_failing),
+                           ("changes (not gating)", d.changes),
                            (f"only in {base_label}", d.only_base), (f"only in {new_label}", d.only_new)):
         if entries:
             lines.append(f"{title} ({len(entries)}):")
             lines += [f"  {e.cell}: {e.what}" for e in entries]
-    lines.append(f"{len(d.regressions)} regression(s), {len(d.fixes)} fix(es), {len(d.changes)} other change(s), "
+    lines.append(f"{len(d.regressions)} regression(s), {len(d.fixes)} fix(es), {len(d.still_failing)} failing in both, "
+                 f"{len(d.changes)} other change(s), "
                  f"{len(d.only_base)} only in {base_label}, {len(d.only_new)} only in {new_label}")
     return "\n".join(lines)

@@ -1,10 +1,12 @@
 """`--rerun-failures N`: a FAIL or ERROR cell runs again, up to N more times, and its record keeps
 every attempt.
 
-A cell that passed on a rerun is FLAKY: exit 0 like PASS (unless `--strict`), so a nightly farm
+A cell that PASSed on a rerun is FLAKY: exit 0 like PASS (unless `--strict`), so a nightly farm
 pages people only on failures that happen every time, and the history tracks the flaky ones
-(`caskit history --flaky`). One that failed every time keeps its failure: FAIL if any attempt
-was FAIL (the system under test misbehaved at least once and never passed), else ERROR.
+(`caskit history --flaky`), but only when no attempt showed a defect (verdict.defects: a kernel
+finding, a QEMU crash, corrupted data): those are FAIL however rarely they show, and reruns stop
+at the first. A FAIL followed by an XFAIL or a SKIP never passed: FAIL. One that failed every
+time keeps its failure: FAIL if any attempt was FAIL, else ERROR.
 
 Every attempt's logs are kept: before the next attempt, the cell directory's files move to
 `cells/<id>/attempts/<n>/` and that attempt's `logs` point there; the final attempt's logs stay
@@ -20,6 +22,7 @@ from typing import Callable
 
 from .cell import Verdict
 from .results import RunStore
+from .verdict import defects
 
 FAILED = frozenset({Verdict.FAIL.value, Verdict.ERROR.value})
 ATTEMPTS_DIR = "attempts"
@@ -27,13 +30,18 @@ ATTEMPTS_DIR = "attempts"
 IDENTITY = frozenset({"id", "host", "axes", "workloads", "migration_plan", "matrix", "append", "pinned", "peer"})
 
 
-def final_verdict(verdicts: list[str]) -> str:
-    """The cell's verdict from its attempts' verdicts, in order (pure)."""
+def final_verdict(verdicts: list[str], defective: bool = False) -> str:
+    """The cell's verdict from its attempts' verdicts, in order, and whether any attempt showed a
+    defect (pure)."""
     if not verdicts:
         raise ValueError("a cell has at least one attempt")
-    last = verdicts[-1]
-    if last not in FAILED:
-        return Verdict.FLAKY.value if any(v in FAILED for v in verdicts[:-1]) else last
+    last, earlier = verdicts[-1], verdicts[:-1]
+    if defective:
+        return Verdict.FAIL.value
+    if last == Verdict.PASS.value:
+        return Verdict.FLAKY.value if any(v in FAILED for v in earlier) else last
+    if last not in FAILED:  # XFAIL or SKIP after a failure: it never passed
+        return Verdict.FAIL.value if Verdict.FAIL.value in earlier else last
     return Verdict.FAIL.value if Verdict.FAIL.value in verdicts else Verdict.ERROR.value
 
 
@@ -73,6 +81,11 @@ def archive(store: RunStore, cell_id: str, entry: dict) -> dict:
 def _reason(verdicts: list[str], entries: list[dict], final: str) -> str:
     seq = ", ".join(verdicts)
     failed = [e for e in entries if e["verdict"] in FAILED]
+    found = [(e["attempt"], d) for e in entries for d in defects(e)]
+    if found:
+        n, what = found[0]
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        return f"FAIL: attempt {n} showed a defect, whatever the other attempts did ({seq}): {what}{more}"
     if final == Verdict.FLAKY.value:
         first = failed[0]
         return (f"passed on attempt {len(entries)} ({seq}): {entries[-1].get('reason', '')}; "
@@ -85,9 +98,9 @@ def combined(identity: dict, entries: list[dict]) -> dict:
     attempt that decided the verdict: the last one, or for a FAIL that ended in ERROR, the last
     FAIL."""
     verdicts = [e["verdict"] for e in entries]
-    final = final_verdict(verdicts)
+    final = final_verdict(verdicts, any(defects(e) for e in entries))
     body = entries[-1] if final in (Verdict.FLAKY.value, verdicts[-1]) else \
-        next(e for e in reversed(entries) if e["verdict"] == final)
+        next((e for e in reversed(entries) if e["verdict"] == final), entries[-1])
     out = {**identity, **{k: v for k, v in body.items() if k != "attempt"}}
     out.update(verdict=final, reason=_reason(verdicts, entries, final), attempts=entries,
                duration_s=round(sum(e.get("duration_s") or 0 for e in entries), 3))
@@ -105,8 +118,8 @@ def run_attempts(attempt: Callable[[], dict], store: RunStore, cell_id: str, rer
         record = attempt()
         identity = {k: v for k, v in record.items() if k in IDENTITY}
         entries.append(attempt_entry(record, len(entries) + 1))
-        if record.get("verdict") not in FAILED or len(entries) > reruns:
-            break
+        if record.get("verdict") not in FAILED or len(entries) > reruns or defects(record):
+            break  # passed, out of attempts, or a defect no later attempt can make green
         entries[-1] = archive(store, cell_id, entries[-1])
         # Until the next attempt ends, the cell's result is what it has so far: a run killed
         # now is resumed from here (resume_prior), not started over.

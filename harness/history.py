@@ -30,8 +30,12 @@ from typing import Any, Iterable
 from urllib.parse import unquote, urlsplit
 
 from .errors import CaskitError, ConfigError
+from .results import planned_records
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Columns added after version 1, with the version that added them: ALTER TABLE brings older
+# databases up to date (both engines add a NULL column without rewriting the table).
+ADDED_COLUMNS = ((2, "runs", "planned", "TEXT"),)
 DEFAULT_NAME = "history.sqlite"
 BUSY_TIMEOUT_S = 60.0  # a commit is milliseconds; a minute covers a busy farm controller's burst
 # A constant key for PostgreSQL's advisory lock around schema creation: two controllers creating
@@ -60,6 +64,9 @@ TABLES: dict[str, tuple[tuple[str, ...], ...]] = {
         ("out", "TEXT"),  # the run directory on the controller
         ("cells_planned", "INTEGER"),
         ("resumed_from", "TEXT"),  # the run this one resumed (its unfinished cells ran here)
+        # JSON: the planned cell ids in order, so a run read back from the history knows the
+        # cells that never reported ("not run") as its results.json does.
+        ("planned", "TEXT"),
     ),
     "cells": (
         ("run_id", "TEXT NOT NULL REFERENCES runs(id)"),
@@ -293,6 +300,16 @@ def _ensure_schema(db: Db) -> None:
                     db.execute(stmt)
                 db.execute("INSERT INTO caskit_meta (key, value) VALUES (?, ?)", ("schema_version", str(SCHEMA_VERSION)))
         version = _stored_version(db)
+    if version is not None and version < SCHEMA_VERSION:
+        with db.transaction():
+            if db.engine == "postgresql":
+                db.execute("SELECT pg_advisory_xact_lock(?)", (PG_SCHEMA_LOCK,))
+            if (_stored_version(db) or 0) < SCHEMA_VERSION:
+                for added_in, table, col, decl in ADDED_COLUMNS:
+                    if version < added_in:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {col} {decl}")
+                db.execute("UPDATE caskit_meta SET value = ? WHERE key = ?", (str(SCHEMA_VERSION), "schema_version"))
+        version = _stored_version(db)
     if version is not None and version > SCHEMA_VERSION:
         raise HistoryError(f"history {redact(db.url)} has schema version {version}, newer than this "
                            f"caskit's {SCHEMA_VERSION}: upgrade caskit")
@@ -324,6 +341,7 @@ def run_row(run: dict, out: Path | str | None = None) -> dict:
         "out": str(out) if out is not None else None,
         "cells_planned": len(run["cell_order"]) if run.get("cell_order") is not None else None,
         "resumed_from": run.get("resumed_from"),
+        "planned": json.dumps(run["cell_order"]) if run.get("cell_order") is not None else None,
     }
 
 
@@ -492,10 +510,14 @@ def run_results(db: Db, run_id: str) -> dict | None:
         return None
     r = dict(zip(RUN_COLUMNS, run[0]))
     cells = [json.loads(x[0]) for x in db.query("SELECT record FROM cells WHERE run_id = ? ORDER BY cell_id", (run_id,))]
-    return {"run": {"id": r["id"], "start": r["started"], "end": r["ended"], "caskit_version": r["caskit_version"],
-                    "git_sha": r["git_sha"], "matrices": [{"name": m} for m in (r["matrices"] or "").split(",") if m],
-                    "hosts_summary": json.loads(r["hosts"] or "{}"), "from_history": redact(db.url)},
-            "cells": cells}
+    planned = json.loads(r["planned"]) if r.get("planned") else None
+    run_ = {"id": r["id"], "start": r["started"], "end": r["ended"], "caskit_version": r["caskit_version"],
+            "git_sha": r["git_sha"], "matrices": [{"name": m} for m in (r["matrices"] or "").split(",") if m],
+            "hosts_summary": json.loads(r["hosts"] or "{}"), "from_history": redact(db.url)}
+    if planned is not None:
+        run_["cell_order"] = planned
+    # The same view as the run directory's: every planned cell, "not run" where none reported.
+    return {"run": run_, "cells": planned_records(planned, cells)}
 
 
 def exists(url: str) -> bool:

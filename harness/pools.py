@@ -2,10 +2,14 @@
 cell of the pool once, on whichever healthy member can offer it and has a free slot first.
 
 A farm's nightly job names `hosts: [pool:p9]`; the cell's id names the pool (runs compare across
-nights whichever member ran it) and its record names the member (`ran_on`). Members that fail
-their health check, are down, or drop mid-run are set aside for the rest of the run with the
-reason, and their unfinished cells go to the others; a pool with no healthy member makes its
-cells ERROR. The set-aside list is a directory of small files in the run's output, so every
+nights whichever member ran it) and its record names the member (`ran_on`). Every health check
+is a result of the run (results.json, JUnit, the exit status): a check that FAILs is the system
+under test failing on that member, never swallowed. Only a member whose trouble is its own (down,
+unreachable, a check that is ERROR) or that drops mid-run is set aside for the rest of the run,
+with the reason, and its unfinished cells go to the others; a pool with no member left makes its
+cells ERROR. A cell whose member dropped while the cell ran on it keeps that attempt: it is FAIL
+even if another member then passed it (a guest that takes its host down is a defect until shown
+otherwise). The set-aside list is a directory of small files in the run's output, so every
 xdist worker (and a resumed controller) sees what the others found.
 """
 
@@ -65,10 +69,20 @@ def set_aside_members(out: Path, pool: str) -> dict[str, str]:
     return out_
 
 
+HEALTH_PREFIX = "health-"
+
+
+def health_record_id(pool: str, member: str, cell_id: str) -> str:
+    """A health check's id among the run's cells: apart from any matrix cell's (pure)."""
+    return f"{HEALTH_PREFIX}{pool}-{member}-{cell_id}"
+
+
 def check_health(pools: dict[str, PoolSpec], used: set[str], facts: dict[str, HostFacts],
-                 run_health: Callable[[Cell], dict], out: Path, log=print) -> dict:
-    """Each used pool's members, health-checked in parallel (one known-good cell each). A member
-    that is down, or whose check is anything but PASS, is set aside with the reason."""
+                 run_health: Callable[[Cell], dict], out: Path, log=print) -> tuple[dict, list[dict]]:
+    """Each used pool's members, health-checked in parallel (one known-good cell each). Returns
+    the report and the checks' records (each one a result of the run). A member that is down or
+    whose check is ERROR (its own trouble) is set aside with the reason; one whose check FAILed
+    is not (its failure is the system's, and is in the results)."""
     report: dict = {}
     jobs = []
     for name in sorted(used):
@@ -80,21 +94,27 @@ def check_health(pools: dict[str, PoolSpec], used: set[str], facts: dict[str, Ho
                 set_aside(out, name, m, f"down: {facts[m].error}")
             else:
                 jobs.append((name, m))
+    records: list[dict] = []
     with ThreadPoolExecutor(max(1, len(jobs))) as ex:
         futures = {(n, m): ex.submit(run_health, health_cell(pools[n], m)) for n, m in jobs}
     for (name, m), f in futures.items():
+        cell = health_cell(pools[name], m)
         try:
             rec = f.result()
         except Exception as e:  # noqa: BLE001 -- a check that cannot even run sets the member aside
-            rec = {"verdict": "ERROR", "reason": f"health check could not run: {e!r}", "duration_s": None}
+            rec = {**cell.to_dict(), "verdict": "ERROR", "reason": f"health check could not run: {e!r}",
+                   "duration_s": None, "expected": {}, "observed": {}, "logs": {}}
+        rec = {**rec, "id": health_record_id(name, m, cell.id), "health_check": {"pool": name, "member": m}}
+        records.append(rec)
         ok = rec["verdict"] == Verdict.PASS.value
-        entry = {"healthy": ok, "verdict": rec["verdict"], "reason": rec.get("reason", ""),
-                 "duration_s": rec.get("duration_s")}
+        aside = rec["verdict"] not in (Verdict.PASS.value, Verdict.FAIL.value)
+        entry = {"healthy": ok, "set_aside": aside, "verdict": rec["verdict"], "reason": rec.get("reason", ""),
+                 "duration_s": rec.get("duration_s"), "record": rec["id"]}
         report[name]["members"][m] = entry
         log(f"caskit: pool {name}: {m} health check {rec['verdict']}" + ("" if ok else f": {entry['reason']}"))
-        if not ok:
+        if aside:
             set_aside(out, name, m, f"health check {rec['verdict']}: {entry['reason']}")
-    return report
+    return report, records
 
 
 def pool_facts(pool: PoolSpec, facts: dict[str, HostFacts], healthy: list[str]) -> HostFacts:
@@ -111,6 +131,24 @@ def offers(cell: Cell, facts: HostFacts) -> bool:
     return not e.skip and not e.blocked
 
 
+def with_dropped(rec: dict, dropped: list[tuple[str, dict]]) -> dict:
+    """The cell's record with the attempts whose member dropped under it (pure): such an attempt
+    is never forgotten, and a cell that then passed elsewhere is FAIL, not PASS."""
+    if not dropped:
+        return rec
+    attempts = [{"attempt": i + 1, "ran_on": m, **{k: v for k, v in r.items() if k not in ("attempts",)}}
+                for i, (m, r) in enumerate(dropped)]
+    attempts.append({"attempt": len(dropped) + 1, **{k: v for k, v in rec.items() if k != "attempts"}})
+    out = {**rec, "attempts": attempts}
+    if rec["verdict"] not in (Verdict.FAIL.value,):
+        first_m, first = dropped[0]
+        out["verdict"] = Verdict.FAIL.value
+        out["reason"] = (f"member {first_m} dropped while this cell's guest ran on it ({first.get('reason', '')[:300]}); "
+                         f"then {rec['verdict']} on {rec.get('ran_on')}: a guest that takes its host down is a "
+                         f"defect until shown otherwise")
+    return out
+
+
 def choose_and_run(cell: Cell, pool: str, members: list[str], facts: dict[str, HostFacts], out: Path,
                    try_run: Callable[[str], dict | None], offset: int = 0, wait: float = 24 * 3600) -> dict | None:
     """Run `cell` on the first member that is healthy, can offer it and has a free slot.
@@ -120,6 +158,7 @@ def choose_and_run(cell: Cell, pool: str, members: list[str], facts: dict[str, H
     is left (the caller records ERROR), or the SKIP-worthy case as a record from the caller."""
     deadline = time.monotonic() + wait
     delay = 0.05
+    dropped: list[tuple[str, dict]] = []  # (member, record) of attempts whose member dropped mid-cell
     rotated = members[offset % len(members):] + members[:offset % len(members)] if members else []
     while time.monotonic() < deadline:
         aside = set_aside_members(out, pool)
@@ -136,9 +175,10 @@ def choose_and_run(cell: Cell, pool: str, members: list[str], facts: dict[str, H
                 continue
             if rec["verdict"] == Verdict.ERROR.value and rec.get("observed", {}).get("error_kind") in HOST_LOST:
                 set_aside(out, pool, m, f"dropped mid-run: {rec.get('reason', '')[:300]}")
+                dropped.append((m, rec))
                 continue
             rec["ran_on"] = m
-            return rec
+            return with_dropped(rec, dropped)
         time.sleep(delay)  # slots are flocks on each member: no event says which frees first
         delay = min(delay * 2, 0.5)
     raise CaskitError(f"pool {pool}: no slot became free in {wait:.0f}s")

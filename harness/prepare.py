@@ -9,7 +9,7 @@ import secrets
 import socket
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -112,6 +112,16 @@ def ensure_emulated_up(spec: HostSpec, log=print) -> bool:
     return True
 
 
+def missing_kvm(spec: HostSpec, facts: HostFacts) -> HostFacts:
+    """Facts of a host that must offer KVM and does not, turned into the host's failure: its cells
+    are then ERROR (exit 3), never SKIP as a host that never claimed KVM would make them."""
+    if spec.kvm_required and facts.kvm_mode == "tcg-only" and not facts.error:
+        why = "an emulated KVM host" if spec.kind == "emulated" else "the inventory says `kvm: true`"
+        return replace(facts, error=f"host {spec.name} must offer KVM ({why}), but its probe found none"
+                                    + (f": {facts.kvm_note}" if facts.kvm_note else ""))
+    return facts
+
+
 def probe_hosts(p: RunPlan, log_dir: Path, log=print, run_id: str | None = None, *, boot: bool = True,
                 booted: list[str] | None = None) -> dict[str, HostFacts]:
     """HostFacts of every host the plan uses: the cells' hosts and their domains' members, each
@@ -146,7 +156,7 @@ def probe_hosts(p: RunPlan, log_dir: Path, log=print, run_id: str | None = None,
                 if boot and ensure_emulated_up(spec, log) and booted is not None:
                     booted.append(h)
             log(f"caskit: probing host {h}")
-            facts[h] = probe.probe(spec, log_dir, builds, log, cpus=cpus, tag=tag)
+            facts[h] = missing_kvm(spec, probe.probe(spec, log_dir, builds, log, cpus=cpus, tag=tag))
             if spec.kind == "emulated":
                 emulated.save_facts(h, facts[h])
         except CaskitError as e:
@@ -182,7 +192,8 @@ def prepare_run(p: RunPlan, out: Path, run_id: str, log=print, known_issues_file
         "known_issues_file": str(Path(known_issues_file).resolve()) if known_issues_file else None,
         "hosts": {h: f.to_dict() for h, f in facts.items()},
         "kit": kit,
-        "cell_order": [c.id for c in cells],
+        # The planned results: the pools' health checks (each a result of the run), then the cells.
+        "cell_order": pool_report.pop("_records", []) + [c.id for c in cells],
         "cells": [c.to_dict() for c in cells],
         "domains": pins,
         "booted_hosts": booted,  # emulated hosts this run booted, stopped at its end
@@ -212,10 +223,14 @@ def pool_health(p: RunPlan, facts: dict[str, HostFacts], kit: dict, out: Path, r
                           run_id, dict(TIMEOUT_KEYS), "health", kit_error=kit.get("error"))
         return run_cell(ctx)
 
-    report = poolmod.check_health(p.pools, used, facts, run_health, out, log)
+    report, records = poolmod.check_health(p.pools, used, facts, run_health, out, log)
+    store = RunStore(out)
+    for rec in records:  # each check is a result of the run, judged with its cells
+        store.write_cell(rec)
     for name in used:
-        healthy = [m for m, e in report[name]["members"].items() if e["healthy"]]
-        facts[f"{POOL_PREFIX}{name}"] = poolmod.pool_facts(p.pools[name], facts, healthy)
+        usable = [m for m, e in report[name]["members"].items() if not e.get("set_aside", not e["healthy"])]
+        facts[f"{POOL_PREFIX}{name}"] = poolmod.pool_facts(p.pools[name], facts, usable)
+    report["_records"] = [r["id"] for r in records]
     return report
 
 

@@ -120,17 +120,21 @@ def caskit_cell(request):
     from .prepare import kit_from_run
     from . import flaky, resume
 
+    from .migration import known_issues
+
     cell: Cell = request.param
     st = request.config.stash[KEY]
     run, store = st["run"], RunStore(st["out"])
+    issues = known_issues.load(Path(run["known_issues_file"]) if run.get("known_issues_file") else None)
     record = store.read_cell(cell.id) if request.config.getoption("caskit_resume") else None
     # --resume keeps a finished cell only while its kit, QEMU build and expected outcome are
     # those of this run (harness/resume.py); otherwise it runs again and says why.
-    rerun = resume.rerun_because(record, resume.current(cell, run)) if record is not None else None
+    now = resume.current(cell, run, issues)
+    rerun = resume.rerun_because(record, now) if record is not None else None
     reruns = request.config.getoption("caskit_rerun_failures") or 0
     prior = None
     if (record is not None and flaky.unfinished(record, reruns)
-            and not resume.rerun_because({**record, "verdict": Verdict.FAIL.value}, resume.current(cell, run))):
+            and not resume.rerun_because({**record, "verdict": Verdict.FAIL.value}, now)):
         # A failure with attempts still due (its run died between two, or this run allows more):
         # the next attempt follows the stored ones instead of starting over.
         prior, rerun = flaky.resume_prior(store, record), None
@@ -141,7 +145,6 @@ def caskit_cell(request):
     if record is None or rerun or prior is not None:
         specs = load_hosts(request.config.getoption("caskit_hosts"))
         worker = getattr(request.config, "workerinput", {}).get("workerid", "main")
-        from .migration import known_issues
         from .cell_machines import Site
         kit = kit_from_run(run)
         peer = None
@@ -151,8 +154,6 @@ def caskit_cell(request):
             assert build is not None, f"run.json has no probed build {peer_build} on {peer_host}"
             peer = Site(make_host(specs[peer_host]), build, kit,
                         HostFacts.from_dict(run["hosts"][peer_host]).guest_machine_options)
-        issues = known_issues.load(Path(run["known_issues_file"]) if run.get("known_issues_file") else None)
-
         def make_ctx(facts, host, pre_leased=False):
             return CellContext(cell, facts, host, kit, store, run["id"], {**TIMEOUT_KEYS, **run["timeouts"]}, worker,
                                issues, run.get("migration_max_bandwidth"), peer,
@@ -391,7 +392,7 @@ def pytest_runtest_logreport(report):
         return
     st["done"] += 1
     st["counts"][verdict] = st["counts"].get(verdict, 0) + 1
-    total = len(st["run"]["cell_order"])
+    total = len(st["run"]["cells"])  # the tests; cell_order also plans the pools' health checks
     cell = report.nodeid.split("[", 1)[-1].rstrip("]")
     line = progress_line(st["done"], total, st["counts"], time.monotonic() - st["t0"], verdict, cell)
     tw = config.get_terminal_writer()

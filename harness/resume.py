@@ -1,20 +1,48 @@
 """Whether `--resume` may keep a cell's stored result.
 
-A stored record stands for its cell only while what the verdict depended on is unchanged: the
-guest kit it booted, the QEMU build that ran it and what the model expected of it. A cell id
-covers the host, the axes, the pins and the plan, not these, so a resumed run after a kit
-rebuild, a QEMU upgrade or a model change would otherwise report results nobody ran. Pure: the
-caller reads the record and run.json.
+A stored record stands for its cell only while everything its verdict depended on is unchanged,
+by content: the guest kit (its content key), each QEMU binary that ran it (SHA-256, not the
+version line: a QEMU rebuilt with a patch keeps "7.2.22"), a cross plan's peer build, the host's
+facts, the known-issues entries that turned a failure green, the cell's own spec and what the
+model expected of it. Each record carries these digests (`provenance`); a record without them, or
+with any that differs, runs again and says why. Pure: the caller reads the record and run.json.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import model
 from .cell import Cell, HostFacts, Verdict
+
+# The host facts a verdict reads (the model's inputs); probe timings and notes are not among them.
+FACT_FIELDS = ("arch", "cpu", "kvm_mode", "kvm_xics", "kvm_xive", "platform", "xive_backend", "kvm_hv_nested",
+               "kvm_caps", "guest_machine_options")
+
+
+def digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(_as_stored(value), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def facts_digest(facts: HostFacts) -> str:
+    return digest({k: getattr(facts, k) for k in FACT_FIELDS})
+
+
+def issue_digests(issues) -> dict[str, str]:
+    """Each known-issues entry's content digest, by id."""
+    return {k.id: digest(asdict(k)) for k in issues}
+
+
+def provenance(cell: Cell, facts: HostFacts, peer_sha256: str | None, issues, matched: list[str]) -> dict:
+    """What a cell's record is the result of, by content (stored in the record)."""
+    build = facts.build(str(cell.axis("qemu")))
+    known = issue_digests(issues)
+    return {"spec": digest(cell.to_dict()), "qemu_sha256": build.sha256 if build else None,
+            "peer_qemu_sha256": peer_sha256, "facts": facts_digest(facts),
+            "known_issues": {i: known.get(i) for i in matched}}
 
 
 @dataclass(frozen=True)
@@ -26,6 +54,11 @@ class Current:
     expected: dict | None  # model.predict now, as stored (None: the host cannot be predicted for)
     host_error: str | None = None  # the host could not be probed
     build: str = "system"  # the cell's QEMU build, by name
+    spec: str = ""  # digest of the cell's spec
+    qemu_sha256: str | None = None
+    peer_qemu_sha256: str | None = None
+    facts: str = ""
+    known_issues: dict = field(default_factory=dict)  # every entry of this run's file, id -> digest
 
 
 def _as_stored(value: Any) -> Any:
@@ -33,14 +66,20 @@ def _as_stored(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def current(cell: Cell, run: dict) -> Current:
+def current(cell: Cell, run: dict, issues=()) -> Current:
+    """`issues`: this run's known-issues entries."""
     facts = HostFacts.from_dict(run["hosts"][cell.host])
     build = facts.build(str(cell.axis("qemu")))
     # No prediction for a host that could not be probed: its facts are empty, and run_cell makes
     # such a cell ERROR without asking the model.
     expected = None if facts.error else _as_stored(model.predict(cell, facts).to_dict())
+    peer = None
+    if cell.peer and cell.peer[0] in run["hosts"]:
+        pb = HostFacts.from_dict(run["hosts"][cell.peer[0]]).build(cell.peer[1])
+        peer = pb.sha256 if pb else None
     return Current((run.get("kit") or {}).get("key"), build.version if build else None, expected, facts.error,
-                   str(cell.axis("qemu")))
+                   str(cell.axis("qemu")), digest(cell.to_dict()), build.sha256 if build else None, peer,
+                   facts_digest(facts), issue_digests(issues))
 
 
 def _short(v: Any) -> str:
@@ -72,4 +111,20 @@ def rerun_because(record: dict, now: Current) -> str | None:
                    f"({_short(record.get('qemu_version'))} -> {_short(now.qemu_version)})")
     if now.expected is not None and _as_stored(record.get("expected")) != now.expected:
         why.append(f"expected outcome changed ({_changed_fields(record.get('expected'), now.expected)})")
+    prov = record.get("provenance")
+    if not isinstance(prov, dict):
+        why.append("its record predates content keys (no provenance)")
+        return "; ".join(why)
+    if prov.get("spec") != now.spec:
+        why.append("the cell's spec changed")
+    if prov.get("qemu_sha256") != now.qemu_sha256:
+        why.append(f"QEMU build {now.build} changed by content (sha256 {_short(prov.get('qemu_sha256'))[:12]} -> "
+                   f"{_short(now.qemu_sha256)[:12]})")
+    if prov.get("peer_qemu_sha256") != now.peer_qemu_sha256:
+        why.append("the peer's QEMU build changed by content")
+    if prov.get("facts") != now.facts:
+        why.append("the host's facts changed")
+    for issue, d in (prov.get("known_issues") or {}).items():
+        if now.known_issues.get(issue) != d:
+            why.append(f"known issue {issue} {'changed' if issue in now.known_issues else 'is gone'}")
     return "; ".join(why) or None

@@ -7,6 +7,9 @@ from .model import matches_error
 
 # The words of QEMU's kernel-irqchip fallback (hw/ppc/spapr_irq.c spapr_irq_init_kvm()).
 KVM_FALLBACK = "kernel_irqchip allowed but unavailable"
+# How a predicted failure must end to be the prediction: QEMU refusing cleanly (exit 1 and its
+# error line, errors.QemuRefused). The same words before an abort or a signal are a crash.
+REFUSAL_KINDS = frozenset({"QemuRefused"})
 
 
 def decide(e: Expected, o: Observed) -> tuple[Verdict, str]:
@@ -17,6 +20,9 @@ def decide(e: Expected, o: Observed) -> tuple[Verdict, str]:
 
     if e.error:
         if o.error and o.stage == e.stage and matches_error(e, o.error):
+            if o.error_kind not in REFUSAL_KINDS:
+                return Verdict.FAIL, (f"{e.rule} predicted QEMU to refuse at {e.stage} with /{e.error}/; it said so but "
+                                      f"did not exit cleanly ({o.error_kind or 'unknown end'}, exit {o.exit_code}): {o.error}")
             return Verdict.XFAIL, f"failed at {o.stage} as predicted by {e.rule}: {o.error}"
         if o.error:
             return Verdict.FAIL, (f"{e.rule} predicted a failure at {e.stage} matching /{e.error}/, "
@@ -93,3 +99,50 @@ def combine_migration(cell: tuple[Verdict, str], mig: dict, plan: str) -> tuple[
     if v == "PASS":
         return Verdict.PASS, f"{reason}; migration {plan}: {mig.get('reason', 'ok')}"
     return Verdict(v), f"migration {plan}: {mig.get('reason', '')}"
+
+
+# Evidence that the system under test is defective however rarely it shows: a cell that showed
+# any of it in one attempt is FAIL even if a later attempt passed (never FLAKY).
+DEFECT_ERRORS = frozenset({"QemuCrashed", "GuestPanic"})
+DEFECT_SYMPTOMS = frozenset({"disk-data-corrupt", "destination-crashed"})
+
+
+def defects(record: dict) -> list[str]:
+    """What in one attempt's record is a defect, not bad luck (pure): a kernel finding (panic,
+    Oops, BUG, a lockup, an RCU stall), a QEMU that crashed, corrupted data."""
+    o = record.get("observed") or {}
+    out = [f"the guest kernel logged {f.get('kind')}: {f.get('line')!r}" for f in o.get("kernel_findings") or ()]
+    if o.get("error_kind") in DEFECT_ERRORS:
+        out.append(f"{o['error_kind']}: {o.get('error')}")
+    for w in record.get("workloads") or ():
+        if w.get("symptom") in DEFECT_SYMPTOMS:
+            out.append(f"workload {w['name']}: {w.get('symptom')}: {w.get('reason')}")
+        elif str(w.get("reason", "")).split(":", 1)[0] in DEFECT_ERRORS:
+            out.append(f"workload {w['name']}: {w.get('reason')}")
+    for h in ((record.get("migration") or {}).get("hops") or ()):
+        for sym, problem in zip(h.get("symptoms") or (), h.get("problems") or ()):
+            if sym in DEFECT_SYMPTOMS or sym.startswith("kernel:"):
+                out.append(f"hop {h.get('name')}: {problem}")
+    return out
+
+
+def failure_signature(record: dict) -> tuple[str, ...]:
+    """What a failed cell's failure *is*, for telling one failure from another (pure): where it
+    failed and how QEMU ended, the guest kernel's findings, the failing workloads and their
+    symptoms, the failing hops' symptoms, a wrong mode. Two FAILs with different signatures are
+    different defects (IPIs lost is not a kernel panic), whatever their verdicts say."""
+    o, e = record.get("observed") or {}, record.get("expected") or {}
+    sig: list[str] = []
+    if o.get("error_kind") or o.get("error"):
+        end = f" exit {o['exit_code']}" if o.get("exit_code") not in (None, 0) else ""
+        sig.append(f"error {o.get('stage') or '?'}: {o.get('error_kind') or 'error'}{end}")
+    if o.get("mode") and e.get("mode") and o["mode"] != e["mode"]:
+        sig.append(f"mode {o['mode']} (expected {e['mode']})")
+    sig += sorted({f"kernel {f.get('kind')}" for f in o.get("kernel_findings") or ()})
+    for w in record.get("workloads") or ():
+        if w.get("verdict") in ("FAIL", "ERROR"):
+            sig.append(f"workload {w.get('name')}: {w.get('symptom') or str(w.get('reason', '')).split(':', 1)[0]}")
+    for h in ((record.get("migration") or {}).get("hops") or ()):
+        if h.get("verdict") not in (None, "PASS"):
+            sig.append(f"hop {h.get('name')}: {', '.join(sorted(set(h.get('symptoms') or ()))) or h.get('verdict')}")
+    return tuple(sig)

@@ -316,6 +316,10 @@ class EmulatedHost:
             state.warnings = warnings
             if marker.group(3).decode() != image.key:
                 raise HostError(f"emulated host {self.name} booted image {marker.group(3).decode()}, not {image.key}")
+            if (missing := missing_kvm(marker)):
+                raise HostError(f"emulated host {self.name} came up without {missing} (its ready line: "
+                                f"{marker.group(0).decode(errors='replace')}): an emulated KVM host without KVM "
+                                f"is the host's failure; its console is in {console_log}")
             state.status = "up"
             state.save()
             self._ssh = None
@@ -447,6 +451,12 @@ class EmulatedHost:
 
 class _PortTaken(Exception):
     pass
+
+
+def missing_kvm(marker: re.Match) -> str | None:
+    """What of KVM the L1's ready line says is missing (pure): /dev/kvm, or the kvm_hv module."""
+    missing = [what for what, g in (("/dev/kvm", 4), ("kvm_hv", 5)) if marker.group(g) != b"1"]
+    return " and ".join(missing) or None
 
 
 def _tail(buf: bytes, n: int = 600) -> str:

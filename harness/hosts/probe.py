@@ -21,6 +21,15 @@ from ..machine import GuestMachine, MachineFiles
 from ..qmp import QmpCommandError
 
 
+def _binary_sha256(host: Host, binary: str) -> str:
+    """The SHA-256 of the binary the host runs for `binary` (a path, or a name on its PATH)."""
+    code, out, err = host.run(["sh", "-c", 'sha256sum "$(command -v "$1")"', "sh", binary], timeout=60)
+    digest = out.split()[0] if code == 0 and out.split() else ""
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise CaskitError(f"host {host.name}: sha256sum of {binary} failed (exit {code}): {err.strip()[-200:]}")
+    return digest
+
+
 def _qemu_version(host: Host, binary: str) -> str:
     try:
         code, out, err = host.run([binary, "--version"], timeout=20)
@@ -68,6 +77,7 @@ def probe_build(host: Host, spec: QemuBuildSpec, log_dir: Path, log=print, *, cp
         spec = QemuBuildSpec(spec.name, str(binary), str(fw))
     try:
         version = _qemu_version(host, spec.binary)
+        digest = _binary_sha256(host, spec.binary)
     except CaskitError as e:
         return QemuBuild(spec.name, spec.binary, firmware_dir=spec.firmware_dir, error=str(e))
     try:
@@ -86,12 +96,13 @@ def probe_build(host: Host, spec: QemuBuildSpec, log_dir: Path, log=print, *, cp
             with _paused(host, spec, log_dir / f"cpu-{cpu}", tag, cpu) as m:
                 by_cpu.append((cpu, tuple(sorted(_caps(m).items()))))
     except CaskitError as e:
-        return QemuBuild(spec.name, spec.binary, version, spec.firmware_dir, error=str(e)[:500])
+        return QemuBuild(spec.name, spec.binary, version, spec.firmware_dir, error=str(e)[:500], sha256=digest)
     pseries = next((x for x in machines if x.get("alias") == "pseries"), None)
     return QemuBuild(
         name=spec.name,
         binary=spec.binary,
         version=version,
+        sha256=digest,
         firmware_dir=spec.firmware_dir,
         default_ic_mode=str(ic_mode),
         machine=pseries["name"] if pseries else None,

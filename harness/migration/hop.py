@@ -61,6 +61,7 @@ class Hop:
     verdict: str = "PASS"
     known_issue: str | None = None
     unexplained: list[str] = field(default_factory=list)  # signals no known issue explains
+    forensics: str | None = None  # the destination's view of a guest that stopped after the hop
 
     def flag(self, symptom: str, problem: str) -> None:
         """A failure signal: every problem carries the symptom a known issue must explain."""
@@ -195,6 +196,11 @@ def health(hop: Hop, dst: GuestMachine, *, window: float, timeout: float, since:
         if hop.liveness["max_silence_after_first_s"] > STALL_S:
             hop.flag("heartbeat-stall", f"heartbeat stalled: {hop.liveness['max_silence_after_first_s']:.1f}s "
                                         f"without a beat after the guest resumed")
+    if hop.destination_alive and {"no-heartbeat", "heartbeat-stall"} & set(hop.symptoms):
+        # The guest stopped with its QEMU alive: a hang, with the same forensics as one at boot
+        # (the 7.2 defect is told by the destination's DECR in `info registers`).
+        hop.forensics = str(dst.save_forensics(f"hop {hop.name}: the guest stopped after the hop "
+                                               f"({'; '.join(hop.problems)})"))
     hop.kernel_log = guestlog.findings(kernel_lines(dst, since))
     for f in hop.kernel_log:
         hop.flag(f"kernel:{f['kind']}", f"guest kernel log: {f['line']}")

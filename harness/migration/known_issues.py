@@ -17,7 +17,37 @@ from ..resources import CONFIGS
 
 KNOWN_ISSUES = CONFIGS / "known-issues.yaml"
 MATCH_KEYS = {"qemu_version", "accel", "plans", "guest_state", "smp_min", "modes", "symptoms", "log_regex", "hops",
-              "error_regex", "source_version", "destination_version"}
+              "error_regex", "source_version", "destination_version", "requires"}
+
+
+def _clock(hop: dict) -> tuple[int, float, float]:
+    lv = hop.get("liveness") or {}
+    return int(lv.get("beats") or 0), float(lv.get("guest_clock_advance_s") or 0.0), float(hop.get("window_s") or 0.0)
+
+
+def _clock_stopped(hop: dict) -> str | None:
+    beats, advance, window = _clock(hop)
+    if beats == 0 or advance < window / 2:
+        return None
+    return f"the guest's clock ran on: {beats} beats, its uptime advanced {advance:.1f} s in the {window:.1f} s window"
+
+
+def _clock_runs(hop: dict) -> str | None:
+    beats, advance, window = _clock(hop)
+    if beats > 0 and advance >= window / 2:
+        return None
+    return f"the guest's clock stopped: {beats} beats, its uptime advanced {advance:.1f} s in the {window:.1f} s window"
+
+
+# What the evidence of a hop must show for an entry to explain it, beyond its symptoms' names
+# (`requires:`): each returns None when it holds, else what the hop showed instead. A defect of
+# stopped timers cannot explain a guest whose heartbeat kept beating, whatever else it shares.
+CONDITIONS = {
+    "clock-stopped": ("the heartbeat stopped: no beat, or the guest's uptime advanced less than half the window",
+                      _clock_stopped),
+    "clock-runs": ("the heartbeat went on: beats, and the guest's uptime advanced at least half the window",
+                   _clock_runs),
+}
 GUEST_STATES = ("idle", "workload", "any")
 
 
@@ -38,6 +68,7 @@ class KnownIssue:
     error_regex: str | None = None  # QEMU's words on a failed hop (source error, destination stderr)
     source_version: str | None = None  # version constraints on the hop's source build
     destination_version: str | None = None  # ... and on its destination build
+    requires: tuple[str, ...] = ()  # CONDITIONS the hop's evidence must meet
     evidence: dict = field(default_factory=dict)
 
 
@@ -145,7 +176,8 @@ def parse(data, path: str) -> list[KnownIssue]:
         if smp_min is not None:
             smp_min = _whole(path, f"{mkey}.smp_min", smp_min, MAX_SMP, "as many vCPUs as a matrix may ask for")
         lists = {lk: _strings(path, f"{mkey}.{lk}", m[lk], allowed) if m.get(lk) not in (None, []) else ()
-                 for lk, allowed in (("plans", tuple(MIGRATIONS)), ("modes", MODES), ("hops", None), ("symptoms", None))}
+                 for lk, allowed in (("plans", tuple(MIGRATIONS)), ("modes", MODES), ("hops", None), ("symptoms", None),
+                                     ("requires", tuple(CONDITIONS)))}
         if not lists["symptoms"] and not regexes["log_regex"] and not regexes["error_regex"]:
             raise ConfigError(path, mkey, "needs symptoms, log_regex or error_regex: what the failure looks like")
         out.append(KnownIssue(
@@ -153,7 +185,7 @@ def parse(data, path: str) -> list[KnownIssue]:
             plans=lists["plans"], guest_state=state, smp_min=smp_min, modes=lists["modes"], hops=lists["hops"],
             symptoms=lists["symptoms"], log_regex=regexes["log_regex"], error_regex=regexes["error_regex"],
             source_version=versions["source_version"], destination_version=versions["destination_version"],
-            evidence=evidence or {}))
+            requires=lists["requires"], evidence=evidence or {}))
     ids = [k.id for k in out]
     dup = {x for x in ids if ids.count(x) > 1}
     if dup:
@@ -227,7 +259,7 @@ def unexplained(k: KnownIssue, hop: dict) -> list[str]:
     log_regex; a failed migration also by QEMU's words matching its error_regex."""
     log_rx = re.compile(k.log_regex) if k.log_regex else None
     err_rx = re.compile(k.error_regex) if k.error_regex else None
-    out = []
+    out = [f"requires {name}, but {why}" for name in k.requires if (why := CONDITIONS[name][1](hop))]
     for s in dict.fromkeys(hop.get("symptoms", [])):
         if s in k.symptoms:
             continue
@@ -243,8 +275,9 @@ def unexplained(k: KnownIssue, hop: dict) -> list[str]:
 def shows(k: KnownIssue, hop: dict) -> bool:
     """The entry explains this failing hop: it concerns the hop, its identifying words are there
     (error_regex in QEMU's words, log_regex in a kernel finding, where given), and every failure
-    signal on the hop is one it explains. Any extra signal (a kernel finding, a mode change,
-    corrupt data, a crash, a lost source) keeps the hop FAIL."""
+    signal on the hop is one it explains, and the hop's evidence meets every condition the entry
+    requires (a timer defect needs a stopped clock). Any extra signal (a kernel finding, a mode
+    change, corrupt data, a crash, a lost source) keeps the hop FAIL."""
     if not hop_applies(k, hop) or not hop.get("symptoms"):
         return False
     if k.error_regex and not re.search(k.error_regex, _qemu_words(hop)):

@@ -40,6 +40,7 @@ class WorkloadResult:
     metrics: dict = field(default_factory=dict)
     excerpt: str | None = None
     duration_s: float = 0.0
+    symptom: str | None = None  # what a FAIL saw (errors.WorkloadFailed.symptom), e.g. disk-data-corrupt
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,6 +73,8 @@ class GuestSession:
     # workloads that make the guest negotiate again (None: not judged).
     irqchip_for: Callable[[str], str | None] | None = None
     notes: list[str] = field(default_factory=list)
+    # Called before every reset: the ending boot's kernel log is read while it still exists.
+    before_reset: Callable[[], None] | None = None
 
     @property
     def smp(self) -> int:
@@ -86,6 +89,15 @@ class GuestSession:
 
     def interrupts(self) -> interrupts.Table:
         return interrupts.parse(self.sh("cat /proc/interrupts").output)
+
+    def reset(self) -> None:
+        """QMP system_reset, after the ending boot's kernel log was read, and the next boot up to
+        the kit's ready marker (its modules are then loaded again when needed)."""
+        if self.before_reset is not None:
+            self.before_reset()
+        self.qmp.execute("system_reset")
+        self.wait_ready(self.boot_timeout)
+        self.modules_loaded = False
 
     def load_modules(self) -> None:
         """insmod the kit's modules once per boot (Debian ships no modules.dep to the kit). A module
@@ -124,7 +136,7 @@ def execute(w: Workload, g: GuestSession) -> WorkloadResult:
                 raise WorkloadFailed(f"the spurious-interrupt line (SPU) grew by {grew}", "", metrics)
         res = WorkloadResult(w.name, Verdict.PASS.value, "ok", metrics)
     except WorkloadFailed as e:
-        res = WorkloadResult(w.name, Verdict.FAIL.value, e.reason, e.metrics, e.excerpt)
+        res = WorkloadResult(w.name, Verdict.FAIL.value, e.reason, e.metrics, e.excerpt, symptom=e.symptom)
     except WorkloadSkipped as e:
         res = WorkloadResult(w.name, Verdict.SKIP.value, str(e))
     res.duration_s = round(time.monotonic() - t0, 3)

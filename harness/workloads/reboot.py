@@ -18,9 +18,7 @@ def run(g: GuestSession) -> dict:
     boots = []
     for i in range(TIMES):
         t0 = time.monotonic()
-        g.qmp.execute("system_reset")
-        g.wait_ready(g.boot_timeout)
-        g.modules_loaded = False
+        g.reset()
         seconds = round(time.monotonic() - t0, 2)
         guest = observe.guest_view(g.sh("ck-observe").output)
         host = observe.host_view(g.qmp.hmp("info pic"))
@@ -46,9 +44,7 @@ def _check_irqchip(g: GuestSession, mode: str | None, irqchip: str | None, when:
 
 
 def _reset_and_observe(g: GuestSession) -> tuple[str | None, str | None, str | None]:
-    g.qmp.execute("system_reset")
-    g.wait_ready(g.boot_timeout)
-    g.modules_loaded = False
+    g.reset()
     host = observe.host_view(g.qmp.hmp("info pic"))
     return observe.guest_view(g.sh("ck-observe").output).mode, host.mode, host.irqchip
 

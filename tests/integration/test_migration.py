@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+from pathlib import Path
+
 import pytest
 
 from conftest import run_cli, write_matrix
@@ -61,6 +63,10 @@ def test_a_guest_that_never_resumes_is_not_pass(idle_7_2):
         else:
             assert "no-heartbeat" in bad["symptoms"]
         assert bad["mode_before"]["guest"] == c["observed"]["mode"]
+        # A guest that stops after a hop gets the forensics of a hang at boot: the destination's
+        # registers (7.2's defect shows as DECR never delivered), its interrupt state, SysRq.
+        forensics = Path(bad["forensics"]).read_text()
+        assert "## info registers -a" in forensics and "DECR" in forensics and "## info pic" in forensics
     assert_no_qemu_left(bare.results["run"]["id"])
 
 

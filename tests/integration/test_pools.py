@@ -1,6 +1,7 @@
 """Pools of interchangeable hosts, for real: the two SSH test hosts (one slot each) plus a third
 member that is down. Cells spread over the live members as slots free up, never two at once on
-one host; the down member and one that fails its health check are set aside with the reason."""
+one host; the down member and one whose health check is ERROR are set aside with the reason; a
+health check that FAILs is a failure of the run, never swallowed."""
 
 from __future__ import annotations
 
@@ -45,7 +46,11 @@ def test_cells_spread_over_the_live_members_one_slot_each(pair, tmp_path, kit): 
                  str(pool_inventory(pair, tmp_path / "hosts.yaml")), "-n", "2"], tmp_path / "out")
     assert (tmp_path / "out" / "results.json").exists(), r.stdout[-3000:] + r.stderr[-3000:]
     assert r.rc == 0, r.stdout[-3000:]
-    cells = r.results["cells"]
+    checks = [c for c in r.results["cells"] if c.get("health_check")]
+    cells = [c for c in r.results["cells"] if not c.get("health_check")]
+    # Every health check that ran is a result of the run (the down member's never ran).
+    assert sorted(c["health_check"]["member"] for c in checks) == ["hosta", "hostb"]
+    assert all(c["verdict"] == "PASS" for c in checks)
     assert len(cells) == 4 and all(c["verdict"] == "PASS" for c in cells), [c["reason"] for c in cells]
     assert all(c["host"] == "pool:p9" and c["id"].startswith("pool-p9-") for c in cells)
     assert {c["ran_on"] for c in cells} == {"hosta", "hostb"}  # the record names the member
@@ -67,16 +72,42 @@ def test_cells_spread_over_the_live_members_one_slot_each(pair, tmp_path, kit): 
     assert_no_qemu_left(r.results["run"]["id"])
 
 
-def test_a_member_that_fails_its_health_check_takes_no_cells(pair, tmp_path, kit):  # noqa: F811
-    # hostb's QEMU cannot run: its health check is ERROR, so it is set aside; hosta runs everything.
+def test_a_member_whose_health_check_is_error_takes_no_cells_and_the_run_says_so(pair, tmp_path, kit):  # noqa: F811
+    # hostb's QEMU cannot run: its health check is ERROR (the host's trouble), so it is set aside;
+    # hosta runs everything, and the run is not green: exit 3 with the check among the results.
     inv = pool_inventory(pair, tmp_path / "hosts.yaml", hostb={"qemu": {"system": {"binary": "/bin/false"}}})
     m = write_matrix(tmp_path / "m.yaml", MATRIX.replace('guest_xive: [default, "off"]', "guest_xive: [default]"))
     r = run_cli(["run", str(m), "--hosts", str(inv), "-n", "2"], tmp_path / "out")
-    assert r.rc == 0, r.stdout[-3000:] + r.stderr[-2000:]
-    cells = r.results["cells"]
+    assert r.rc == 3, r.stdout[-3000:] + r.stderr[-2000:]
+    cells = [c for c in r.results["cells"] if not c.get("health_check")]
     assert {c["ran_on"] for c in cells} == {"hosta"} and all(c["verdict"] == "PASS" for c in cells)
     hb = r.results["run"]["pools"]["p9"]["members"]["hostb"]
-    assert not hb["healthy"] and hb["verdict"] == "ERROR" and "/bin/false" in hb["reason"]
+    assert not hb["healthy"] and hb["set_aside"] and hb["verdict"] == "ERROR" and "/bin/false" in hb["reason"]
+    (check,) = [c for c in r.results["cells"] if (c.get("health_check") or {}).get("member") == "hostb"]
+    assert check["verdict"] == "ERROR"
+    assert_no_qemu_left(r.results["run"]["id"])
+
+
+def test_a_health_check_that_fails_is_a_failure_of_the_run(pair, tmp_path, kit):  # noqa: F811
+    # hostb's QEMU forces XICS on every guest: its health check (a dual machine, XIVE expected)
+    # FAILs. That is the system under test failing: FAIL in the results and exit 1, never a
+    # member quietly set aside behind a green run.
+    wrapper = kit.kernel.parent.parent.parent / "test-wrappers" / f"force-xics-{tmp_path.name}"  # visible in the hosts
+    wrapper.parent.mkdir(parents=True, exist_ok=True)
+    # Guests only (they get -kernel): the probe must still read the build's true defaults.
+    wrapper.write_text("#!/bin/sh\n"
+                       'case " $* " in *" -kernel "*) exec qemu-system-ppc64 "$@" -machine ic-mode=xics;; esac\n'
+                       'exec qemu-system-ppc64 "$@"\n')
+    wrapper.chmod(0o755)
+    inv = pool_inventory(pair, tmp_path / "hosts.yaml", hostb={"qemu": {"system": {"binary": str(wrapper)}}})
+    m = write_matrix(tmp_path / "m.yaml", MATRIX.replace("ic_mode: [dual, xics]", "ic_mode: [xics]")
+                     .replace('guest_xive: [default, "off"]', "guest_xive: [default]"))
+    r = run_cli(["run", str(m), "--hosts", str(inv)], tmp_path / "out")
+    assert r.rc == 1, r.stdout[-3000:] + r.stderr[-2000:]
+    (check,) = [c for c in r.results["cells"] if (c.get("health_check") or {}).get("member") == "hostb"]
+    assert check["verdict"] == "FAIL" and "xics" in check["reason"], check["reason"]
+    hb = r.results["run"]["pools"]["p9"]["members"]["hostb"]
+    assert not hb["healthy"] and not hb["set_aside"]
     assert_no_qemu_left(r.results["run"]["id"])
 
 

@@ -323,3 +323,13 @@ def test_missing_hosts_file_given_explicitly(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_hosts(tmp_path / "hosts.yaml")
     assert info.value.path == str(tmp_path / "hosts.yaml")
+
+
+def test_a_host_may_say_it_must_offer_kvm(tmp_path):
+    f = tmp_path / "hosts.yaml"
+    f.write_text("hosts:\n  p9:\n    kind: local\n    kvm: true\n  plain: {kind: local}\n")
+    hosts = load_hosts(str(f))
+    assert hosts["p9"].kvm_required and not hosts["plain"].kvm_required
+    f.write_text("hosts:\n  p9:\n    kind: local\n    kvm: maybe\n")
+    with pytest.raises(ConfigError, match=r"hosts\.p9\.kvm.*not true or false"):
+        load_hosts(str(f))

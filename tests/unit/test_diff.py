@@ -215,3 +215,32 @@ def test_report_html_shows_the_diff_against_a_baseline(tmp_path):
     assert html.count('<tr class="regression">') == 2 and "negotiated xive -&gt; xics" in html
     del run["baseline"]
     assert 'id="baseline"' not in html_report({"run": run, "cells": [n], "summary": summary([n])})
+
+
+def test_a_cell_failing_in_both_runs_differently_is_a_regression():
+    lost = rec("FAIL", workloads=[{"name": "ipi", "verdict": "FAIL", "symptom": "ipi-stopped", "reason": "IPIs lost"}])
+    panic = rec("FAIL", workloads=[{"name": "ipi", "verdict": "FAIL", "reason": "GuestPanic: Kernel panic"}])
+    panic["observed"]["kernel_findings"] = [{"kind": "panic", "line": "Kernel panic - not syncing: x"}]
+    d = diff.diff(results("a", lost), results("b", panic))
+    assert [e.kind for e in d.regressions] == ["failure"] and d.exit_status == 1
+    assert "ipi-stopped" in d.regressions[0].what and "kernel panic" in d.regressions[0].what
+
+
+def test_a_cell_failing_the_same_way_in_both_is_listed_not_gating():
+    lost = rec("FAIL", workloads=[{"name": "ipi", "verdict": "FAIL", "symptom": "ipi-stopped", "reason": "IPIs lost"}])
+    d = diff.diff(results("a", lost), results("b", copy.deepcopy(lost)))
+    assert d.regressions == [] and [e.cell for e in d.still_failing] == [lost["id"]] and d.exit_status == 0
+    assert "failing in both runs" in diff.format_text(d)
+
+
+def test_pass_to_flaky_gates_only_with_strict():
+    a, b = rec("PASS"), rec("FLAKY")
+    assert diff.diff(results("a", a), results("b", b)).exit_status == 0
+    strict = diff.diff(results("a", a), results("b", b), strict=True)
+    assert strict.exit_status == 1 and strict.regressions[0].kind == "verdict"
+
+
+def test_a_planned_cell_the_history_run_never_reported_is_not_run_not_only_in_base():
+    a, b = rec("PASS", ic_mode="dual"), rec("PASS", ic_mode="xics")
+    d = diff.diff(results("a", a, b, planned=[a["id"], b["id"]]), results("b", a, planned=[a["id"], b["id"]]))
+    assert [(e.cell, e.kind) for e in d.regressions] == [(b["id"], "not-run")] and d.only_base == []

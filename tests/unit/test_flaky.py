@@ -19,7 +19,9 @@ CELL = make_cell(matrix="t")
     (["FAIL"], "FAIL"),
     (["FAIL", "PASS"], "FLAKY"),
     (["ERROR", "PASS"], "FLAKY"),
-    (["FAIL", "XFAIL"], "FLAKY"),  # the prediction held on the second try: the first was the odd one
+    (["FAIL", "XFAIL"], "FAIL"),  # it never passed: an XFAIL after a FAIL is no PASS
+    (["ERROR", "XFAIL"], "XFAIL"),  # the first attempt could not judge; the second did
+    (["FAIL", "SKIP"], "FAIL"),
     (["FAIL", "FAIL", "FAIL"], "FAIL"),
     (["ERROR", "ERROR"], "ERROR"),
     (["ERROR", "FAIL"], "FAIL"),
@@ -27,6 +29,30 @@ CELL = make_cell(matrix="t")
 ])
 def test_final_verdict(verdicts, final):
     assert flaky.final_verdict(verdicts) == final
+
+
+@pytest.mark.parametrize("verdicts", [["FAIL", "PASS"], ["ERROR", "PASS"], ["FAIL", "FAIL", "PASS"]])
+def test_a_defect_in_any_attempt_is_fail_whatever_came_after(verdicts):
+    assert flaky.final_verdict(verdicts, defective=True) == "FAIL"
+
+
+OOPS = {"kind": "oops", "line": "Oops: Kernel access of bad area, sig: 11 [#1]"}
+
+
+@pytest.mark.parametrize("first,what", [
+    ({"observed": {"kernel_findings": [OOPS]}}, "the guest kernel logged oops"),
+    ({"observed": {"error_kind": "QemuCrashed", "error": "QEMU crashed (SIGSEGV)"}}, "QemuCrashed"),
+    ({"workloads": [{"name": "virtio-blk", "verdict": "FAIL", "symptom": "disk-data-corrupt",
+                     "reason": "read-back differs"}]}, "disk-data-corrupt"),
+    ({"workloads": [{"name": "ipi", "verdict": "FAIL", "reason": "GuestPanic: Kernel panic - not syncing"}]}, "GuestPanic"),
+])
+def test_a_pass_after_a_defect_is_fail_with_every_attempt_kept(first, what):
+    identity = {"id": "c1", "host": "local", "axes": {}}
+    entries = [{"attempt": 1, "verdict": "FAIL", "reason": "bad", "observed": {}, **first},
+               {"attempt": 2, "verdict": "PASS", "reason": "xive as predicted", "observed": {}}]
+    rec = flaky.combined(identity, entries)
+    assert rec["verdict"] == "FAIL" and what in rec["reason"], rec["reason"]
+    assert [a["verdict"] for a in rec["attempts"]] == ["FAIL", "PASS"]
 
 
 class FakeCell:

@@ -75,25 +75,35 @@ def test_schema_is_one_text_for_both_engines():
 def test_runs_and_cells_round_trip(url):
     a, b = cell("PASS", ic_mode="dual"), cell("FAIL", "xics", ic_mode="xics")
     with history.connect(url) as db:
-        history.record_run(db, run("r1", "2026-01-01T00:00:00Z", end=None), "/out/r1")
+        history.record_run(db, run("r1", "2026-01-01T00:00:00Z", end=None, cell_order=sorted([a["id"], b["id"]])),
+                           "/out/r1")
         history.commit_cell(db, "r1", a)
         history.commit_cell(db, "r1", b)
         history.end_run(db, "r1", "2026-01-01T00:10:00Z")
         flaky = {**cell("FLAKY", ic_mode="dual"), "attempts": [{"attempt": 1, "verdict": "FAIL"}, {"attempt": 2, "verdict": "PASS"}]}
-        history.commit_results(db, {"run": run("r2", "2026-01-02T00:00:00Z"), "cells": [flaky, b]}, "/out/r2")
+        history.commit_results(db, {"run": run("r2", "2026-01-02T00:00:00Z", cell_order=[flaky["id"], b["id"]]),
+                                    "cells": [flaky, b]}, "/out/r2")
+        # A run killed after one of its two planned cells: the history knows the other as not run.
+        history.record_run(db, run("r3", "2026-01-03T00:00:00Z", end=None, cell_order=[a["id"], b["id"]]), "/out/r3")
+        history.commit_cell(db, "r3", a)
     with history.connect(url) as db:  # a second connection sees it all: committed
         runs = history.list_runs(db)
-        assert [r.id for r in runs] == ["r2", "r1"]  # newest first
+        assert [r.id for r in runs] == ["r3", "r2", "r1"]  # newest first
+        runs = runs[1:]
         assert runs[1].ended == "2026-01-01T00:10:00Z" and runs[1].counts == {"PASS": 1, "FAIL": 1}
         assert runs[0].counts == {"FLAKY": 1, "FAIL": 1} and runs[0].git_sha == "abc123def456"
         h = history.cell_history(db, a["id"])
-        assert [(x.run_id, x.verdict, x.attempts) for x in h] == [("r2", "FLAKY", 2), ("r1", "PASS", 1)]
+        assert [(x.run_id, x.verdict, x.attempts) for x in h] == [("r3", "PASS", 1), ("r2", "FLAKY", 2), ("r1", "PASS", 1)]
+        h = h[1:]
         assert h[1].duration_s == 3.0 and h[1].qemu_version == "7.2.22" and h[1].kit == "kit1"
-        assert history.flaky_cells(db) == [(a["id"], 1, 2)]
+        assert history.flaky_cells(db) == [(a["id"], 1, 3)]  # flaky in 1 of the 3 runs it ran in
         back = history.run_results(db, "r1")
         assert {c["id"]: c["verdict"] for c in back["cells"]} == {a["id"]: "PASS", b["id"]: "FAIL"}
         assert back["cells"][0] == json.loads(json.dumps(sorted([a, b], key=lambda c: c["id"])[0]))
         assert history.run_results(db, "nope") is None
+        partial = history.run_results(db, "r3")
+        assert [(c["id"], c["verdict"], bool(c.get("not_run"))) for c in partial["cells"]] == [
+            (a["id"], "PASS", False), (b["id"], "ERROR", True)]
         assert history.cells_like(db, a["id"][:20]) == sorted({a["id"], b["id"]} & {x for x in (a["id"], b["id"])
                                                                                     if x.startswith(a["id"][:20])})
         hosts = json.loads(db.query("SELECT hosts FROM runs WHERE id = ?", ("r1",))[0][0])
@@ -195,3 +205,18 @@ def test_formatting():
             history.CellAt("r3", "2026-01-03T00:00:00Z", "PASS", "xive", "xive", 3.5, 1, "7.2.22", "k", "r1", "ok")]
     t = history.format_cell("c", rows)
     assert "(ran in r1)" in t and t.splitlines()[-1] == "2 run(s): FLAKY 1, PASS 1; duration min 3.5 s, max 7.5 s"
+
+
+def test_a_version_1_history_gains_the_planned_column(tmp_path):
+    import sqlite3
+    path = tmp_path / "v1.sqlite"
+    con = sqlite3.connect(path)
+    for stmt in history.schema_sql():
+        con.execute(stmt.replace(", planned TEXT", ""))
+    con.execute("INSERT INTO caskit_meta (key, value) VALUES ('schema_version', '1')")
+    con.commit()
+    con.close()
+    with history.connect(f"sqlite://{path}") as db:
+        history.record_run(db, run("r1", "2026-01-01T00:00:00Z", cell_order=["c0"]), "/out/r1")
+        assert [c["id"] for c in history.run_results(db, "r1")["cells"]] == ["c0"]  # not run, but known
+        assert db.query("SELECT value FROM caskit_meta WHERE key = 'schema_version'") == [(str(history.SCHEMA_VERSION),)]

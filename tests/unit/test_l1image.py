@@ -366,3 +366,9 @@ def test_wait_exit_follows_any_process(tmp_path):
     finally:
         p.kill()
         p.wait()
+
+
+@pytest.mark.parametrize("kvm,hv,missing", [(1, 1, None), (1, 0, "kvm_hv"), (0, 0, "/dev/kvm and kvm_hv")])
+def test_an_l1_ready_line_without_kvm_names_what_is_missing(kvm, hv, missing):
+    line = f"CASKIT-L1-READY name=nested-hv kind=nested-hv image=abc kvm={kvm} kvm_hv={hv} uptime=4.2".encode()
+    assert emulated.missing_kvm(emulated.READY_RE.search(line)) == missing

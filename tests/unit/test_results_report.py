@@ -72,13 +72,34 @@ def test_exit_status_values_are_the_documented_ones():
     assert (EXIT_OK, EXIT_FAIL, EXIT_ERROR) == (0, 1, 3)
 
 
-@pytest.mark.parametrize("reported, expected_count, status", [(2, 3, EXIT_ERROR), (3, 3, EXIT_OK), (0, 1, EXIT_ERROR)])
-def test_a_cell_that_never_reported_is_an_error(reported, expected_count, status):
-    assert exit_status([{"verdict": "PASS"}] * reported, expected_count) == status
+@pytest.mark.parametrize("reported, planned, status", [(2, 3, EXIT_ERROR), (3, 3, EXIT_OK), (0, 1, EXIT_ERROR)])
+def test_a_cell_that_never_reported_is_an_error(reported, planned, status):
+    ids = [f"c{i}" for i in range(planned)]
+    assert exit_status([{"id": ids[i], "verdict": "PASS"} for i in range(reported)], ids) == status
 
 
 def test_a_missing_cell_does_not_hide_a_fail():
-    assert exit_status([{"verdict": "FAIL"}], expected_count=5) == EXIT_FAIL
+    assert exit_status([{"id": "c0", "verdict": "FAIL"}], [f"c{i}" for i in range(5)]) == EXIT_FAIL
+
+
+def test_a_stale_record_outside_the_plan_does_not_stand_in_for_a_missing_cell():
+    # Counts were compared before: an old result of an earlier matrix in the same --out made up
+    # for the planned cell that never ran.
+    assert exit_status([{"id": "old-matrix-cell", "verdict": "PASS"}, {"id": "c0", "verdict": "PASS"}],
+                       ["c0", "c1"]) == EXIT_ERROR
+
+
+def test_the_store_shows_every_planned_cell_and_only_those(tmp_path):
+    store = RunStore(tmp_path)
+    planned = [c["id"] for c in CELLS]
+    store.write_run({**RUN, "cell_order": planned, "cells": [{"id": c["id"], "axes": c["axes"]} for c in CELLS]})
+    store.write_cell(CELLS[0])
+    store.write_cell({**CELLS[0], "id": "stale-from-an-earlier-matrix"})
+    res = store.assemble()
+    assert [c["id"] for c in res["cells"]] == planned
+    assert [bool(c.get("not_run")) for c in res["cells"]] == [False] + [True] * (len(CELLS) - 1)
+    assert res["cells"][1]["axes"] == CELLS[1]["axes"] and res["cells"][1]["verdict"] == "ERROR"
+    assert res["summary"]["ERROR"] == len(CELLS) - 1
 
 
 # ---------------------------------------------------------------- the store

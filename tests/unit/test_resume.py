@@ -28,7 +28,8 @@ def run_json(facts: HostFacts = FACTS, kit: str | None = "kit-a") -> dict:
 def stored(cell=CELL, facts: HostFacts = FACTS, **changes) -> dict:
     """The record a finished run of `cell` left, as read back from its result.json."""
     record = {**cell.to_dict(), "verdict": "PASS", "kit": "kit-a", "qemu_version": "7.2.22",
-              "expected": model.predict(cell, facts).to_dict(), "observed": {"mode": "xive"}}
+              "expected": model.predict(cell, facts).to_dict(), "observed": {"mode": "xive"},
+              "provenance": resume.provenance(cell, facts, None, (), [])}
     return json.loads(json.dumps({**record, **changes}))
 
 
@@ -158,3 +159,38 @@ def test_a_resumed_run_reruns_a_cell_whose_kit_changed_and_keeps_the_others(tmp_
     assert new[edited]["kit"] == key
     assert "rerun_because" not in new[kept]
     assert (out / "cells" / kept / "result.json").read_text() == kept_before  # kept as it was
+
+
+
+# -- issue 21 item 10: reuse keyed by content ---------------------------------------------------
+
+def test_a_qemu_rebuilt_with_the_same_version_line_runs_again():
+    built = replace(FACTS, qemu=(make_build("system", version="7.2.22", sha256="a" * 64),))
+    patched = replace(FACTS, qemu=(make_build("system", version="7.2.22", sha256="b" * 64),))
+    record = stored(facts=built)
+    assert why(record, run_json(built)) is None
+    assert why(record, run_json(patched)) == "QEMU build system changed by content (sha256 aaaaaaaaaaaa -> bbbbbbbbbbbb)"
+
+
+def test_a_known_issue_that_turned_the_cell_green_is_part_of_its_key():
+    from harness.migration import known_issues as ki
+    entry = {"id": "timers", "summary": "s", "reference": "r", "match": {"symptoms": ["no-heartbeat"]}}
+    (issue,) = ki.parse({"issues": [entry]}, "k")
+    record = json.loads(json.dumps({**stored(verdict="XFAIL"),
+                                    "provenance": resume.provenance(CELL, FACTS, None, [issue], ["timers"])}))
+    now = lambda issues: resume.rerun_because(record, resume.current(CELL, run_json(), issues))  # noqa: E731
+    assert now([issue]) is None
+    (edited,) = ki.parse({"issues": [{**entry, "match": {"symptoms": ["no-heartbeat", "unresponsive"]}}]}, "k")
+    assert now([edited]) == "known issue timers changed"
+    assert now([]) == "known issue timers is gone"
+
+
+def test_host_facts_and_the_peer_build_are_part_of_the_key():
+    assert why(stored(), run_json(replace(FACTS, kvm_mode="hv"))) is not None
+    assert "the host's facts changed" in why(stored(), run_json(replace(FACTS, cpu="POWER10")))
+
+
+def test_a_record_without_provenance_runs_again():
+    record = stored()
+    del record["provenance"]
+    assert why(record) == "its record predates content keys (no provenance)"

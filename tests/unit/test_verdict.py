@@ -34,8 +34,9 @@ def observed(mode="xive", *, host_mode=None, irqchip="emulated", byte23="0x80", 
                     host=HostView(mode=host_mode or mode, irqchip=irqchip, configured_ic_mode="dual"))
 
 
-def failed(error: str, stage: str = "qemu-start", infra: bool = False) -> Observed:
-    return Observed(error=error, stage=stage, infra=infra, exit_code=1)
+def failed(error: str, stage: str = "qemu-start", infra: bool = False, kind: str = "QemuRefused",
+           exit_code: int = 1) -> Observed:
+    return Observed(error=error, stage=stage, infra=infra, exit_code=exit_code, error_kind=kind)
 
 
 # ---------------------------------------------------------------- PASS
@@ -121,6 +122,13 @@ def test_xfail_matches_the_pattern_anywhere_in_the_message():
     v, _ = decide(refusal(r"Compatibility PVR 0x0f000006 not valid for CPU"),
                   failed("Compatibility PVR 0x0f000006 not valid for CPU; Unable to set CPU compatibility mode"))
     assert v is Verdict.XFAIL
+
+
+@pytest.mark.parametrize("kind,code", [("QemuCrashed", -6), ("QemuCrashed", -11), ("QemuCrashed", 134)])
+def test_the_predicted_words_from_a_qemu_that_crashed_are_no_refusal(kind, code):
+    # QEMU printed the predicted line, then aborted or died of a signal: a crash, not the refusal.
+    v, why = decide(refusal(), failed(f"QEMU crashed: {XIVE_NEEDS_P9}", kind=kind, exit_code=code))
+    assert v is Verdict.FAIL and "did not exit cleanly" in why and kind in why
 
 
 def test_fail_when_the_expected_refusal_did_not_happen():

@@ -217,3 +217,39 @@ def test_a_refused_pin_is_error_naming_the_option():
     # The same refusal of a cell nobody pinned is the system's answer, judged against the model.
     plain = _pinned_refusal(QemuRefused("DAWR1 supported only on POWER10 and later CPUs", 1, ""), cell, e)
     assert isinstance(plain, QemuRefused)
+
+
+def _shipped(entry_id: str) -> ki.KnownIssue:
+    return next(k for k in ki.load() if k.id == entry_id)
+
+
+def _liveness(h: dict, beats: int, advance: float, window: float = 8.0) -> dict:
+    return {**h, "window_s": window, "liveness": {"beats": beats, "guest_clock_advance_s": advance}}
+
+
+def test_a_guest_that_beat_on_but_stopped_answering_is_not_the_timer_defect():
+    # Issue 21 item 4: the heartbeat kept beating through the window, only the console stopped
+    # answering: "guest timers stop" names `unresponsive`, but its evidence contradicts it.
+    timers = _shipped("qemu7.2-tcg-guest-timers-stop-after-migration")
+    beating = _liveness(_hop(["unresponsive"]), beats=8, advance=7.9)
+    out = ki.classify([timers], FACTS, [beating])
+    assert out["verdict"] == "FAIL" and beating["known_issue"] is None
+    assert any("requires clock-stopped" in u and "ran on" in u for u in beating["unexplained"])
+    for stopped in (_liveness(_hop(["no-heartbeat"]), beats=0, advance=0.0),
+                    _liveness(_hop(["heartbeat-stall", "unresponsive"]), beats=2, advance=1.0)):
+        assert ki.classify([timers], FACTS, [stopped])["verdict"] == "XFAIL"
+
+
+def test_lost_msis_need_a_clock_that_runs():
+    msi = _shipped("qemu10.0-tcg-xics-msi-lost-after-migration")
+    facts = ki.CellFacts("tcg", "roundtrip", "workload", 1, "xics")
+    stuck = _liveness(_hop(["disk-read-stuck", "unresponsive"], "backports 10.0.2"), beats=0, advance=0.0)
+    assert ki.classify([msi], facts, [stuck])["verdict"] == "FAIL"
+    running = _liveness(_hop(["disk-read-stuck"], "backports 10.0.2"), beats=25, advance=7.5)
+    assert ki.classify([msi], facts, [running])["verdict"] == "XFAIL"
+
+
+def test_an_unknown_condition_is_a_config_error_naming_the_allowed_ones():
+    bad = {"id": "x", "summary": "s", "reference": "r", "match": {"symptoms": ["no-heartbeat"], "requires": ["clock-ish"]}}
+    with pytest.raises(errors.ConfigError, match=r"requires.*clock-stopped"):
+        ki.parse({"issues": [bad]}, "k.yaml")
