@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_emulated_hosts.py [--kinds nested-hv,powernv9] [--l2 full|one|none]
                                                    [--fresh-cache] [--json FILE]
 
-1. The L1 image (harness/l1image.py): built with the packages cached but nothing else (a temp
+1. The L1 image (harness/emulated/image.py): built with the packages cached but nothing else (a temp
    CASKIT_CACHE whose apt/ and unpacked/ are the real cache's), then warm (from its cache).
    `--fresh-cache` also times a build from an empty cache (apt-get update, every download).
 2. Per kind, one L1 after the other (never two at once: the machine has two cores):
@@ -42,8 +42,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from harness import kit as kitmod  # noqa: E402
-from harness import kvmcaps  # noqa: E402
-from harness.hosts import emulated  # noqa: E402
+from harness.emulated import kvmcaps  # noqa: E402
+from harness.emulated import host as emulated  # noqa: E402
 
 L2_FULL = [(ic, k) for ic in ("dual", "xics", "xive") for k in ("default", "on", "off")]
 
@@ -61,7 +61,7 @@ def build_in(cache: Path, link_from: Path | None) -> dict:
         for d in ("apt", "unpacked"):
             if not (cache / d).exists():
                 (cache / d).symlink_to(link_from / d)
-    code = ("import time, json; t0 = time.monotonic(); from harness import l1image; t1 = time.monotonic(); "
+    code = ("import time, json; t0 = time.monotonic(); from harness.emulated import image as l1image; t1 = time.monotonic(); "
             "img = l1image.build(log=lambda m: None); t2 = time.monotonic(); "
             "print(json.dumps({'import_s': round(t1 - t0, 3), 'build_s': round(t2 - t1, 3), 'key': img.key, "
             "'initrd_bytes': img.initrd.stat().st_size, 'kernel_bytes': img.kernel.stat().st_size, "

@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness.hosts.emulated import EmulatedHost, L1State, is_up  # noqa: E402
+from harness.emulated.host import EmulatedHost, L1State, is_up  # noqa: E402
 from harness.hosts.ssh import SshHost  # noqa: E402
 from harness.kit import cache_root  # noqa: E402
 

@@ -570,7 +570,7 @@ class InProc:
 
     def __init__(self, matrix_file: Path, work: Path):
         from harness import kit, prepare as session
-        from harness.hosts import probe
+        from harness import probe
         from harness.config import load_hosts
 
         t0 = time.monotonic()
@@ -590,7 +590,7 @@ class InProc:
 
     def run(self, i: int) -> dict:
         from harness.cellrun import CellContext, run_cell
-        from harness.hosts import make_host
+        from harness.connect import make_host
         from harness.results import RunStore
 
         run_id = f"bench-{os.getpid()}-{i}"

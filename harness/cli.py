@@ -279,7 +279,7 @@ def cmd_kit(a) -> int:
 def cmd_hosts(a) -> int:
     import tempfile
 
-    from .hosts import probe
+    from . import probe
     from .config import load_hosts
 
     if a.hostcmd in ("build", "up", "down", "list"):
@@ -310,9 +310,9 @@ def _emulated_spec(hosts: dict, name: str | None, inventory: str | None):
 
 def cmd_hosts_emulated(a) -> int:
     """Emulated POWER9 KVM hosts: their image, and booting and stopping them by name."""
-    from . import l1image
+    from .emulated import image as l1image
     from .config import load_hosts
-    from .hosts import emulated
+    from .emulated import host as emulated
 
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     hosts = load_hosts(a.hosts)
@@ -373,7 +373,7 @@ def cmd_report(a) -> int:
 
 def _export(results: dict, fmt: str, output: str | None) -> int:
     """The matrix for publishing: exit 0 once written, whatever the run's verdicts (they are in it)."""
-    from .report_export import export
+    from .report.export import export
 
     text = export(results, fmt)
     if output:
@@ -489,7 +489,7 @@ def cmd_domain(a) -> int:
     import tempfile
 
     from . import prepare
-    from .hosts import probe
+    from . import probe
     from .config import load_domains, load_hosts
 
     hosts, domains = load_hosts(a.hosts), load_domains(a.hosts)
@@ -513,7 +513,7 @@ def cmd_cleanup(a) -> int:
     killed = kill_tagged(f"caskit:{a.run_id}")
     print(f"caskit: stopped {len(killed)} QEMU process(es): {' '.join(map(str, killed))}")
     from .config import load_hosts
-    from .hosts import make_host
+    from .connect import make_host
     for name, spec in load_hosts(a.hosts).items():
         if spec.kind == "ssh":
             remote = make_host(spec).kill_tagged(f"caskit:{a.run_id}")
@@ -528,7 +528,8 @@ def _explain_build(binary: str, log) -> "object":
     import tempfile
 
     from .config import QemuBuildSpec
-    from .hosts import LocalHost, probe
+    from . import probe
+    from .hosts import LocalHost
 
     exe = binary if "/" in binary else (shutil.which(binary) or "")
     if not exe or not Path(exe).is_file():
@@ -562,7 +563,8 @@ def _explain_run(a, parsed) -> int:
     from .cell import Cell
     from .cellrun import CellContext, run_cell
     from .config import TIMEOUT_KEYS, load_hosts
-    from .hosts import make_host, probe
+    from . import probe
+    from .connect import make_host
     from .results import RunStore, exit_status
 
     hosts = load_hosts(a.hosts)

@@ -51,7 +51,7 @@ DOMAIN_PLANS = ("cross-build", "cross-host")
 # backing): across hosts they need shared storage, which caskit does not set up.
 HOST_LOCAL_WORKLOADS = ("virtio-blk", "device-hotplug")
 HOST_KINDS = ("local", "ssh", "emulated")
-# Emulated POWER9 KVM hosts caskit boots itself (harness/hosts/emulated.py KINDS; a test keeps
+# Emulated POWER9 KVM hosts caskit boots itself (harness/emulated/host.py KINDS; a test keeps
 # the two in step): a nested-HV pseries L1, and a bare-metal PowerNV L1.
 EMULATED_KINDS = ("nested-hv", "powernv9")
 HOST_KEYS = {

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
-from . import __version__, kit as kitmod, l1image, matrix as matrixmod
-from .hosts import probe
+from . import __version__, kit as kitmod, matrix as matrixmod, probe
+from .emulated import image as l1image
 from .resources import CHECKOUT
 from .config import POOL_PREFIX, DomainSpec, HostSpec, Matrix, load_domains, load_hosts, load_matrix, load_pools
 from .cell import Cell, HostFacts
@@ -98,7 +98,7 @@ def caskit_version() -> str:
 def ensure_emulated_up(spec: HostSpec, log=print) -> bool:
     """Boot an emulated host the run needs and finds down; True if this call booted it (the run
     then stops it at its end). A host that cannot boot is the host's failure: HostError."""
-    from .hosts import emulated
+    from .emulated import host as emulated
 
     if emulated.is_up(spec.name):
         st = next(s for s in emulated.list_states() if s.name == spec.name)
@@ -148,7 +148,7 @@ def probe_hosts(p: RunPlan, log_dir: Path, log=print, run_id: str | None = None,
                 builds |= set(p.domains[m.domain].qemu) or {b.name for b in spec.qemu if not b.debian_suite}
         try:
             if spec.kind == "emulated":
-                from .hosts import emulated
+                from .emulated import host as emulated
                 if not boot and not emulated.is_up(h):
                     facts[h] = emulated.last_facts(h) or HostFacts.unreachable(
                         h, f"emulated host {h} is down and was never probed (`caskit hosts up {h}`)")
@@ -210,7 +210,7 @@ def pool_health(p: RunPlan, facts: dict[str, HostFacts], kit: dict, out: Path, r
     from . import pools as poolmod
     from .cellrun import CellContext, run_cell
     from .config import TIMEOUT_KEYS
-    from .hosts import make_host
+    from .connect import make_host
     from .results import RunStore
 
     used = {poolmod.pool_name(c.host) for c in p.cells if poolmod.is_pool(c.host)}

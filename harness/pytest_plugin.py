@@ -115,7 +115,7 @@ def pytest_generate_tests(metafunc):
 def caskit_cell(request):
     from .cellrun import CellContext, run_cell
     from .config import load_hosts
-    from .hosts import make_host
+    from .connect import make_host
     from .results import RunStore
     from .prepare import kit_from_run
     from . import flaky, resume
@@ -196,7 +196,7 @@ def _pool_cell(cell: Cell, run: dict, out: Path, specs: dict, make_ctx, worker: 
     from . import pools
     from .cellrun import run_cell
     from .errors import SlotsBusy
-    from .hosts import make_host
+    from .connect import make_host
 
     name = pools.pool_name(cell.host)
     members = list(run["pools"][name]["hosts"])
@@ -415,7 +415,7 @@ def pytest_runtest_logreport(report):
 def _kill_tagged_remote(config, run: dict) -> list[int]:
     """Leftovers of this run on the SSH hosts it used (a worker that died mid-cell)."""
     from .config import load_hosts
-    from .hosts import make_host
+    from .connect import make_host
 
     killed: list[int] = []
     specs = load_hosts(config.getoption("caskit_hosts"))
@@ -443,7 +443,7 @@ def pytest_sessionfinish(session, exitstatus):
     killed = kill_tagged(f"caskit:{run['id']}:")
     killed += _kill_tagged_remote(config, run)
     for name in run.get("booted_hosts", []):  # emulated hosts this run booted: stopped by PID
-        from .hosts import emulated
+        from .emulated import host as emulated
         try:
             config.get_terminal_writer().line(f"caskit: stopping emulated host {name}: {emulated.down(name)}")
         except Exception as e:  # stopping must never cost the run its results

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness import config
-from harness.hosts import probe
+from harness import probe
 from harness.console import GuestTimeout
 from harness.hosts import LocalHost
 from harness.machine import GuestMachine, MachineFiles

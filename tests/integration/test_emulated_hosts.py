@@ -22,9 +22,9 @@ import signal
 import threading
 
 from conftest import run_cli, write_matrix
-from harness import kvmcaps, l1image
-from harness.hosts import emulated
-from harness.hosts.probe import probe_remote
+from harness.emulated import image as l1image, kvmcaps
+from harness.emulated import host as emulated
+from harness.probe import probe_remote
 from integration.helpers import assert_no_qemu_left, pid_alive
 
 pytestmark = pytest.mark.guest
@@ -236,7 +236,7 @@ def _kill_when(pid: int, ready) -> None:
 @pytest.mark.parametrize("l1", ["powernv9"], indirect=True)  # nested-hv was killed hard above
 def test_down_from_another_process_powers_it_off(l1):
     h, st = l1
-    p = subprocess.run([sys.executable, "-c", "import sys; from harness.hosts import emulated; "
+    p = subprocess.run([sys.executable, "-c", "import sys; from harness.emulated import host as emulated; "
                                               "print(emulated.down(sys.argv[1], log=lambda m: None))", h.name],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr

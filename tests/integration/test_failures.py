@@ -9,7 +9,7 @@ import pytest
 
 from conftest import run_cli, write_matrix
 from harness import config
-from harness.hosts import probe
+from harness import probe
 from harness.axes import AXIS_NAMES
 from harness.cellrun import CellContext, run_cell, run_tag
 from harness.cell import Cell

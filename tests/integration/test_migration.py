@@ -12,7 +12,7 @@ import pytest
 
 from conftest import run_cli, write_matrix
 from harness import config
-from harness.hosts import probe
+from harness import probe
 from harness.cellrun import CellContext, run_cell, run_tag
 from harness.cell import Cell
 from harness.hosts import LocalHost

@@ -15,8 +15,8 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from harness.report import kvm_mode
-from harness.report_overview import filter_attrs
+from harness.report.layout import kvm_mode
+from harness.report.overview import filter_attrs
 from unit.test_report_pages import make_run
 
 CHROMIUM = "/usr/bin/chromium"

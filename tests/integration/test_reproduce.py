@@ -23,9 +23,10 @@ from harness import config
 from harness.axes import AXIS_NAMES
 from harness.cell import Cell
 from harness.cellrun import CellContext, run_cell
-from harness.hosts import LocalHost, probe
+from harness import probe
+from harness.hosts import LocalHost
 from harness.kit import cache_root
-from harness.report_cells import write_cell_pages
+from harness.report.cells import write_cell_pages
 from harness.results import RunStore
 from integration.helpers import assert_no_qemu_left
 

@@ -346,7 +346,7 @@ def test_a_dropped_ssh_connection_mid_cell_is_error_and_a_retry_passes(pair, inv
     import signal
     import threading
 
-    from harness.hosts import probe
+    from harness import probe
     from harness.axes import AXIS_NAMES
     from harness.cellrun import CellContext, run_cell
     from harness.config import TIMEOUT_KEYS

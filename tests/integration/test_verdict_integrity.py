@@ -14,7 +14,8 @@ from harness.axes import AXIS_NAMES
 from harness.cell import Cell
 from harness.cellrun import CellContext, run_cell, run_tag
 from harness.errors import HostError, QmpLost
-from harness.hosts import LocalHost, probe
+from harness import probe
+from harness.hosts import LocalHost
 from harness.results import RunStore
 from harness.workloads.base import Workload
 from integration.helpers import KillWhen, assert_no_qemu_left

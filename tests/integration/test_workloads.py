@@ -7,7 +7,7 @@ import pytest
 
 from conftest import run_cli
 from harness import config, workloads
-from harness.hosts import probe
+from harness import probe
 from harness.hosts import LocalHost
 from harness.machine import GuestMachine, MachineFiles
 from harness.qemu_cmd import qemu_argv

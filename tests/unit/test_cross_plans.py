@@ -9,7 +9,7 @@ from harness.migration import known_issues as ki
 from harness.migration import domains as md
 from harness.config import parse_hosts, parse_matrix
 from harness.errors import ConfigError
-from harness.hosts.probe import kvm_mode_from
+from harness.probe import kvm_mode_from
 
 BUILDS = {"a": ["system", "backports"], "b": ["system", "backports"], "c": ["system"]}
 

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import cpio, debian_kernel, elf, kvmcaps, l1image
+from harness import cpio, debian_kernel, elf
+from harness.emulated import image as l1image, kvmcaps
 from harness.debfetch import Resolved
 from harness.errors import HostError, KitError, ObserveError
-from harness.hosts import emulated
+from harness.emulated import host as emulated
 
 from .test_cpio import read_newc
 

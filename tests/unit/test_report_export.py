@@ -1,4 +1,4 @@
-"""The compatibility matrix for publishing (harness/report_export.py), and the bug-report bundle's
+"""The compatibility matrix for publishing (harness/report/export.py), and the bug-report bundle's
 summary and archive (harness/bundle.py), on synthetic results."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import tarfile
 
 import pytest
 
-from harness import bundle, report_export
+from harness import bundle
+from harness.report import export as report_export
 from harness.cli import main
 from harness.errors import ConfigError
 

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import report_cells, report_figures, report_history, report_overview
+from harness.report import cell_history as report_history, cells as report_cells, figures as report_figures
+from harness.report import overview as report_overview
 from harness.pytest_plugin import progress_line
-from harness.report import html_report, kvm_mode, write_reports
+from harness.report import html_report, write_reports
+from harness.report.layout import kvm_mode
 from harness.results import summary
 
 from .factories import make_cell

@@ -1,4 +1,4 @@
-"""harness/results.py (exit status, summary) and harness/report.py (junit.xml, report.html), on
+"""harness/results.py (exit status, summary) and harness/report/ (junit.xml, report.html), on
 synthetic results shaped like the ones cellrun writes."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from harness.cell import Expected, Observed
-from harness.report import html_report, junit_xml, matrix_layout
+from harness.report import html_report, junit_xml
+from harness.report.layout import matrix_layout
 from harness.results import EXIT_ERROR, EXIT_FAIL, EXIT_OK, RunStore, exit_status, load_results, summary
 from harness.errors import ConfigError
 

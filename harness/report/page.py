@@ -5,11 +5,12 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from .axes import AXIS_NAMES
-from .results import atomic_write
-from .templating import render_html
+from ..axes import AXIS_NAMES
+from ..results import atomic_write
+from ..templating import render_html
+from . import cells as cell_pages, figures, overview
+from .layout import kvm_mode, matrix_layout, outcome
 
-COLUMN_PREFERENCE = ("ic_mode", "guest_xive", "cpu_compat", "kernel_irqchip", "cpu", "accel", "qemu", "firmware", "smp")
 
 
 def junit_xml(results: dict) -> str:
@@ -48,46 +49,6 @@ def junit_xml(results: dict) -> str:
     return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def kvm_mode(results: dict, c: dict) -> str:
-    """The KVM mode a cell ran in: its host's (as probed) under KVM, tcg-only under TCG."""
-    if c["axes"].get("accel") != "kvm":
-        return "tcg-only"
-    return ((results.get("run", {}).get("hosts", {}).get(c["host"]) or {}).get("kvm_mode")) or "unknown"
-
-
-def matrix_layout(cells: list[dict], group_of=None) -> tuple[str | None, list, list[str], list[tuple], dict]:
-    """(column axis, column keys, row axes, row keys, {(row, col): [cells]}). With `group_of`
-    giving two or more groups (KVM modes), the columns are (group, value) pairs: one column
-    group per KVM mode, the table farms publish, and host and accel leave the rows."""
-    groups = list(dict.fromkeys(group_of(c) for c in cells)) if group_of else []
-    # A KVM run always says which KVM mode its columns are; a TCG-only run needs no group row.
-    grouped = len(groups) > 1 or (len(groups) == 1 and groups[0] != "tcg-only")
-    varying = [a for a in AXIS_NAMES if len({str(c["axes"][a]) for c in cells}) > 1]
-    if len({c["host"] for c in cells}) > 1:
-        varying.insert(0, "host")
-    if grouped:
-        varying = [a for a in varying if a not in ("host", "accel")]
-
-    def val(c, a):
-        return str(c["host"] if a == "host" else c["axes"][a])
-
-    col = next((a for a in COLUMN_PREFERENCE if a in varying), None)
-    row_axes = [a for a in varying if a != col]
-
-    def col_key(c):
-        v = val(c, col) if col else ""
-        return (group_of(c), v) if grouped else v
-
-    cols = list(dict.fromkeys(col_key(c) for c in cells))
-    if grouped:
-        cols.sort(key=lambda k: (groups.index(k[0]), [col_key(c) for c in cells].index(k)))
-    rows = list(dict.fromkeys(tuple(val(c, a) for a in row_axes) for c in cells))
-    grid: dict = {}
-    for c in cells:
-        grid.setdefault((tuple(val(c, a) for a in row_axes), col_key(c)), []).append(c)
-    return col, cols, row_axes, rows, grid
-
-
 def html_report(results: dict) -> str:
     cells = results["cells"]
     col, cols, row_axes, rows, grid = matrix_layout(cells, lambda c: kvm_mode(results, c))
@@ -98,25 +59,20 @@ def html_report(results: dict) -> str:
     migrations = [c for c in cells if isinstance(c.get("migration"), dict)]
     known = [c for c in migrations if c["migration"].get("known_issues")]
     stale = [c for c in migrations if c["migration"].get("no_longer_reproduces")]
-    # Imported here: report_export builds on this module's matrix_layout.
-    from . import report_export, report_figures, report_overview
-
     kvm_of = lambda c: kvm_mode(results, c)  # noqa: E731
     return render_html("report.html.j2", run=results["run"], summary=results.get("summary", {}), cells=cells,
                        col=col, cols=cols, row_axes=row_axes, rows=rows, grid=grid, fixed=fixed,
                        known=known, stale=stale, grouped=grouped, spans=spans,
-                       dattrs={c["id"]: report_overview.filter_attrs(c, kvm_of(c)) for c in cells},
-                       labels={c["id"]: report_export.outcome(c).split()[0] for c in cells},
-                       filters=report_overview.filters(cells, kvm_of), verdicts=report_overview.VERDICTS,
-                       host_summary=report_overview.host_summary(cells, kvm_of),
-                       pool_health=report_overview.pool_health(results),
-                       overview_charts=report_figures.overview_charts(results, kvm_of))
+                       dattrs={c["id"]: overview.filter_attrs(c, kvm_of(c)) for c in cells},
+                       labels={c["id"]: outcome(c).split()[0] for c in cells},
+                       filters=overview.filters(cells, kvm_of), verdicts=overview.VERDICTS,
+                       host_summary=overview.host_summary(cells, kvm_of),
+                       pool_health=overview.pool_health(results),
+                       overview_charts=figures.overview_charts(results, kvm_of))
 
 
 def write_reports(out: Path, results: dict) -> None:
     out = Path(out)
     atomic_write(out / "junit.xml", junit_xml(results))
     atomic_write(out / "report.html", html_report(results))
-    from .report_cells import write_cell_pages
-
-    write_cell_pages(out, results, lambda c: kvm_mode(results, c))
+    cell_pages.write_cell_pages(out, results, lambda c: kvm_mode(results, c))

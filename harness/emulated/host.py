@@ -12,7 +12,7 @@ Two kinds, for the two KVM HV (hypervisor-mode KVM) setups a POWER9 host can be 
   under QEMU 10 from Debian's backports (7.2 as L0 hard-locked most boots); KVM inside it offers
   in-kernel XIVE.
 
-The L1 boots the image of harness/l1image.py with a small per-host archive (host key,
+The L1 boots the image of harness/emulated/image.py with a small per-host archive (host key,
 controller key, name) before it. QEMU's user network forwards a loopback port to its sshd.
 Its PID and state live in a state file under the caskit cache, so another process can find it
 and stop it by PID (`down`): a clean power-off first (QMP system_powerdown reaches /sbin/poweroff
@@ -34,11 +34,20 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .. import l1image
+from . import image as l1image
 from ..config import HostSpec, QemuBuildSpec, SshSpec
 from ..errors import HostError
 from ..templating import render_lines
-from .local import LocalHost, LocalProcess
+from ..hosts import LocalHost, LocalProcess
+from ..hosts.ssh import SshHost
+from ..machine import GuestMachine, MachineFiles
+from ..qmp import QmpClient
+from ..qemu_builds import suite_build
+from ..axes import AXIS_NAMES
+from ..cell import Cell, HostFacts, QemuBuild
+from ..errors import CaskitError, LaunchFailure
+from ..observe import guest_view, host_view
+from ..qemu_cmd import qemu_argv
 
 READY_RE = re.compile(rb"CASKIT-L1-READY name=(\S*) kind=(\S*) image=(\S+) kvm=(\d) kvm_hv=(\d) uptime=([\d.]+)")
 FAIL_RE = re.compile(rb"(CASKIT-L1-FAIL[^\r\n]*|Kernel panic - not syncing:[^\r\n]*)")
@@ -239,7 +248,6 @@ class EmulatedHost:
         return self.spec(st.port)
 
     def ssh(self):
-        from .ssh import SshHost
 
         st = L1State.load(self.name)
         if st is None or st.status != "up":
@@ -269,7 +277,6 @@ class EmulatedHost:
         initrd = l1image.host_initrd(image, self.identity(), self.dir / "initrd")
         binary, fw = "qemu-system-ppc64", None
         if self.kind.qemu_suite:
-            from ..qemu_builds import suite_build
             b, f, _ = suite_build(self.kind.qemu_suite, log=log)
             binary, fw = str(b), str(f)
         tries = 1 if port else 3
@@ -404,7 +411,6 @@ class EmulatedHost:
 
     def _qmp(self, sock: Path, command: str, conn: socket.socket | None = None, **args) -> dict:
         """One QMP command on a fresh connection (the L1 outlives any one controller process)."""
-        from ..qmp import QmpClient
 
         s = conn or LocalHost(self.name).connect_unix(sock, 10)
         c = QmpClient(s, self.dir / "qmp.jsonl", timeout=30)
@@ -476,16 +482,13 @@ def is_up(name: str) -> bool:
 
 def save_facts(name: str, facts) -> None:
     """The facts of the host's last probe, for `caskit matrix` while it is down."""
-    import json
     d = hosts_dir() / name
     d.mkdir(parents=True, exist_ok=True)
     (d / "facts.json").write_text(json.dumps(facts.to_dict(), indent=2) + "\n")
 
 
 def last_facts(name: str):
-    import json
 
-    from ..cell import HostFacts
     p = hosts_dir() / name / "facts.json"
     try:
         return HostFacts.from_dict(json.loads(p.read_text()))
@@ -527,12 +530,6 @@ def run_l2(host, kind: L1Kind, kit, *, ic_mode: str = "default", kernel_irqchip:
            log_dir: Path, boot_timeout: float = 180.0) -> L2Outcome:
     """Start one L2 on `host` (an SshHost of an emulated host) from the guest kit, observe its
     interrupt controller from both sides, stop it. A QEMU refusal is an outcome, not an error."""
-    from ..axes import AXIS_NAMES
-    from ..cell import Cell, QemuBuild
-    from ..errors import CaskitError, LaunchFailure
-    from ..machine import GuestMachine, MachineFiles
-    from ..observe import guest_view, host_view
-    from ..qemu_cmd import qemu_argv
 
     axes = {"accel": "kvm", "ic_mode": ic_mode, "kernel_irqchip": kernel_irqchip, "cpu": "POWER9",
             "cpu_compat": "default", "guest_xive": "default", "smp": smp, "firmware": "vof", "qemu": "system"}

@@ -14,9 +14,9 @@ import json
 import re
 from pathlib import Path
 
-from . import charts, report_figures, report_history
-from .results import atomic_write
-from .templating import render_html
+from . import cell_history, charts, figures
+from ..results import atomic_write
+from ..templating import render_html
 
 MAX_LOG = 1_000_000  # characters of one log put in the page; the file itself is linked beside it
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # all control characters but tab and newline
@@ -80,7 +80,7 @@ def machines(cell_dir: Path) -> list[str]:
 def machine_logs(cell_dir: Path) -> list[dict]:
     out = []
     for m in machines(cell_dir):
-        d = report_figures.machine_dir(cell_dir, m)
+        d = figures.machine_dir(cell_dir, m)
         prefix = "" if d == cell_dir else f"{m}/"
         logs = []
         for title, name in LOGS:
@@ -98,7 +98,7 @@ def machine_logs(cell_dir: Path) -> list[dict]:
 def hop_views(cell_dir: Path, record: dict) -> list[dict]:
     out = []
     for h in (record.get("migration") or {}).get("hops") or []:
-        out.append({"hop": h, "chart": report_figures.hop_chart(cell_dir, h),
+        out.append({"hop": h, "chart": figures.hop_chart(cell_dir, h),
                     "rows": _hop_rows(h)})
     return out
 
@@ -142,15 +142,15 @@ def _flat(metrics: dict, prefix: str = "") -> list[tuple[str, str]]:
 
 
 def history_view(out: Path, record: dict) -> dict:
-    h = report_history.lookup(out, record["id"])
+    h = cell_history.lookup(out, record["id"])
     chart = ""
     if h.available:
         pts = [(r["run"][-12:], float(r["duration_s"]), r["verdict"]) for r in h.rows
                if isinstance(r.get("duration_s"), (int, float))]
         if len(pts) >= 2:  # one run is a number, not a trend
             chart = charts.durations(pts, title="duration across runs (colour: verdict)")
-    return {"rows": h.rows, "note": h.note, "chart": chart, "hook": f"{report_history.HISTORY_MODULE}."
-                                                                   f"{report_history.HISTORY_FUNCTION}"}
+    return {"rows": h.rows, "note": h.note, "chart": chart, "hook": f"{cell_history.HISTORY_MODULE}."
+                                                                   f"{cell_history.HISTORY_FUNCTION}"}
 
 
 def cell_page(results: dict, record: dict, out: Path, kvm: str) -> str:

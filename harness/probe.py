@@ -12,13 +12,15 @@ import platform
 import re
 from pathlib import Path
 
-from ..config import HostSpec, QemuBuildSpec
-from ..cell import HostFacts, QemuBuild
-from ..errors import CaskitError
-from . import guest_machine_options, make_host
-from .local import Host, LocalHost
-from ..machine import GuestMachine, MachineFiles
-from ..qmp import QmpCommandError
+from .cell import HostFacts, QemuBuild
+from .config import HostSpec, QemuBuildSpec
+from .connect import guest_machine_options, make_host
+from .emulated import kvmcaps
+from .errors import CaskitError
+from .hosts import Host, LocalHost
+from .machine import GuestMachine, MachineFiles
+from .qemu_builds import suite_build
+from .qmp import QmpCommandError
 
 
 def _binary_sha256(host: Host, binary: str) -> str:
@@ -69,7 +71,6 @@ def probe_build(host: Host, spec: QemuBuildSpec, log_dir: Path, log=print, *, cp
     """What a build does by default; `cpus`: CPU models whose own cap defaults are wanted too
     (QEMU lowers some caps for older CPUs, e.g. cap-dawr1 off below POWER10)."""
     if spec.debian_suite:
-        from ..qemu_builds import suite_build
         try:
             binary, fw, _ = suite_build(spec.debian_suite, log=log)
         except CaskitError as e:
@@ -201,7 +202,6 @@ def kvm_facts(name: str, arch: str, kv: dict[str, list[str]], caps_text: str | N
     line, as cas-rules section 5 measured them (and said so in `kvm_probe`)."""
     platform_line = " ".join(kv.get("platform", []))
     if caps_text is not None:
-        from .. import kvmcaps
         try:
             c = kvmcaps.parse(caps_text)
         except CaskitError as e:

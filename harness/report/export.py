@@ -12,46 +12,13 @@ import csv
 import html
 import io
 
-from .axes import AXIS_NAMES
-from .report import kvm_mode, matrix_layout
+from ..axes import AXIS_NAMES
+from .layout import kvm_mode, matrix_layout, slot, worst
 
 FORMATS = ("markdown", "csv", "html")
 CSV_COLUMNS = ("id", "host", "kvm_mode", *AXIS_NAMES, "workloads", "migration", "expected_mode", "expected_error",
                "rule", "rule_source", "observed_mode", "platform_support", "irqchip", "observed_error", "verdict",
                "reason", "qemu_version", "duration_s")
-
-
-# How a cell that negotiated nothing ended, by its error's class (harness/errors.py).
-ENDINGS = {"QemuRefused": "refused", "GuestHang": "hang", "QemuHung": "hang", "GuestPanic": "panic",
-           "QemuCrashed": "crash"}
-
-
-def outcome(c: dict) -> str:
-    """What a cell came to, in a word or two: the negotiated mode, or how it failed."""
-    o = c.get("observed") or {}
-    if o.get("mode"):
-        irqchip = (o.get("host") or {}).get("irqchip")
-        return o["mode"] + (f" {irqchip}" if irqchip and irqchip != "emulated" else "")
-    if c.get("verdict") == "SKIP":
-        return "skipped"
-    if o.get("error_kind") in ENDINGS:
-        return ENDINGS[o["error_kind"]]
-    if o.get("stage") in ("qemu-start", "cas") and o.get("error"):
-        return "refused"
-    return "error" if o.get("error") else "-"
-
-
-# The colour of a slot with several cells: the verdict a reader must see first.
-SEVERITY = ("FAIL", "ERROR", "FLAKY", "XFAIL", "SKIP", "PASS")
-
-
-def worst(cells: list[dict]) -> str:
-    found = {c.get("verdict") for c in cells}
-    return next((v for v in SEVERITY if v in found), "")
-
-
-def slot(cells: list[dict]) -> str:
-    return "; ".join(f"{outcome(c)} ({c.get('verdict')})" for c in cells)
 
 
 def _table(results: dict) -> tuple[list[str], list[tuple[list[str], list[list[dict]]]]]:

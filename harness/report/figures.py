@@ -1,6 +1,6 @@
 """What each chart of the report shows, taken from results.json and the cells' heartbeat logs.
 
-The data here is plain (lists of tuples); harness/charts.py draws it. Reports read only what the
+The data here is plain (lists of tuples); harness/report/charts.py draws it. Reports read only what the
 run wrote: the records, and each machine's heartbeat.log ("<host monotonic time> <line>", the
 same clock as a hop's t_migrate).
 """

@@ -43,13 +43,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import cpio
-from .debfetch import PrivateApt, Resolved, debian_codename, unpack
-from .debian_kernel import kernel_package, plan_modules, vmlinux_in
-from .elf import elf_info
-from .errors import KitError
-from .kit import cache_root
-from .resources import ROOT
+from .. import cpio
+from ..debfetch import PrivateApt, Resolved, debian_codename, unpack
+from ..debian_kernel import kernel_package, plan_modules, vmlinux_in
+from ..elf import elf_info
+from ..errors import KitError
+from ..kit import cache_root
+from ..resources import ROOT
 
 IMAGE_FORMAT = 1
 ARCH = "ppc64el"

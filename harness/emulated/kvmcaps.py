@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .errors import ObserveError
+from ..errors import ObserveError
 
 HEADER = "probe=kvmcaps 1"
 

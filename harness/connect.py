@@ -1,0 +1,32 @@
+"""The Host for an inventory entry, whatever its kind: this machine, an SSH host, or an emulated
+POWER KVM host (which, once up, is an SSH host like any other). Above the transports (hosts/) and
+the emulated hosts (emulated/), so that neither needs the other.
+"""
+
+from __future__ import annotations
+
+from .config import HostSpec
+from .emulated.host import KINDS, EmulatedHost
+from .errors import CaskitError
+from .hosts import Host, LocalHost
+from .hosts.ssh import ssh_host
+
+
+def make_host(spec: HostSpec) -> Host:
+    """The Host for an inventory entry (one SSH connection per host and process)."""
+    if spec.kind == "local":
+        return LocalHost(spec.name, spec.slots)
+    if spec.kind == "ssh":
+        return ssh_host(spec)
+    if spec.kind == "emulated":
+        return ssh_host(EmulatedHost(spec.name, str(spec.emulated_kind), slots=spec.slots).up_spec())
+    raise CaskitError(f"host {spec.name}: kind {spec.kind} is not supported")
+
+
+def guest_machine_options(spec: HostSpec) -> tuple[str, ...]:
+    """The -machine options every guest on the host needs: the inventory's, else its kind's."""
+    if spec.machine_options is not None:
+        return tuple(spec.machine_options)
+    if spec.kind == "emulated":
+        return KINDS[str(spec.emulated_kind)].l2_machine_options
+    return ()
