@@ -111,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     hi.add_argument("--import", dest="import_dirs", nargs="+", metavar="DIR",
                     help="commit earlier runs' results.json into the history (runs from before it, or from "
                          "a time the database was down)")
+    hi.add_argument("--run", metavar="RUN_ID", help="one run's planned cells and verdicts (not run included); "
+                                                    "exit status as `caskit run` gave it")
     hi.add_argument("--json", action="store_true")
     df = sub.add_parser("diff", help="regressions, fixes and changes from run BASE to run NEW; exit 1 on regressions")
     df.add_argument("base", help="a run directory, or a run id in the results history")
@@ -452,6 +454,18 @@ def cmd_history(a) -> int:
                 n = history.commit_results(db, res, Path(d).resolve())
                 print(f"caskit: {res['run']['id']}: {n} cells -> {history.redact(url)}")
             return EXIT_OK
+        if a.run:
+            res = history.run_results(db, a.run)
+            if res is None:
+                print(f"caskit: no run {a.run!r} in {history.redact(url)}", file=sys.stderr)
+                return EXIT_USAGE
+            if a.json:
+                print(json.dumps([{"id": c["id"], "verdict": c["verdict"], "not_run": bool(c.get("not_run"))}
+                                  for c in res["cells"]], indent=2))
+            else:
+                print("\n".join(f"{c['verdict']:<6} {c['id']}" + ("  (not run)" if c.get("not_run") else "")
+                                for c in res["cells"]))
+            return run_exit_status(res)
         if a.flaky:
             rows = history.flaky_cells(db, a.limit)
             if a.json:

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .cell import Verdict
+from .cell import Expected, Observed, Verdict
 from .errors import ConfigError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
@@ -84,8 +84,9 @@ NOT_RUN = "not run: no result was recorded for this planned cell (the run was st
 def not_run(cell_id: str, spec: dict | None = None) -> dict:
     """The record of a planned cell that never reported: ERROR everywhere, marked `not_run`, with
     the cell's identity from the plan (`spec`: Cell.to_dict) so every view can place it."""
-    return {"axes": {}, **(spec or {}), "id": cell_id, "verdict": Verdict.ERROR.value, "reason": NOT_RUN,
-            "not_run": True, "expected": {}, "observed": {}, "logs": {}, "duration_s": 0.0,
+    return {"axes": {}, "host": "", **(spec or {}), "id": cell_id, "verdict": Verdict.ERROR.value, "reason": NOT_RUN,
+            "not_run": True, "expected": Expected(None, "not-run", "the run's plan (run.json cell_order)").to_dict(),
+            "observed": Observed(error=NOT_RUN, infra=True).to_dict(), "logs": {}, "duration_s": 0.0,
             "workloads": [], "migration": None}
 
 

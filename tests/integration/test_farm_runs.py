@@ -80,6 +80,10 @@ def test_a_cell_that_fails_its_first_start_only_is_flaky_and_tracked_in_a_postgr
         assert sorted(rows) == sorted([(c["id"], 2, run.id), (cells["system"]["id"], 1, run.id)])
     h = run_cli(["history", "--db", url, c["id"]])
     assert h.rc == 0 and "FLAKY" in h.stdout and " 2  " in h.stdout, h.stdout + h.stderr
+    # With reruns too, the report's and the history's exit status and verdicts are the run's.
+    hr = run_cli(["history", "--db", url, "--run", r.results["run"]["id"], "--json"])
+    assert hr.rc == run_cli(["report", str(r.out)]).rc == r.rc == 0
+    assert {x["id"]: x["verdict"] for x in json.loads(hr.stdout)} == {x["id"]: x["verdict"] for x in r.results["cells"]}
 
     # --strict: the same flaky cell is exit 1. A second run in the same history.
     (tmp_path / "failed-once").unlink()
@@ -160,6 +164,25 @@ def test_a_controller_killed_mid_matrix_resumes_to_an_uninterrupted_runs_verdict
     kept = {f.parent.name for f in (out / "cells").glob("*/result.json")}
     assert 1 <= len(kept) < 4
 
+    # Every view of the killed run shows the cells it never ran, and every exit status says so.
+    db_url = f"sqlite://{runs / 'history.sqlite'}"
+    planned = json.loads((out / "run.json").read_text())["cell_order"]
+    rep = run_cli(["report", str(out)])
+    assert rep.rc == 3 and "not run" in rep.stderr, rep.stdout + rep.stderr
+    partial = json.loads((out / "results.json").read_text())
+    assert [c["id"] for c in partial["cells"]] == planned
+    assert {c["id"] for c in partial["cells"] if c.get("not_run")} == set(planned) - kept
+    cases = {tc.get("name"): tc for tc in ET.parse(out / "junit.xml").getroot().findall("testcase")}
+    assert set(cases) == set(planned) and all(cases[c].find("error") is not None for c in set(planned) - kept)
+    csv_rows = run_cli(["report", str(out), "--format", "csv"]).stdout.strip().splitlines()
+    assert len(csv_rows) == 1 + len(planned) and sum("not run" in row for row in csv_rows) == len(set(planned) - kept)
+    hist = run_cli(["history", "--db", db_url, "--run", run_id, "--json"])
+    in_history = {c["id"]: c for c in json.loads(hist.stdout)}
+    assert hist.rc == 3 and set(in_history) == set(planned), hist.stdout + hist.stderr
+    assert {i for i, c in in_history.items() if not c["not_run"]} <= kept
+    gate = run_cli(["diff", whole.results["run"]["id"], run_id, "--db", db_url])
+    assert gate.rc == 1 and gate.stdout.count("never reported") >= len(set(planned) - kept), gate.stdout
+
     resumed = run_cli(["run", str(m), "-n", "2", "--resume"], out)
     assert resumed.rc == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
     run = resumed.results["run"]
@@ -173,8 +196,15 @@ def test_a_controller_killed_mid_matrix_resumes_to_an_uninterrupted_runs_verdict
     assert (out / "report.html").stat().st_size > 0
     assert len(ET.parse(out / "junit.xml").getroot().findall("testcase")) == 4
 
+    # The resumed run: its own exit status, the report's and the history's agree, as do verdicts.
+    assert run_cli(["report", str(out)]).rc == resumed.rc == 0
+    hist = run_cli(["history", "--db", db_url, "--run", run["id"], "--json"])
+    assert hist.rc == 0 and {c["id"]: c["verdict"] for c in json.loads(hist.stdout)} == verdicts(resumed.results)
+    junit = {tc.get("name"): {p.get("name"): p.get("value") for p in tc.iter("property")}["verdict"]
+             for tc in ET.parse(out / "junit.xml").getroot().findall("testcase")}
+    assert junit == verdicts(resumed.results)
+
     # The history has all three runs: the killed one unfinished with the cells that ended.
-    db_url = f"sqlite://{runs / 'history.sqlite'}"
     with history.connect(db_url) as db:
         listed = {r.id: r for r in history.list_runs(db)}
         in_killed = {row[0] for row in db.query("SELECT cell_id FROM cells WHERE run_id = ?", (run_id,))}

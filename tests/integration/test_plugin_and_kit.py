@@ -33,6 +33,21 @@ axes: {ic_mode: [xics, xive], firmware: [vof], smp: [1]}
     assert_no_qemu_left(res["run"]["id"])
 
 
+def test_plain_pytest_ends_with_caskits_exit_status_as_caskit_run_and_report_do(tmp_path):
+    # A host that must offer KVM and has none: its KVM cell is ERROR without booting anything.
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text("hosts:\n  local:\n    kind: local\n    slots: 2\n    kvm: true\n")
+    m = write_matrix(tmp_path / "kvm.yaml", "name: kvm\naxes: {accel: [kvm], ic_mode: [dual]}\n")
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--caskit-matrix", str(m),
+                        "--caskit-hosts", str(hosts), "--caskit-out", str(out), "--caskit-db", "off"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = run_cli(["run", str(m), "--hosts", str(hosts), "--db", "off"], tmp_path / "out2")
+    report = run_cli(["report", str(out)])
+    assert p.returncode == r.rc == report.rc == 3, (p.stdout[-2000:], r.stderr[-1000:])
+    assert [c["verdict"] for c in json.loads((out / "results.json").read_text())["cells"]] == ["ERROR"]
+
+
 def test_user_supplied_kernel_and_initrd(tmp_path, kit):
     m = write_matrix(tmp_path / "own.yaml", f"""
 name: own-kit
