@@ -18,7 +18,7 @@ import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import guestlog, model, observe, qemu_exit, resume, workloads
+from . import guestlog, model, observe, qemu_exit, reproduce, resume, workloads
 from .cell import Cell, Expected, HostFacts, Observed, Stage
 from .cell_machines import CellMachines, Site, run_tag  # noqa: F401  (run_tag: the tag tests and cleanup look for)
 from .errors import (CaskitError, GuestPanic, InfraError, KitError, Kind, PinRefused, QemuRefused, classify)
@@ -335,8 +335,7 @@ def run_cell(ctx: CellContext) -> dict:
     record["provenance"] = resume.provenance(
         cell, ctx.facts, ctx.peer.build.sha256 if ctx.peer is not None else None, ctx.known_issues,
         list((found.migration or {}).get("known_issues") or ()))
-    from . import reproduce  # a standalone reproducer beside the logs, named in record["logs"]
-    reproduce.write_for(ctx, record)
+    reproduce.write_for(ctx, record)  # a standalone reproducer beside the logs, named in record["logs"]
     ctx.store.write_cell(record)
     return record
 

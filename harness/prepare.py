@@ -13,10 +13,15 @@ from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
-from . import __version__, kit as kitmod, matrix as matrixmod, probe
-from .emulated import image as l1image
+from . import __version__, kit as kitmod, matrix as matrixmod, patch as patchmod, pools as poolmod, probe
+from .axes import COMPAT_LEVEL, CPU_LEVEL
+from .cellrun import CellContext, run_cell
+from .connect import make_host
+from .emulated import host as emulated, image as l1image
+from .migration import domains as md, known_issues
 from .resources import CHECKOUT
-from .config import POOL_PREFIX, DomainSpec, HostSpec, Matrix, load_domains, load_hosts, load_matrix, load_pools
+from .config import (DOMAIN_PLANS, POOL_PREFIX, TIMEOUT_KEYS, DomainSpec, HostSpec, Matrix, load_domains, load_hosts,
+                     load_matrix, load_pools)
 from .cell import Cell, HostFacts
 from .errors import CaskitError, ConfigError, KitError, NoPeer
 from .results import RunStore
@@ -49,13 +54,11 @@ def load_plan(matrix_args: list[str], hosts_file: str | None, known_issues_file:
     kits = {tuple(sorted(m.kit.items())) if m.kit else None for m in matrices}
     if len(kits) > 1:
         raise ConfigError(matrices[-1].path, "kit", "matrices of one run must use the same guest kit")
-    from .migration import known_issues
     if known_issues_file and not Path(known_issues_file).is_file():
         raise ConfigError(known_issues_file, None, "no such known-issues file")
     known_issues.load(Path(known_issues_file) if known_issues_file else None)  # broken: a config error now
     cells = matrixmod.expand_all(matrices)
     if patch is not None and patch.qemu:
-        from . import patch as patchmod
         patchmod._file("--qemu", patch.qemu)
         used: dict[str, set[str]] = {}
         for c in cells:
@@ -98,7 +101,6 @@ def caskit_version() -> str:
 def ensure_emulated_up(spec: HostSpec, log=print) -> bool:
     """Boot an emulated host the run needs and finds down; True if this call booted it (the run
     then stops it at its end). A host that cannot boot is the host's failure: HostError."""
-    from .emulated import host as emulated
 
     if emulated.is_up(spec.name):
         st = next(s for s in emulated.list_states() if s.name == spec.name)
@@ -129,7 +131,6 @@ def probe_hosts(p: RunPlan, log_dir: Path, log=print, run_id: str | None = None,
     domain-pinned cells run. Probe machines carry the run's tag (`caskit cleanup RUN` finds them).
     Emulated hosts that are down are booted when `boot` (their names go to `booted`); without it
     (`caskit matrix` boots nothing) their facts from their last probe stand in, where there are."""
-    from . import pools as poolmod
     used_hosts = {c.host for c in p.cells if not poolmod.is_pool(c.host)} | poolmod.members_used(p.cells, p.pools)
     domain_matrices = {m.name for m in p.matrices if m.domain}
     cpus = frozenset(str(c.axis("cpu")) for c in p.cells if c.matrix in domain_matrices)
@@ -148,7 +149,6 @@ def probe_hosts(p: RunPlan, log_dir: Path, log=print, run_id: str | None = None,
                 builds |= set(p.domains[m.domain].qemu) or {b.name for b in spec.qemu if not b.debian_suite}
         try:
             if spec.kind == "emulated":
-                from .emulated import host as emulated
                 if not boot and not emulated.is_up(h):
                     facts[h] = emulated.last_facts(h) or HostFacts.unreachable(
                         h, f"emulated host {h} is down and was never probed (`caskit hosts up {h}`)")
@@ -207,11 +207,6 @@ def prepare_run(p: RunPlan, out: Path, run_id: str, log=print, known_issues_file
 def pool_health(p: RunPlan, facts: dict[str, HostFacts], kit: dict, out: Path, run_id: str, log=print) -> dict:
     """Health checks of the pools the cells name, and the pools' own entries in `facts` (the
     first healthy member's, under the pool's name), before any cell runs."""
-    from . import pools as poolmod
-    from .cellrun import CellContext, run_cell
-    from .config import TIMEOUT_KEYS
-    from .connect import make_host
-    from .results import RunStore
 
     used = {poolmod.pool_name(c.host) for c in p.cells if poolmod.is_pool(c.host)}
     if not used:
@@ -237,7 +232,6 @@ def pool_health(p: RunPlan, facts: dict[str, HostFacts], kit: dict, out: Path, r
 def _patch_record(patch, kit: dict, facts: dict) -> dict | None:
     if patch is None or not patch.any:
         return None
-    from . import patch as patchmod
     return patchmod.provenance(patch, kit, {h: f.to_dict() for h, f in facts.items()})
 
 
@@ -246,7 +240,6 @@ def kit_record(m0: Matrix, log=print, patch=None, workloads: set[str] | None = N
     failure, not bad input: every cell is then ERROR with the reason (exit 3), never exit 2.
     With a kernel under test (`patch`), caskit's initramfs is built around it; a workload whose
     module that kernel lacks is bad input (ConfigError, before anything boots)."""
-    from . import patch as patchmod
     try:
         if patch is not None and patch.kernel and patch.initrd:
             k = kitmod.user_kit(str(patchmod._file("--kernel", patch.kernel)), str(patchmod._file("--initrd", patch.initrd)))
@@ -273,7 +266,6 @@ def kit_from_run(run: dict) -> kitmod.Kit | None:
 
 
 def domain_pin(spec: DomainSpec, facts: dict[str, HostFacts], cpu: str | None = None):
-    from .migration import domains as md
 
     members = [md.Member(facts[h], b) for h in spec.hosts for b in facts[h].qemu
                if not b.error and (not spec.qemu or b.name in spec.qemu)]
@@ -283,18 +275,13 @@ def domain_pin(spec: DomainSpec, facts: dict[str, HostFacts], cpu: str | None = 
     pin = md.pin(members, cpu)
     down = [h for h in spec.hosts if facts[h].error]
     if down:  # pinned without them: a guest may not be able to go there when they come back
-        from dataclasses import replace
         pin = replace(pin, notes=pin.notes + (f"unreachable, left out: {', '.join(down)}",))
     return pin
 
 
 def pin_cells(p: RunPlan, facts: dict[str, HostFacts]) -> tuple[list[Cell], dict]:
     """Cells of matrices that name a migration domain get the domain's pinned machine options."""
-    from dataclasses import replace
 
-    from .migration import domains as md
-    from .axes import COMPAT_LEVEL, CPU_LEVEL
-    from .config import DOMAIN_PLANS
 
     by_matrix = {m.name: m for m in p.matrices}
     # One pin per domain and CPU model: the pin must fit the CPU the cells run.
