@@ -652,17 +652,31 @@ def _ssh_spec(path: str, key: str, spec: dict, base: Path) -> SshSpec:
     return SshSpec(spec["address"], port, spec["user"], files["key_file"], files["known_hosts"], tuple(proxy), kit_dir)
 
 
-def load_hosts(path: str | os.PathLike | None = None) -> dict[str, HostSpec]:
+@dataclass(frozen=True)
+class Inventory:
+    """hosts.yaml, parsed once: its hosts, migration domains and pools."""
+
+    path: str
+    hosts: dict[str, HostSpec]
+    domains: dict[str, "DomainSpec"]
+    pools: dict[str, "PoolSpec"]
+
+
+def load_inventory(path: str | os.PathLike | None = None) -> Inventory:
+    """The host inventory (default configs/hosts.yaml; without one, just the local host), every
+    part of the file checked whichever part the caller needs."""
     p = Path(path) if path else DEFAULT_HOSTS
-    if path is None and not _exists(p):
-        return parse_hosts({}, str(p))
     if not _exists(p):
+        if path is None:
+            return Inventory(str(p), parse_hosts({}, str(p)), {}, {})
         raise ConfigError(str(p), None, "no such host inventory file")
     data = load_yaml(p)
     hosts = parse_hosts(data, str(p))
-    parse_domains(data, str(p), hosts)  # the whole file is checked, whichever command reads it
-    parse_pools(data, str(p), hosts)
-    return hosts
+    return Inventory(str(p), hosts, parse_domains(data, str(p), hosts), parse_pools(data, str(p), hosts))
+
+
+def load_hosts(path: str | os.PathLike | None = None) -> dict[str, HostSpec]:
+    return load_inventory(path).hosts
 
 
 @dataclass(frozen=True)
@@ -752,16 +766,8 @@ def parse_pools(data: Any, path: str, hosts: dict[str, HostSpec]) -> dict[str, P
 
 
 def load_pools(path: str | os.PathLike | None = None) -> dict[str, PoolSpec]:
-    p = Path(path) if path else DEFAULT_HOSTS
-    if not _exists(p):
-        return {}
-    data = load_yaml(p)
-    return parse_pools(data, str(p), parse_hosts(data, str(p)))
+    return load_inventory(path).pools
 
 
 def load_domains(path: str | os.PathLike | None = None) -> dict[str, DomainSpec]:
-    p = Path(path) if path else DEFAULT_HOSTS
-    if not _exists(p):
-        return {}
-    data = load_yaml(p)
-    return parse_domains(data, str(p), parse_hosts(data, str(p)))
+    return load_inventory(path).domains

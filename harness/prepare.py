@@ -20,8 +20,8 @@ from .connect import make_host
 from .emulated import host as emulated, image as l1image
 from .migration import domains as md, known_issues
 from .resources import CHECKOUT
-from .config import (DOMAIN_PLANS, POOL_PREFIX, TIMEOUT_KEYS, DomainSpec, HostSpec, Matrix, load_domains, load_hosts,
-                     load_matrix, load_pools)
+from .config import (DOMAIN_PLANS, POOL_PREFIX, TIMEOUT_KEYS, DomainSpec, HostSpec, Matrix, load_inventory,
+                     load_matrix)
 from .cell import Cell, HostFacts
 from .errors import CaskitError, ConfigError, KitError, NoPeer
 from .results import RunStore
@@ -46,9 +46,8 @@ def load_plan(matrix_args: list[str], hosts_file: str | None, known_issues_file:
               patch=None) -> RunPlan:
     """Load and validate everything; raises ConfigError before anything boots. `patch` (a
     patch.Patch) puts a QEMU binary under test in place of the builds the cells use."""
-    hosts = load_hosts(hosts_file)
-    domains = load_domains(hosts_file)
-    pools = load_pools(hosts_file)
+    inventory = load_inventory(hosts_file)  # parsed once: hosts, domains and pools
+    hosts, domains, pools = inventory.hosts, inventory.domains, inventory.pools
     known = set(hosts) | {f"{POOL_PREFIX}{p}" for p in pools}
     matrices = [load_matrix(m, known, set(domains)) for m in (matrix_args or [DEFAULT_MATRIX])]
     kits = {tuple(sorted(m.kit.items())) if m.kit else None for m in matrices}
