@@ -26,6 +26,8 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import guestlog
+from .qemu_exit import signal_name
 from .templating import env
 
 SCRIPT = "reproduce.sh"
@@ -134,16 +136,47 @@ OPTIONS_WITH_VALUE = {"-machine", "-M", "-accel", "-cpu", "-smp", "-m", "-displa
 # -- what happened, in the words the script prints and compares --------------------------------
 
 def recorded_outcome(record: dict) -> str:
-    """The cell's first boot as the script can see it: "mode xive", "refused", "hang" or "other"."""
+    """The cell's signature as the script can see it again: its first boot ("mode xive",
+    "refused", "hang", "crashed SIGABRT", "exited 134" or "other"), then the kinds of finding in
+    the guest kernel's log ("; kernel oops,soft-lockup"). A FAIL on an Oops is not reproduced by
+    a healthy boot that negotiates the same mode."""
     o = record.get("observed") or {}
     guest = (o.get("guest") or {}).get("mode")
+    code = o.get("exit_code")
     if o.get("mode") or guest:
-        return f"mode {o.get('mode') or guest}"
-    if o.get("error_kind") == "QemuRefused" or (o.get("exit_code") == 1 and o.get("stage") in ("qemu-start", "cas")):
-        return "refused"
-    if o.get("error_kind") == "GuestHang" or "the guest hung" in (o.get("error") or ""):
-        return "hang"
-    return "other"
+        first = f"mode {o.get('mode') or guest}"
+    elif o.get("error_kind") == "QemuRefused" or (code == 1 and o.get("stage") in ("qemu-start", "cas")):
+        first = "refused"
+    elif o.get("error_kind") == "GuestHang" or "the guest hung" in (o.get("error") or ""):
+        first = "hang"
+    elif o.get("error_kind") == "QemuCrashed" and isinstance(code, int) and code != 0:
+        # As bash's `wait` reports it: a death by signal N is status 128 + N.
+        first = (f"crashed {signal_name(-code)}" if code < 0 else
+                 f"crashed {signal_name(code - 128)}" if code > 128 else f"exited {code}")
+    else:
+        first = "other"
+    kinds = sorted({f.get("kind") for f in o.get("kernel_findings") or () if f.get("kind")})
+    return first + (f"; kernel {','.join(kinds)}" if kinds else "")
+
+
+def unchecked(record: dict) -> list[str]:
+    """What of a failed cell's failure the script cannot judge by itself (a workload's verdict
+    reads its output the way only caskit does): with any of it, the script never says REPRODUCED."""
+    if record.get("verdict") not in ("FAIL", "ERROR", "FLAKY"):
+        return []
+    return [f"workload {w.get('name')}: {w.get('symptom') or _one_line(w.get('reason'))[:120]}"
+            for w in record.get("workloads") or () if w.get("verdict") in ("FAIL", "ERROR")]
+
+
+def kernel_patterns() -> list[tuple[str, str, str]]:
+    """(kind, PCRE, PCRE of every earlier kind) for grep -P: the guest log's findings as
+    guestlog.findings names them (the first pattern that matches a line names it)."""
+    out, earlier = [], []
+    for kind, rx in guestlog.FINDINGS:
+        pat = ("(?i)" if rx.flags & re.I else "") + rx.pattern
+        out.append((kind, pat, "|".join(f"(?:{p})" for p in earlier) or "(?!)"))
+        earlier.append(pat)
+    return out
 
 
 def hop_outcome(hop: dict) -> str:
@@ -319,7 +352,8 @@ def render(record: dict, machines: dict[str, list[str]], kit: dict, *, run_id: s
         "kit_key": str(kit.get("key") or ""), "kit_files": files,
         "machines": fns, "disks": sorted(disks), "disk_mib": DISK_MIB,
         "hops": hops(record), "plan": (record.get("migration") or {}).get("plan") or record.get("migration_plan") or "none",
-        "recorded": recorded_outcome(record), "commands": [shlex.quote(c) for c in (commands or [])],
+        "recorded": recorded_outcome(record), "unchecked": [_one_line(u) for u in unchecked(record)],
+        "kernel_patterns": kernel_patterns(), "commands": [shlex.quote(c) for c in (commands or [])],
         "commands_raw": [_one_line(c) for c in (commands or [])],
         "steps": [(kind, shlex.quote(text)) for kind, text in steps],
         "steps_raw": [(kind, _one_line(text)) for kind, text in steps],

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli, write_matrix
-from harness import config
+from harness import config, reproduce as reproduce_mod
 from harness.axes import AXIS_NAMES
 from harness.cell import Cell
 from harness.cellrun import CellContext, run_cell
@@ -115,6 +115,21 @@ def test_a_pass_cell_reproduces_its_mode_without_caskit(run, kit_dir, tmp_path):
     assert "byte 23 of ibm,arch-vec-5-platform-support: 0x80); QEMU's info pic: xive" in p.stdout
     assert p.stdout.rstrip().endswith("reproduce: REPRODUCED")
     assert (tmp_path / "work" / "A" / "console.log").read_text().count("CASKIT-READY") == 1
+
+
+def test_a_failure_that_does_not_recur_is_not_reproduced_by_the_same_mode(run, kit_dir, tmp_path):
+    # The same cell, as if caskit had seen its guest kernel log an Oops: a healthy boot into the
+    # same mode is no reproduction of that failure (issue 21 item 11).
+    (c,) = [c for c in by_matrix(run, "repro-cas") if c["verdict"] == "PASS"]
+    failed = {**c, "verdict": "FAIL", "reason": "xive as predicted, but the guest kernel logged oops",
+              "observed": {**c["observed"], "kernel_findings": [{"kind": "oops", "line": "Oops: Kernel access of bad area"}]}}
+    out = tmp_path / "out"
+    shutil.copytree(run.out / "cells" / c["id"], out / "cells" / c["id"])
+    script = reproduce_mod.write_from_run(out, run.results["run"], failed)
+    p = reproduce(script, kit_dir, tmp_path / "work")
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "caskit recorded: mode xive; kernel oops" in p.stdout and "kernel log findings: none" in p.stdout
+    assert "DIFFERENT" in p.stdout and "REPRODUCED" not in p.stdout
 
 
 def test_a_reboot_cell_replays_its_resets_and_its_switch_to_xics(run, kit_dir, tmp_path):

@@ -197,3 +197,40 @@ def test_kit_files_hash_a_user_kit(tmp_path):
     (tmp_path / "vmlinux").write_bytes(b"kernel")
     files = reproduce.kit_files({"kernel": str(tmp_path / "vmlinux"), "initrd": None, "manifest": {}})
     assert files == [("KERNEL", "vmlinux", hashlib.sha256(b"kernel").hexdigest())]
+
+
+# -- issue 21 item 11: the recorded outcome is the failure's signature --------------------------
+
+def _rec(verdict="FAIL", **observed):
+    return {"id": "c", "verdict": verdict, "observed": {"mode": "xive", **observed}, "workloads": []}
+
+
+def test_a_kernel_finding_is_part_of_the_recorded_outcome():
+    oops = {"kind": "oops", "line": "Oops: Kernel access of bad area"}
+    lock = {"kind": "soft-lockup", "line": "watchdog: BUG: soft lockup"}
+    assert reproduce.recorded_outcome(_rec(kernel_findings=[lock, oops, oops])) == "mode xive; kernel oops,soft-lockup"
+    assert reproduce.recorded_outcome(_rec("PASS")) == "mode xive"
+
+
+@pytest.mark.parametrize("code,words", [(-6, "crashed SIGABRT"), (-11, "crashed SIGSEGV"), (134, "crashed SIGABRT"), (3, "exited 3")])
+def test_how_qemu_ended_is_part_of_the_recorded_outcome(code, words):
+    rec = {"id": "c", "verdict": "FAIL", "observed": {"mode": None, "error_kind": "QemuCrashed", "exit_code": code}}
+    assert reproduce.recorded_outcome(rec) == words
+
+
+def test_a_failed_workload_is_never_called_reproduced_by_the_script():
+    rec = {**_rec(), "workloads": [{"name": "ipi", "verdict": "FAIL", "symptom": "ipi-stopped", "reason": "IPIs lost"}]}
+    assert reproduce.unchecked(rec) == ["workload ipi: ipi-stopped"]
+    assert reproduce.unchecked({**rec, "verdict": "PASS"}) == []
+
+
+def test_the_scripts_kernel_patterns_name_a_line_as_caskit_does():
+    import subprocess
+    from harness import guestlog
+    lines = ["watchdog: BUG: soft lockup - CPU#0 stuck for 22s!", "Kernel panic - not syncing: Fatal exception",
+             "kernel BUG at mm/slub.c:42!", "INFO: task kworker/0:1 blocked for more than 120 seconds.", "all is well"]
+    grep = 'printf "%s\\n" "$1" | grep -P -e "$2" | grep -q -v -P -e "$3"'
+    for line in lines:
+        hits = [k for k, pat, earlier in reproduce.kernel_patterns()
+                if subprocess.run(["bash", "-c", grep, "sh", line, pat, earlier]).returncode == 0]
+        assert hits == [f["kind"] for f in guestlog.findings([line])], (line, hits)
