@@ -140,13 +140,6 @@ def kernel_log(m: GuestMachine, timeout: float) -> tuple[list[dict], list[str]]:
     return guestlog.findings(lines), guestlog.warnings(lines)
 
 
-def relayed_kernel_log(*machines: GuestMachine | None) -> tuple[list[dict], list[str]]:
-    """The kernel lines the guests' heartbeat consoles relayed (no command to the guest)."""
-    distinct = {id(mach): mach for mach in machines if mach is not None and mach.heartbeat is not None}
-    lines = [text for mach in distinct.values() for _, text in mach.heartbeat.snapshot().kmsg]
-    return guestlog.findings(lines), guestlog.warnings(lines)
-
-
 def _add_kernel(o: Observed, found: tuple[list[dict], list[str]]) -> None:
     o.kernel_findings = guestlog.unique(o.kernel_findings + found[0])
     o.kernel_warnings = guestlog.unique(o.kernel_warnings + found[1])
@@ -256,13 +249,12 @@ def execute(ctx: CellContext, expected: Expected, log_dir: Path, found: Findings
                     # The log of the boot and the workloads, read while the guest surely answers:
                     # whatever the hops come to, it is judged (an XFAIL hop must not hide an Oops).
                     _add_kernel(o, kernel_log(m, ctx.timeouts["command"]))
-                    source, current = m, None  # a plan resolves its own machines' troubles
+                    current = None  # a plan resolves its own machines' troubles
                     found.migration, current = _run_migration(machines, m, ctx, o.guest.mode)
+                    # From the first hop on, the kernel's findings are the hops' evidence (their
+                    # known issues may explain them, never anything else): after a hop that did
+                    # not pass, the guest may not answer, and its hop already judged them.
                     alive = found.migration.get("verdict") == "PASS" and current.alive()
-                    if not alive:
-                        # A guest a hop left stuck cannot be asked; what its heartbeat console
-                        # relayed of its kernel log during and after the hops is still judged.
-                        _add_kernel(o, relayed_kernel_log(source, current))
                 if alive and current is not None:
                     _add_kernel(o, kernel_log(current, ctx.timeouts["command"]))
             except CaskitError as e:

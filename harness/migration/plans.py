@@ -15,8 +15,6 @@ from ..heartbeat import Beat
 from ..model import ic_mismatches
 from ..cell_machines import CellMachines, Site
 from ..machine import GuestMachine
-from ..workloads import blk, ipi, net
-from ..workloads.devices import nic_up
 
 @dataclass
 class PlanContext:
@@ -42,20 +40,16 @@ def start_heartbeat(m: GuestMachine, timeout: float) -> None:
         time.sleep(0.05)
 
 
+def _hop_workloads(cell: Cell) -> list[workloads.Workload]:
+    return [w for w in workloads.REGISTRY.values() if w.name in cell.workloads or w.checked_after_every_hop]
+
+
 def start_background_traffic(m: GuestMachine, cell: Cell, timeout: float) -> None:
-    """Interrupts in flight during the hop: a ping stream and an IPI ping-pong in the background."""
-    assert m.console
-    names = cell.workloads
-    if "virtio-net" in names:
-        g = _session(m, cell, timeout)
-        nic = nic_up(g, "nic")
-        m.console.run(f"(ping -I {nic.iface} -i 0.05 -c 100000 {nic.spec.gateway} > /tmp/ck-bg-ping.log 2>&1 &)", timeout)
-    if "ipi" in names:
-        m.console.run("(ck-ipi 1000000 0 1 1000000 > /tmp/ck-bg-ipi.log 2>&1 &)", timeout)
-    if "virtio-blk" in names:
-        g = _session(m, cell, timeout)
-        dev, _ = blk.find_disk(g)
-        blk.write(g, dev)
+    """Interrupts in flight during the hops: what each of the cell's workloads keeps running."""
+    g = _session(m, cell, timeout)
+    for w in workloads.ordered(cell.workloads):
+        if w.during_hops is not None:
+            w.during_hops(g)
 
 
 def _session(m: GuestMachine, cell: Cell, timeout: float) -> workloads.GuestSession:
@@ -65,29 +59,20 @@ def _session(m: GuestMachine, cell: Cell, timeout: float) -> workloads.GuestSess
 
 
 def progress_probe(cell: Cell, timeout: float) -> Callable[[GuestMachine], dict]:
-    """After a hop: the workloads still make progress and lose nothing. Each problem comes with
-    the symptom that names what was seen (ipi-stopped, pings-lost, disk-read-stuck, ...)."""
+    """After a hop: the workloads still make progress and lose nothing, as each of them says
+    (Workload.after_hop). Each problem comes with the symptom that names what was seen
+    (ipi-stopped, pings-lost, disk-read-stuck, ...)."""
 
     def probe(m: GuestMachine) -> dict:
         g = _session(m, cell, timeout)
-        names = cell.workloads
         out: dict = {"problems": []}
-
-        def check(key: str, what: str, step: Callable[[], dict]) -> None:
+        for w in _hop_workloads(cell):
+            if w.after_hop is None:
+                continue
             try:
-                out[key] = step()
+                out[w.name] = w.after_hop(g)
             except WorkloadFailed as e:
-                out["problems"].append((e.symptom, f"{what} after the hop: {e.reason}"))
-
-        if g.smp >= 2:
-            check("ipi", "IPIs", lambda: ipi.run(g, rounds=50))
-        if "virtio-net" in names:
-            check("net", "network", lambda: net.traffic(g, nic_up(g, "nic"), 10))
-            log = m.console.run("tail -n 1 /tmp/ck-bg-ping.log", timeout).output if m.console else ""
-            out["background_ping_last"] = log.strip()
-        if "virtio-blk" in names:
-            # The pattern written before the first hop.
-            check("blk", "disk", lambda: blk.verify(g, blk.find_disk(g)[0], timeout))
+                out["problems"].append((e.symptom, f"{w.name} after the hop: {e.reason}"))
         return out
 
     return probe

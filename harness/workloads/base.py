@@ -119,6 +119,12 @@ class Workload:
     devices: Callable[[LaunchContext], list[str]] = lambda ctx: []
     needs_smp: int = 1
     resets_guest: bool = False  # counters start again, so no before/after comparison across it
+    # Around a migration hop (migration/plans.py asks, never names a workload's commands):
+    # what to keep in flight during the hops, and what must still hold after each (its metrics;
+    # WorkloadFailed with the symptom when not).
+    during_hops: Callable[[GuestSession], None] | None = None
+    after_hop: Callable[[GuestSession], dict] | None = None
+    checked_after_every_hop: bool = False  # after_hop runs even when the cell does not name it
 
 
 def execute(w: Workload, g: GuestSession) -> WorkloadResult:

@@ -70,5 +70,15 @@ def devices(ctx: LaunchContext) -> list[str]:
     return device_argv({"disk"}, ctx.scratch)
 
 
+def in_flight(g: GuestSession) -> None:
+    """The pattern written before the first hop, read back after each."""
+    write(g, find_disk(g)[0])
+
+
+def after_hop(g: GuestSession) -> dict:
+    return verify(g, find_disk(g)[0], g.command_timeout)
+
+
 WORKLOAD = Workload("virtio-blk", "direct-I/O write and read-back of a pattern on a virtio disk", run,
+                    during_hops=in_flight, after_hop=after_hop,
                     devices=devices)

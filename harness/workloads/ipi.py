@@ -37,4 +37,15 @@ def run(g: GuestSession, rounds: int = ROUNDS) -> dict:
     return metrics
 
 
-WORKLOAD = Workload("ipi", "token ping-pong between processes pinned to CPU 0 and 1", run, needs_smp=2)
+def in_flight(g: GuestSession) -> None:
+    """An IPI ping-pong in the background while the guest migrates."""
+    g.sh("(ck-ipi 1000000 0 1 1000000 > /tmp/ck-bg-ipi.log 2>&1 &)")
+
+
+def after_hop(g: GuestSession) -> dict:
+    # IPIs are how one vCPU wakes another: checked after every hop of a guest with two or more.
+    return run(g, rounds=50) if g.smp >= 2 else {"skipped": "one vCPU"}
+
+
+WORKLOAD = Workload("ipi", "token ping-pong between processes pinned to CPU 0 and 1", run, needs_smp=2,
+                    during_hops=in_flight, after_hop=after_hop, checked_after_every_hop=True)

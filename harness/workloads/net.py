@@ -44,5 +44,18 @@ def run(g: GuestSession) -> dict:
     return {kind: traffic(g, nic_up(g, which)) for kind, which in (("msix", "nic"), ("lsi", "nic-lsi"))}
 
 
+def in_flight(g: GuestSession) -> None:
+    """A ping stream through the MSI-X NIC in the background while the guest migrates."""
+    nic = nic_up(g, "nic")
+    g.sh(f"(ping -I {nic.iface} -i 0.05 -c 100000 {nic.spec.gateway} > /tmp/ck-bg-ping.log 2>&1 &)")
+
+
+def after_hop(g: GuestSession) -> dict:
+    m = traffic(g, nic_up(g, "nic"), 10)
+    m["background_ping_last"] = g.sh("tail -n 1 /tmp/ck-bg-ping.log", check=False).output.strip()
+    return m
+
+
 WORKLOAD = Workload("virtio-net", "ping through a MSI-X and an INTx virtio-net NIC", run,
-                    devices=lambda ctx: device_argv({"nic", "nic-lsi"}, ctx.scratch))
+                    devices=lambda ctx: device_argv({"nic", "nic-lsi"}, ctx.scratch),
+                    during_hops=in_flight, after_hop=after_hop)
