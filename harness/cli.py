@@ -18,6 +18,10 @@ error, 3 any ERROR without FAIL.
 
 from __future__ import annotations
 
+# Each command imports what it needs when it runs, not here: `caskit --help`, `caskit matrix` and
+# `caskit report` must not pay for paramiko, matplotlib, pytest and the whole run machinery
+# (importing harness.run alone costs about a second). There is no import cycle to dodge: the
+# package imports only downward.
 import argparse
 import json
 import os
@@ -25,7 +29,7 @@ import sys
 from pathlib import Path
 
 from .errors import CaskitError, ConfigError
-from .results import EXIT_ERROR, EXIT_OK, EXIT_USAGE, run_exit_status
+from .results import EXIT_ERROR, EXIT_OK, EXIT_USAGE, reports_dir, run_exit_status
 
 
 class _Parser(argparse.ArgumentParser):
@@ -158,7 +162,7 @@ def cmd_run(a) -> int:
             return EXIT_USAGE
     run_id = prepare.new_run_id()
     try:
-        out = Path(a.out or prepare.reports_dir() / run_id).resolve()
+        out = Path(a.out or reports_dir() / run_id).resolve()
         earlier = out.exists() and any(out.iterdir()) and (
             (out / "results.json").exists() or (out / "cells").exists())
     except OSError as e:  # --out names a file, or a name too long
@@ -388,7 +392,6 @@ def _export(results: dict, fmt: str, output: str | None) -> int:
 
 def cmd_bundle(a) -> int:
     from . import bundle
-    from .prepare import reports_dir
     from .results import load_results
 
     out = Path(a.run) if a.run else reports_dir() / "latest"

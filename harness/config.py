@@ -19,9 +19,7 @@ import yaml
 
 from .axes import AXES, AXIS_BY_NAME, AXIS_NAMES, DEFAULT
 from .errors import ConfigError
-# ROOT is where the shipped files are (the checkout, or the installed package's copy), never a
-# place to write to: reports go under the working directory.
-from .resources import CONFIGS, ROOT  # noqa: F401 (ROOT: re-exported)
+from .resources import CONFIGS
 
 MATRICES = CONFIGS / "matrices"
 DEFAULT_HOSTS = CONFIGS / "hosts.yaml"

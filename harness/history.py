@@ -30,7 +30,7 @@ from typing import Any, Iterable
 from urllib.parse import unquote, urlsplit
 
 from .errors import CaskitError, ConfigError
-from .results import planned_records
+from .results import planned_records, reports_dir
 
 SCHEMA_VERSION = 2
 # Columns added after version 1, with the version that added them: ALTER TABLE brings older
@@ -134,7 +134,6 @@ def resolve_url(given: str | None, out: Path | None = None) -> str | None:
     if url:
         return url
     if out is None:
-        from .prepare import reports_dir
         return f"sqlite://{reports_dir().resolve() / DEFAULT_NAME}"
     return default_url(out)
 

@@ -67,12 +67,6 @@ def load_plan(matrix_args: list[str], hosts_file: str | None, known_issues_file:
     return RunPlan(matrices, hosts, cells, domains, pools)
 
 
-def reports_dir() -> Path:
-    """Where runs go by default: reports/ under the working directory (an installed caskit's
-    own directory is site-packages, no place for results)."""
-    return Path.cwd() / "reports"
-
-
 def git_sha() -> str | None:
     """The checkout's commit; None for an installed caskit or when git cannot tell."""
     if CHECKOUT is None:

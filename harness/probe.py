@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from .cell import HostFacts, QemuBuild
@@ -231,5 +232,4 @@ def probe(spec: HostSpec, log_dir: Path, builds: set[str] | None = None, log=pri
         facts = probe_local(spec, log_dir, builds, log, cpus=cpus, tag=tag)
     else:
         raise CaskitError(f"host {spec.name}: kind {spec.kind} cannot be probed")
-    from dataclasses import replace
     return replace(facts, guest_machine_options=guest_machine_options(spec))

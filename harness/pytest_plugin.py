@@ -19,7 +19,7 @@ from .cell import Cell, Verdict
 from .errors import CaskitError, ConfigError, InfraError
 from .leftovers import register as register_process
 from .patch import Patch
-from .results import run_exit_status
+from .results import reports_dir, run_exit_status
 
 CELLTEST = str(Path(__file__).with_name("celltest.py"))
 RUN = pytest.StashKey[runmod.Run]()
@@ -73,7 +73,7 @@ def pytest_configure(config):
     except ConfigError as e:
         raise pytest.UsageError(str(e)) from None
     run_id = config.getoption("caskit_run_id") or prepare.new_run_id()
-    out = Path(config.getoption("caskit_out") or prepare.reports_dir() / run_id).resolve()
+    out = Path(config.getoption("caskit_out") or reports_dir() / run_id).resolve()
     config.option.caskit_out = str(out)  # xdist hands the controller's options to its workers
     config.option.caskit_run_id = run_id
     tw = config.get_terminal_writer()

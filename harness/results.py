@@ -16,6 +16,12 @@ from .errors import ConfigError
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
 
 
+def reports_dir() -> Path:
+    """Where runs go by default: reports/ under the working directory (an installed caskit's
+    own directory is site-packages, no place for results)."""
+    return Path.cwd() / "reports"
+
+
 def atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")

@@ -29,7 +29,7 @@ from .hosts import kill_tagged, tagged_pids
 from .migration import known_issues
 from .prepare import kit_from_run
 from .report import write_reports
-from .results import RunStore
+from .results import RunStore, reports_dir
 
 
 @dataclass(frozen=True)
@@ -279,7 +279,7 @@ def finish(run: Run, log=print) -> dict:
                                                             "leftover_qemu_killed": killed})
     write_reports(run.opts.out, results)
     _finish_history(run, results, log)
-    latest = prepare.reports_dir() / "latest"
+    latest = reports_dir() / "latest"
     if Path(run.opts.out).parent == latest.parent.resolve():
         try:
             if latest.is_symlink() or latest.exists():
