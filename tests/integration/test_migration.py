@@ -125,7 +125,7 @@ timeouts: {liveness: 5}
         assert src["verdict"] == "PASS" and src["liveness"]["beats"] > 10 and not src["liveness"]["seq_gaps"]
         assert src["mode"]["guest"] == src["mode"]["host"] == "xive"
         assert src["progress"]["ipi"]["ipi_delta"]["1"] > 0
-        assert src["progress"]["net"]["received"] == src["progress"]["net"]["sent"] > 0
+        assert src["progress"]["virtio-net"]["received"] == src["progress"]["virtio-net"]["sent"] > 0
     assert_no_qemu_left(r.results["run"]["id"])
 
 

@@ -105,8 +105,8 @@ def test_a_xive_guest_keeps_its_devices_across_the_round_trip(bp):
     assert c["observed"]["mode"] == "xive"
     assert_clean(c)
     for h in c["migration"]["hops"]:
-        assert h["progress"]["net"]["received"] == h["progress"]["net"]["sent"] > 0
-        assert h["progress"]["blk"]["read"] == h["progress"]["blk"]["wrote"]  # written before the first hop
+        assert h["progress"]["virtio-net"]["received"] == h["progress"]["virtio-net"]["sent"] > 0
+        assert h["progress"]["virtio-blk"]["read"] == h["progress"]["virtio-blk"]["wrote"]  # written before the first hop
 
 
 def test_xics_guests_lose_their_msis_a_known_issue(bp):
@@ -156,7 +156,7 @@ def test_single_controller_guests_into_a_dual_destination(bp):
     assert xive["verdict"] == "PASS", xive["reason"]
     into_dual = xive["migration"]["hops"][1]
     assert into_dual["qmp"]["status"] == "completed" and into_dual["mode_after"]["guest"] == "xive"
-    assert into_dual["progress"]["net"]["received"] == into_dual["progress"]["net"]["sent"] > 0
+    assert into_dual["progress"]["virtio-net"]["received"] == into_dual["progress"]["virtio-net"]["sent"] > 0
     assert xics["verdict"] == "XFAIL", xics["reason"]
     assert xics["migration"]["known_issues"] == ["xics-guest-into-dual-destination-aborts"]
     refused, aborted = xics["migration"]["hops"]

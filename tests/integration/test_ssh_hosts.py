@@ -119,7 +119,7 @@ def test_cross_host_round_trip_of_a_xive_guest_passes(cross, pair):
         assert b["uri"].startswith(f"tcp:{dest_addr[other]}:") and a2["uri"].startswith(f"tcp:{dest_addr[c['host']]}:")
         for h in (b, a2):
             assert h["qmp"]["status"] == "completed" and h["liveness"]["beats"] > 5
-            assert h["progress"]["net"]["received"] == h["progress"]["net"]["sent"] > 0
+            assert h["progress"]["virtio-net"]["received"] == h["progress"]["virtio-net"]["sent"] > 0
             assert not h["progress"]["problems"]
 
 
@@ -322,7 +322,7 @@ def test_virtio_blk_and_the_file_plan_make_their_files_on_the_ssh_host(pair, inv
     (hop,) = c["migration"]["hops"]
     assert hop["name"] == "file" and hop["qmp"]["status"] == "completed"
     assert hop["qmp"]["file_bytes"] > 1 << 20  # the state file, measured on the host
-    assert hop["progress"]["blk"]["read"] == hop["progress"]["blk"]["wrote"]  # the same disk after restore
+    assert hop["progress"]["virtio-blk"]["read"] == hop["progress"]["virtio-blk"]["wrote"]  # the same disk after restore
     assert_no_qemu_left(r.results["run"]["id"])
 
 
