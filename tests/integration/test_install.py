@@ -21,11 +21,6 @@ from integration.helpers import assert_no_qemu_left
 
 pytestmark = pytest.mark.guest
 
-# Creating the venv and installing the wheel (dependencies from the index, through pip's cache)
-# takes about 10 s here; a controller set up in minutes is the point, a slow CI box the slack.
-INSTALL_BUDGET_S = 90.0
-
-
 @dataclass
 class Installed:
     venv: Path
@@ -93,10 +88,10 @@ def installed(tmp_path_factory) -> Installed:
     return Installed(venv, workdir, install_s)
 
 
-def test_install_is_quick_and_reads_only_its_own_files(installed, kit, record_property):
+def test_an_installed_caskit_reads_only_its_own_files(installed, kit, record_property):
+    # How long the install took is recorded (a speed goal is a benchmark's, not a test's).
     record_property("install_s", round(installed.install_s, 1))
     print(f"venv + install: {installed.install_s:.1f}s")
-    assert installed.install_s < INSTALL_BUDGET_S
     site = installed.python("import harness, pathlib; print(pathlib.Path(harness.__file__).parent)")
     assert Path(site).is_relative_to(installed.venv)
     roots = json.loads(installed.python(
