@@ -8,7 +8,9 @@ honoured and nothing here names a mirror of its own.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import re
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -238,6 +240,25 @@ class PrivateApt:
         if not found:
             raise KitError(f"apt-get download {pkg}={version} left no {pkg}_{fname_ver}_*.deb in {debs}")
         return found[0]
+
+
+def sha256_file(p: Path) -> str:
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def unpacked_once(deb: Path, under: Path) -> Path:
+    """The deb's files under `under`, unpacked once per .deb file name (which carries the
+    version): the guest kit and the L1 images share this cache."""
+    dest = under / deb.stem
+    if not (dest / ".complete").exists():
+        shutil.rmtree(dest, ignore_errors=True)
+        unpack(deb, dest)
+        (dest / ".complete").touch()
+    return dest
 
 
 def unpack(deb: Path, dest: Path) -> None:

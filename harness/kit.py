@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import cpio
-from .debfetch import PrivateApt, Resolved, debian_codename, unpack
+from .debfetch import PrivateApt, Resolved, debian_codename, sha256_file, unpacked_once
 from .debian_kernel import kernel_package, plan_modules, vmlinux_in
 from .errors import KitError
 from .resources import GUEST_TESTS
@@ -100,30 +100,12 @@ def current_key(log=print) -> str:
     return recipe_key(resolve_packages(private_apt(), log))
 
 
-def _sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _unpacked(deb: Path, under: Path) -> Path:
-    """The deb's files, unpacked once per .deb file name (which carries the version)."""
-    dest = under / deb.stem
-    if not (dest / ".complete").exists():
-        shutil.rmtree(dest, ignore_errors=True)
-        unpack(deb, dest)
-        (dest / ".complete").touch()
-    return dest
-
-
 def user_kit(kernel: str, initrd: str | None) -> Kit:
     for p in filter(None, (kernel, initrd)):
         if not Path(p).is_file():
             raise KitError(f"user kit file not found: {p}")
     # Keyed by content: a resumed run notices another kernel behind the same path.
-    key = "user-" + hashlib.sha256("".join(_sha256(Path(p)) for p in (kernel, initrd) if p).encode()).hexdigest()[:12]
+    key = "user-" + hashlib.sha256("".join(sha256_file(Path(p)) for p in (kernel, initrd) if p).encode()).hexdigest()[:12]
     return Kit(key, Path(kernel), Path(initrd) if initrd else None, {"user_supplied": True})
 
 
@@ -170,10 +152,10 @@ def build(refresh: bool = False, log=print, kernel: KernelUnderTest | None = Non
 
 
 def _kernel_key(k: KernelUnderTest, packages: dict[str, Resolved], modules: tuple[str, ...]) -> str:
-    h = hashlib.sha256(recipe_key(packages, modules=modules).encode() + b"\0" + _sha256(k.vmlinux).encode())
+    h = hashlib.sha256(recipe_key(packages, modules=modules).encode() + b"\0" + sha256_file(k.vmlinux).encode())
     if k.moddir is not None:
         for m in plan_modules(k.moddir, modules, k.release).load:
-            h.update(m.path.name.encode() + _sha256(m.path).encode())
+            h.update(m.path.name.encode() + sha256_file(m.path).encode())
         builtin = k.moddir / "modules.builtin"
         if builtin.is_file():
             h.update(builtin.read_bytes())
@@ -196,11 +178,11 @@ def _build_locked(key: str, root: Path, apt: PrivateApt, packages: dict[str, Res
     for pkg, r in packages.items():
         log(f"kit: fetching {pkg} {r.version}")
         deb = apt.download(pkg, r.version)
-        digest = _sha256(deb)
+        digest = sha256_file(deb)
         if r.sha256 and digest != r.sha256:
             raise KitError(f"{deb}: SHA-256 {digest} is not the index's {r.sha256} (a partial or stale download?)")
         record[pkg] = {"version": r.version, "deb": deb.name, "sha256": digest}
-        unpacked[pkg] = _unpacked(deb, root / "unpacked")
+        unpacked[pkg] = unpacked_once(deb, root / "unpacked")
     if kernel is None:
         kpkg = next(p for p in packages if p.startswith("linux-image-"))
         vmlinux, kver, moddir = vmlinux_in(unpacked[kpkg], kpkg)
@@ -263,13 +245,13 @@ def _build_locked(key: str, root: Path, apt: PrivateApt, packages: dict[str, Res
         "modules_builtin": sorted(plan.all_builtin),
         "kernel": "vmlinux",
         "initrd": "initrd.gz",
-        "files": {f: _sha256(out / f) for f in ("vmlinux", "initrd.gz")},
+        "files": {f: sha256_file(out / f) for f in ("vmlinux", "initrd.gz")},
         "initrd_files": {e.path: hashlib.sha256(e.data).hexdigest() for e in sorted(entries, key=lambda e: e.path)
                          if e.mode & 0o170000 == 0o100000},
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if kernel is not None:
-        manifest["kernel_under_test"] = {"source": kernel.source, "release": kver, "sha256": _sha256(kernel.vmlinux),
+        manifest["kernel_under_test"] = {"source": kernel.source, "release": kver, "sha256": sha256_file(kernel.vmlinux),
                                          "modules": str(kernel.moddir) if kernel.moddir else None}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     final = root / "kits" / key

@@ -9,13 +9,12 @@ before anything boots, naming the module. Everything the run used is recorded wi
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import kit as kitmod
 from .config import HostSpec
-from .debfetch import unpack
+from .debfetch import sha256_file, unpack
 from .errors import ConfigError
 
 WHERE = "command line"
@@ -41,14 +40,6 @@ class Patch:
         return any((self.kernel, self.initrd, self.modules, self.qemu))
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _file(option: str, value: str) -> Path:
     p = Path(value).expanduser().resolve()
     if not p.is_file():
@@ -57,7 +48,7 @@ def _file(option: str, value: str) -> Path:
 
 
 def _unpacked_deb(deb: Path) -> Path:
-    dest = kitmod.cache_root() / "unpacked" / f"{deb.stem}-{sha256(deb)[:12]}"
+    dest = kitmod.cache_root() / "unpacked" / f"{deb.stem}-{sha256_file(deb)[:12]}"
     if not (dest / ".complete").exists():
         unpack(deb, dest)
         (dest / ".complete").touch()
@@ -141,10 +132,10 @@ def provenance(patch: Patch, kit: dict, facts: dict) -> dict:
     if k:
         out["kernel"] = k
     if patch.initrd:
-        out["initrd"] = {"source": patch.initrd, "sha256": sha256(Path(patch.initrd))}
+        out["initrd"] = {"source": patch.initrd, "sha256": sha256_file(Path(patch.initrd))}
     if patch.qemu:
         p = Path(patch.qemu)
         versions = sorted({b["version"] for f in facts.values() for b in f.get("qemu", ())
                            if b.get("binary") == patch.qemu and b.get("version")})
-        out["qemu"] = {"source": patch.qemu, "sha256": sha256(p) if p.is_file() else None, "versions": versions}
+        out["qemu"] = {"source": patch.qemu, "sha256": sha256_file(p) if p.is_file() else None, "versions": versions}
     return out

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import cpio
-from ..debfetch import PrivateApt, Resolved, debian_codename, unpack
+from ..debfetch import PrivateApt, Resolved, debian_codename, sha256_file, unpacked_once
 from ..debian_kernel import kernel_package, plan_modules, vmlinux_in
 from ..elf import elf_info
 from ..errors import KitError
@@ -213,24 +213,6 @@ class ClosureApt(PrivateApt):
                 raise KitError(f"apt-get download {r.pin()} left no .deb in {debs}")
             out[n] = p
         return out
-
-
-def _unpacked(deb: Path, under: Path) -> Path:
-    """The deb's files, unpacked once per .deb file name (the kit's cache layout: shared)."""
-    dest = under / deb.stem
-    if not (dest / ".complete").exists():
-        shutil.rmtree(dest, ignore_errors=True)
-        unpack(deb, dest)
-        (dest / ".complete").touch()
-    return dest
-
-
-def _sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # -- composing the file tree --------------------------------------------------------------------
@@ -422,11 +404,11 @@ def _build_locked(key: str, apt: "ClosureApt", pkgs: dict[str, Resolved], log) -
         t_resolve = time.monotonic()
         debs = apt.fetch_all(pkgs)
     for n, deb in debs.items():
-        if pkgs[n].sha256 and _sha256(deb) != pkgs[n].sha256:
+        if pkgs[n].sha256 and sha256_file(deb) != pkgs[n].sha256:
             raise KitError(f"{deb}: SHA-256 is not the index's {pkgs[n].sha256} (a partial or stale download?)")
     t_fetch = time.monotonic()
     with ThreadPoolExecutor(4) as pool:  # dpkg -x is one process per package; they overlap well
-        unpacked = dict(zip(debs, pool.map(lambda d: _unpacked(d, root / "unpacked"), debs.values())))
+        unpacked = dict(zip(debs, pool.map(lambda d: unpacked_once(d, root / "unpacked"), debs.values())))
     t_unpack = time.monotonic()
 
     kroot = unpacked.pop(kpkg)
@@ -480,7 +462,7 @@ def _build_locked(key: str, apt: "ClosureApt", pkgs: dict[str, Resolved], log) -
         "kernel_package": kpkg,
         "modules": [m.file_name for m in plan.load],
         "roots": list(ROOTS),
-        "packages": {n: {"version": pkgs[n].version, "deb": debs[n].name, "sha256": _sha256(debs[n])} for n in sorted(debs)},
+        "packages": {n: {"version": pkgs[n].version, "deb": debs[n].name, "sha256": sha256_file(debs[n])} for n in sorted(debs)},
         "used_packages": sorted(p for p in by_pkg if p in pkgs),
         "bytes_by_origin": dict(sorted(by_pkg.items(), key=lambda kv: -kv[1])),
         "python_bytecode": pyc,
