@@ -17,7 +17,7 @@ import pytest
 
 from conftest import CASKIT, ROOT, run_cli, write_matrix
 from harness import history
-from harness.hosts import tagged_pids
+from harness.hosts import kill_tagged, tagged_pids
 from integration.helpers import assert_no_qemu_left, pid_alive
 
 pytestmark = pytest.mark.guest
@@ -157,6 +157,13 @@ def test_a_controller_killed_mid_matrix_resumes_to_an_uninterrupted_runs_verdict
         os.killpg(p.pid, signal.SIGKILL)  # the controller and its xdist workers: one process group
         p.wait()
     tag = f"caskit:{run_id}:"
+    try:
+        _killed_run_views_and_resume(tmp_path, m, runs, whole, out, run_id, tag, fresh)
+    finally:  # whatever failed above, the killed run's guests are stopped by PID (the resume does it when it runs)
+        kill_tagged(tag)
+
+
+def _killed_run_views_and_resume(tmp_path, m, runs, whole, out, run_id, tag, fresh):
     left = tagged_pids(tag)
     assert left, "the killed run's guests should outlive it (QEMU runs in its own session)"
     workers = [json.loads(f.read_text())["pid"] for f in (out / "procs").glob("*.json")]
