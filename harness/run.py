@@ -131,10 +131,10 @@ def run_one(run: Run, cell: Cell) -> dict:
     record of running it (every attempt kept), stored and committed to the history."""
     store = run.store
     stored = store.read_cell(cell.id) if run.opts.resume else None
-    now = resume.current(cell, run.record, run.known_issues)
+    now = resume.current(cell, run.record, run.known_issues) if stored is not None else None
     rerun = resume.rerun_because(stored, now) if stored is not None else None
     prior = None
-    if (stored is not None and flaky.unfinished(stored, run.opts.reruns)
+    if (stored is not None and now is not None and flaky.unfinished(stored, run.opts.reruns)
             and not resume.rerun_because({**stored, "verdict": Verdict.FAIL.value}, now)):
         # A failure with attempts still due (its run died between two, or this run allows
         # more): the next attempt follows the stored ones instead of starting over.
