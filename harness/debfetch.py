@@ -190,7 +190,8 @@ class PrivateApt:
             except KitError as e:
                 if age is None and not self.has_lists():
                     raise
-                when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(time.time() - (age or 0)))
+                lists = [p.stat().st_mtime for p in (self.root / "state/lists").glob("*Packages*")]
+                when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(max(lists)))
                 msg = f"could not refresh the package index, using the one from {when}: {e}"
                 self.warnings.append(msg)
                 log(f"apt: warning: {msg}")
@@ -218,18 +219,8 @@ class PrivateApt:
     def has_suite(self, suite: str) -> bool:
         return any((self.root / "state/lists").glob(f"*_dists_{suite}_*Packages*"))
 
-    def candidate(self, pkg: str) -> tuple[str, str]:
-        """(version, Depends) of a package's candidate."""
-        text = self._run(["apt-cache", "show", "--no-all-versions", pkg])
-        ver = re.search(r"^Version: (.+)$", text, re.M)
-        dep = re.search(r"^Depends: (.+)$", text, re.M)
-        if not ver:
-            raise KitError(f"apt-cache show {pkg}: no Version field")
-        return ver.group(1).strip(), dep.group(1).strip() if dep else ""
-
-    def download(self, pkg: str, version: str | None = None) -> Path:
-        """The .deb of `version` (default: the candidate), downloaded once into the private cache."""
-        version = version or self.candidate(pkg)[0]
+    def download(self, pkg: str, version: str) -> Path:
+        """The .deb of `version` (as resolve() gave it), downloaded once into the private cache."""
         fname_ver = version.replace(":", "%3a")
         debs = self.root / "debs"
         debs.mkdir(parents=True, exist_ok=True)

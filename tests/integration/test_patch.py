@@ -19,16 +19,15 @@ pytestmark = pytest.mark.guest
 def kernel_deb():
     """bookworm-backports' ppc64el kernel package, fetched with caskit's private apt (cached)."""
     from harness.debfetch import PrivateApt, debian_codename
+    from harness.debian_kernel import kernel_package
     from harness.kit import cache_root
 
     c = debian_codename()
     apt = PrivateApt(cache_root() / "apt" / "ppc64el-backports", "ppc64el",
                      [c, f"{c}-updates", f"{c}-security", f"{c}-backports"], default_release=f"{c}-backports")
-    if not apt.has_lists():
-        apt.update()
-    _, deps = apt.candidate("linux-image-powerpc64le")
-    pkg = next(d.split()[0] for d in deps.split(",") if d.strip().startswith("linux-image-"))
-    return apt.download(pkg)
+    apt.ensure_index(log=lambda m: None)
+    k = kernel_package(apt)  # the same resolution the kit uses
+    return apt.download(k.name, k.version)
 
 
 def test_a_kernel_package_under_test_boots_with_caskits_initramfs(tmp_path, kernel_deb):
