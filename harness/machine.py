@@ -23,12 +23,18 @@ from .errors import (CaskitError, GuestHang, GuestTimeout, HostError, KitError, 
                      QemuHung, QmpLost, Unresolved)
 from .heartbeat import HeartbeatReader, Stream
 from .hosts import Host, Process
+from .hosts.scripts import script
 from .qmp import QmpClient
 
 
 # A stuck guest's shell is given this long to write its backtraces: it answers in well under a
 # second when it answers at all (measured 0.04 s), and a hang's forensics must not hold the run.
 SYSRQ_TIMEOUT = 5.0
+# The host side of the same forensics: one short command; a host that cannot answer it in this
+# long is itself part of what went wrong, and the message says so.
+HOST_STATE_TIMEOUT = 15.0
+HOST_LOG_LINES = 120
+PROCESS_STATE = script("process_state.sh")
 
 
 @dataclass(frozen=True)
@@ -263,6 +269,8 @@ class GuestMachine:
                     text = f"(not available: {e})"
                 parts += ["", f"## {cmd}", text.replace("\r", "").rstrip()]
         parts += ["", "## sysrq l, w (guest backtraces)", self._sysrq_backtraces()]
+        parts += ["", f"## QEMU on host {self.host.name} (pid {self.proc.pid if self.proc else '?'}): "
+                      "its threads in the host's kernel", self._host_side()]
         self.files.forensics.write_text("\n".join(parts) + "\n")
         self.forensics_saved = True
         return self.files.forensics
@@ -285,6 +293,21 @@ class GuestMachine:
         except CaskitError as e:
             return f"(not taken: the guest's shell did not answer within {timeout:.0f}s: {type(e).__name__})"
         return r.output.replace("\r", "").rstrip()
+
+    def _host_side(self, timeout: float = HOST_STATE_TIMEOUT) -> str:
+        """Where QEMU's threads wait in the host's kernel, and on a remote host (where the kernel
+        runs KVM for this guest) the end of that kernel's log: a QEMU whose monitor stopped
+        answering is a main thread blocked in a KVM ioctl or a vCPU thread that never came back,
+        and only the host says which."""
+        if self.proc is None:
+            return "(QEMU never started)"
+        log_lines = 0 if self.host.name == "local" else HOST_LOG_LINES
+        try:
+            code, out, err = self.host.run(["sh", "-c", PROCESS_STATE, "sh", str(self.proc.pid), str(log_lines)],
+                                           timeout=timeout)
+        except CaskitError as e:
+            return f"(not taken: host {self.host.name} did not answer within {timeout:.0f}s: {e})"
+        return (out + (f"\n(exit {code}: {err.strip()})" if code else "")).rstrip()
 
     # -- stopping ------------------------------------------------------------------------------
 

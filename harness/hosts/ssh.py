@@ -14,7 +14,6 @@ socket to the SSH channel.
 from __future__ import annotations
 
 import contextlib
-from importlib import resources
 import hashlib
 import logging
 import os
@@ -32,12 +31,8 @@ import paramiko
 from ..config import HostSpec
 from ..errors import HostError, SlotsBusy
 from ..kit import Kit
+from .scripts import script as _script
 from .streamlocal import CONNECT_FAILED, StreamLocalUnsupported, open_streamlocal
-
-
-def _script(name: str) -> str:
-    """A helper that runs on the remote host, kept as a file beside this module."""
-    return resources.files(__package__).joinpath("remote", name).read_text()
 
 
 # paramiko logs a failed connection (with its traceback) and every refused channel open (QEMU's

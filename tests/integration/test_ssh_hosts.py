@@ -339,6 +339,26 @@ def test_cleanup_stops_tagged_processes_on_ssh_hosts(pair, inventory, tmp_path):
     h.close()
 
 
+def test_a_hangs_host_side_shows_where_each_thread_of_the_process_waits(pair, inventory, tmp_path):
+    """What a hang's forensics ask an SSH host about its QEMU: every thread's state and wait
+    channel (a stuck monitor is a main thread in a KVM ioctl) and the end of the host's kernel log."""
+    from harness.machine import PROCESS_STATE
+
+    h = host(pair, inventory, "hosta")
+    p = h.spawn(["python3", "-c", "import threading, time; threading.Thread(target=time.sleep, args=(120,)).start(); "
+                                  "time.sleep(120)"], tmp_path / "o", tmp_path / "e")
+    try:
+        code, out, err = h.run(["sh", "-c", PROCESS_STATE, "sh", str(p.pid), "5"], timeout=30)
+        assert code == 0, err
+        threads = [ln for ln in out.splitlines() if ln.startswith("thread ")]
+        assert len(threads) == 2 and all(f"(python3): S (sleeping), wchan " in t for t in threads), out
+        assert "## the host's kernel log (last 5 lines)" in out
+    finally:
+        p.kill()
+        h.close()
+    assert "(process 999999999 is gone)" in h.run(["sh", "-c", PROCESS_STATE, "sh", "999999999", "0"])[1]
+
+
 def test_a_dropped_ssh_connection_mid_cell_is_error_and_a_retry_passes(pair, inventory, tmp_path, kit):
     """Kill hosta's sshd session processes while its guest boots: the cell is ERROR (the host
     failed, not the guest), its QEMU is stopped by PID over a new connection, and the same cell

@@ -4,6 +4,7 @@ host's is ERROR, never FAIL. Nothing is left running on any path."""
 
 from __future__ import annotations
 
+import re
 import signal
 
 import pytest
@@ -81,6 +82,9 @@ def test_a_guest_that_hangs_after_its_kernel_started_is_fail_with_forensics(tmp_
     assert "## info pic" in forensics and "## info registers -a" in forensics
     assert "DECR" in forensics and "TB" in forensics  # the guest clock's registers, per vCPU
     assert "## last console lines" in forensics and "Linux" in forensics
+    # The host's side: where each QEMU thread waits (TCG's vCPU threads run or sleep; none is gone).
+    assert "## QEMU on host local (pid " in forensics
+    assert re.search(r"^thread \d+ \(qemu-system-ppc[^)]*\): [RSD] ", forensics, re.M), forensics
 
 
 def test_a_guest_that_ran_another_init_is_the_kits_error(tmp_path, facts, kit):
