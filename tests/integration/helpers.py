@@ -57,3 +57,41 @@ class KillWhen:
 
     def __exit__(self, *exc) -> None:
         self._thread.join()
+
+
+def assert_every_view_agrees(out: Path, run_id: str, db_url: str, rc: int) -> dict[str, str]:
+    """`caskit report` (its exit status and its CSV export), `caskit history --run` and `caskit
+    diff` of the run against itself say what the command that made the run said (its exit status
+    `rc`) about every planned cell: the same verdicts, the same not-run cells, the same status.
+    Returns the verdicts, by cell id."""
+    import csv
+    import io
+    import json
+
+    from conftest import run_cli
+
+    results = json.loads((out / "results.json").read_text())
+    verdicts = {c["id"]: c["verdict"] for c in results["cells"]}
+    missing = {c["id"] for c in results["cells"] if c.get("not_run")}
+    assert [c["id"] for c in results["cells"]] == json.loads((out / "run.json").read_text())["cell_order"]
+
+    rep = run_cli(["report", str(out)])
+    assert rep.rc == rc, ("report", rep.rc, rc, rep.stdout[-1500:], rep.stderr[-1500:])
+    rows = list(csv.DictReader(io.StringIO(run_cli(["report", str(out), "--format", "csv"]).stdout)))
+    assert {r["id"]: r["verdict"] for r in rows} == verdicts
+
+    hist = run_cli(["history", "--db", db_url, "--run", run_id, "--json"])
+    assert hist.rc == rc, ("history", hist.rc, rc, hist.stdout[-1500:], hist.stderr[-1500:])
+    listed = json.loads(hist.stdout)
+    assert {c["id"]: c["verdict"] for c in listed} == verdicts
+    assert {c["id"] for c in listed if c["not_run"]} == missing
+
+    # Against itself the gate sees only what the run never reported: a partial run gates red.
+    d = run_cli(["diff", run_id, run_id, "--db", db_url, "--json"])
+    gate = json.loads(d.stdout)
+    assert d.rc == (1 if missing else 0), ("diff", d.rc, d.stdout[-1500:], d.stderr[-1500:])
+    assert {e["cell"] for e in gate["regressions"]} == missing
+    assert gate["compared"] == len(verdicts) - len(missing)
+    assert {e["cell"] for e in gate["still_failing"]} == {i for i, v in verdicts.items()
+                                                          if v in ("FAIL", "ERROR") and i not in missing}
+    return verdicts
