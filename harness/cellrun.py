@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import guestlog, model, observe, qemu_exit, reproduce, resume, workloads
-from .cell import Cell, Expected, HostFacts, Observed, Stage
+from .cell import Cell, Expected, HostFacts, Observed, Stage, Verdict
 from .cell_machines import CellMachines, Site, run_tag  # noqa: F401  (run_tag: the tag tests and cleanup look for)
 from .errors import (CaskitError, GuestPanic, InfraError, KitError, Kind, PinRefused, QemuRefused, classify)
 from .hosts import Host
@@ -27,7 +27,8 @@ from .kit import Kit
 from .machine import GuestMachine
 from .migration import known_issues, plans
 from .results import RunStore
-from .verdict import combine, combine_migration, decide
+from .records import CellRecord, MigrationResult, WorkloadResult
+from .verdict import decide
 
 # Panics that mean the kit cannot boot at all (a wrong init, no root): ours to fix, not the SUT's.
 KIT_PANICS = re.compile(r"No working init found|Requested init \S+ failed|VFS: Unable to mount root")
@@ -59,8 +60,8 @@ class CellContext:
 class Findings:
     """What the cell gathered besides the CAS outcome."""
 
-    workloads: list[dict] = field(default_factory=list)
-    migration: dict = field(default_factory=dict)
+    workloads: list[WorkloadResult] = field(default_factory=list)
+    migration: MigrationResult | None = None
 
 
 def _concrete(e: CaskitError, m: GuestMachine | None, stage: str) -> CaskitError:
@@ -145,7 +146,7 @@ def _add_kernel(o: Observed, found: tuple[list[dict], list[str]]) -> None:
     o.kernel_warnings = guestlog.unique(o.kernel_warnings + found[1])
 
 
-def _run_workloads(m: GuestMachine, ctx: CellContext, o: Observed, out: list[dict]) -> bool:
+def _run_workloads(m: GuestMachine, ctx: CellContext, o: Observed, out: list[WorkloadResult]) -> bool:
     """Every workload of the cell in this one boot. Returns False when the guest was lost on
     the way (the rest are recorded as not run, and the cell goes no further)."""
     assert m.console is not None and m.qmp is not None
@@ -163,27 +164,26 @@ def _run_workloads(m: GuestMachine, ctx: CellContext, o: Observed, out: list[dic
     todo = workloads.ordered(ctx.cell.workloads)
     for i, w in enumerate(todo):
         try:
-            out.append(workloads.execute(w, g).to_dict())
+            out.append(workloads.execute(w, g))
         except CaskitError as e:
             e = _concrete(e, m, "workload")
             _, kind = classify(e)
-            out.append(workloads.WorkloadResult(w.name, kind.value, f"{type(e).__name__}: {e}",
-                                                excerpt=getattr(e, "tail", None)).to_dict())
-            out += [workloads.WorkloadResult(x.name, "ERROR", f"not run: {w.name} lost the guest").to_dict()
-                    for x in todo[i + 1:]]
+            out.append(WorkloadResult(w.name, kind.value, f"{type(e).__name__}: {e}", excerpt=getattr(e, "tail", None)))
+            out += [WorkloadResult(x.name, "ERROR", f"not run: {w.name} lost the guest") for x in todo[i + 1:]]
             return False
     return True
 
 
-def _run_migration(machines: CellMachines, m: GuestMachine, ctx: CellContext, mode: str) -> tuple[dict, GuestMachine]:
+def _run_migration(machines: CellMachines, m: GuestMachine, ctx: CellContext,
+                   mode: str) -> tuple[MigrationResult, GuestMachine]:
     """The cell's migration plan; returns its record and the machine the guest lives in after it."""
     cell = ctx.cell
     build = ctx.facts.build(str(cell.axis("qemu")))
     pc = plans.PlanContext(machines, ctx.timeouts["liveness"], ctx.timeouts["command"], mode, ctx.max_bandwidth,
                            ctx.peer, dict(ctx.addresses))
-    rec: dict = {"plan": cell.migration, "window_s": pc.window, "hops": []}
-    if ctx.peer is not None:
-        rec["peer"] = {"host": ctx.peer.host.name, "qemu": ctx.peer.build.name, "version": ctx.peer.build.version}
+    rec = MigrationResult(cell.migration, pc.window, build=f"{build.name} {build.version}" if build else None,
+                          peer={"host": ctx.peer.host.name, "qemu": ctx.peer.build.name,
+                                "version": ctx.peer.build.version} if ctx.peer is not None else None)
     try:
         plans.start_heartbeat(m, pc.timeout)
         plans.start_background_traffic(m, cell, pc.timeout)
@@ -191,20 +191,20 @@ def _run_migration(machines: CellMachines, m: GuestMachine, ctx: CellContext, mo
     except CaskitError as e:
         e = _concrete(e, None, "migration")
         stage, kind = classify(e)
-        rec.update(verdict=kind.value, reason=f"the migration could not be carried out: {type(e).__name__}: {e}")
+        rec.verdict, rec.reason = Verdict(kind.value), f"the migration could not be carried out: {type(e).__name__}: {e}"
         return rec, m
-    rec["hops"] = [h.to_dict() for h in hops]
+    rec.hops = [h.to_dict() for h in hops]
     facts = known_issues.CellFacts(str(cell.axis("accel")), cell.migration,
                                    "workload" if cell.workloads else "idle", int(cell.axis("smp")), mode)
-    rec.update(known_issues.classify(ctx.known_issues, facts, rec["hops"]))
-    bad = [h for h in rec["hops"] if h["verdict"] != "PASS"]
-    rec["reason"] = "; ".join(f"hop {h['name']}: {'; '.join(h['problems'] or h['infra'])}"
+    judged = known_issues.classify(ctx.known_issues, facts, rec.hops)
+    rec.verdict, rec.known_issues = Verdict(judged["verdict"]), judged["known_issues"]
+    rec.no_longer_reproduces = judged["no_longer_reproduces"]
+    bad = [h for h in rec.hops if h["verdict"] != "PASS"]
+    rec.reason = "; ".join(f"hop {h['name']}: {'; '.join(h['problems'] or h['infra'])}"
                               + (f" [known issue {h['known_issue']}]" if h.get("known_issue") else "")
                               + (f" [not explained by any known issue: {', '.join(h['unexplained'])}]"
                                  if h.get("unexplained") and not h.get("known_issue") else "")
                               for h in bad) or f"{len(hops)} hop(s) healthy"
-    if build is not None:
-        rec["build"] = f"{build.name} {build.version}"
     return rec, final
 
 
@@ -254,7 +254,7 @@ def execute(ctx: CellContext, expected: Expected, log_dir: Path, found: Findings
                     # From the first hop on, the kernel's findings are the hops' evidence (their
                     # known issues may explain them, never anything else): after a hop that did
                     # not pass, the guest may not answer, and its hop already judged them.
-                    alive = found.migration.get("verdict") == "PASS" and current.alive()
+                    alive = found.migration.verdict == Verdict.PASS and current.alive()
                 if alive and current is not None:
                     _add_kernel(o, kernel_log(current, ctx.timeouts["command"]))
             except CaskitError as e:
@@ -299,34 +299,21 @@ def run_cell(ctx: CellContext) -> dict:
         except Exception as e:  # a harness bug must not take the run down; it is an ERROR with its trace
             (log_dir / "harness-error.txt").write_text(traceback.format_exc())
             observed = Observed(error=f"harness error: {e!r} (see harness-error.txt)", infra=True)
-    verdict, reason = combine(decide(expected, observed), found.workloads, cell.workloads)
-    verdict, reason = combine_migration((verdict, reason), found.migration, cell.migration)
+    verdict, reason = decide(expected, observed, found.workloads, found.migration, asked=cell.workloads,
+                             plan=cell.migration)
     build = ctx.facts.build(str(cell.axis("qemu")))
     logs = {name: str(p.relative_to(ctx.store.out)) for name, p in (
         ("console", log_dir / "console.log"), ("qemu_stderr", log_dir / "qemu-stderr.log"),
         ("qmp", log_dir / "qmp.jsonl"), ("argv", log_dir / "qemu-argv.txt"),
         ("forensics", log_dir / "forensics.txt"),
         ("harness_error", log_dir / "harness-error.txt")) if p.exists()}
-    record = {
-        **cell.to_dict(),
-        "expected": expected.to_dict(),
-        "observed": observed.to_dict(),
-        "verdict": verdict.value,
-        "reason": reason,
-        "duration_s": round(time.monotonic() - t0, 3),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "started_s": round(started, 3),  # epoch seconds: when a slot was in use, to the millisecond
-        "qemu_version": build.version if build else None,
-        "kit": ctx.kit.key if ctx.kit else None,
-        "worker": ctx.worker,
-        "run_id": ctx.run_id,  # the run that executed it: a --resume keeps it under a new run's id
-        "logs": logs,
-        "workloads": found.workloads,
-        "migration": found.migration or None,
-    }
+    record = CellRecord(cell.to_dict(), expected.to_dict(), observed.to_dict(), verdict, reason,
+                        time.monotonic() - t0, started, build.version if build else None,
+                        ctx.kit.key if ctx.kit else None, ctx.worker, ctx.run_id, logs, found.workloads,
+                        found.migration).to_dict()
     record["provenance"] = resume.provenance(
         cell, ctx.facts, ctx.peer.build.sha256 if ctx.peer is not None else None, ctx.known_issues,
-        list((found.migration or {}).get("known_issues") or ()))
+        list(found.migration.known_issues if found.migration else ()))
     reproduce.write_for(ctx, record)  # a standalone reproducer beside the logs, named in record["logs"]
     ctx.store.write_cell(record)
     return record

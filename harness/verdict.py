@@ -1,9 +1,18 @@
-"""Expected versus observed: the verdict of a cell and the reason a person reads. Pure."""
+"""Expected versus observed: the verdict of a cell and the reason a person reads. Pure.
+
+`decide` is the one place a cell's verdict is taken, from all of its evidence at once: the
+model's prediction, what was observed (stage, how QEMU ended, the mode in both views, the guest
+kernel's findings of every boot), each workload's result and the migration's (its hops already
+weighed against the known issues). Reruns add attempts on top (flaky.final_verdict), never a
+second judgement of one attempt."""
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from .cell import Expected, Observed, Verdict
 from .model import matches_error
+from .records import MigrationResult, WorkloadResult
 
 # The words of QEMU's kernel-irqchip fallback (hw/ppc/spapr_irq.c spapr_irq_init_kvm()).
 KVM_FALLBACK = "kernel_irqchip allowed but unavailable"
@@ -12,7 +21,15 @@ KVM_FALLBACK = "kernel_irqchip allowed but unavailable"
 REFUSAL_KINDS = frozenset({"QemuRefused"})
 
 
-def decide(e: Expected, o: Observed) -> tuple[Verdict, str]:
+def decide(e: Expected, o: Observed, workloads: Sequence[WorkloadResult] = (), migration: MigrationResult | None = None,
+           *, asked: Sequence[str] = (), plan: str = "none") -> tuple[Verdict, str]:
+    """The cell's verdict and reason. `asked` are the workloads the cell asked for and `plan` its
+    migration plan: asked for and absent is ERROR (never run is never green)."""
+    return _with_migration(_with_workloads(_boot(e, o), workloads, asked), migration, plan)
+
+
+def _boot(e: Expected, o: Observed) -> tuple[Verdict, str]:
+    """The boot and CAS negotiation against the model, with the guest kernel's findings."""
     if e.skip:
         return Verdict.SKIP, e.skip
     if o.infra:
@@ -66,7 +83,8 @@ def decide(e: Expected, o: Observed) -> tuple[Verdict, str]:
     return Verdict.PASS, f"{o.mode} as predicted by {e.rule}"
 
 
-def combine(cas: tuple[Verdict, str], workloads: list[dict], asked: tuple[str, ...] = ()) -> tuple[Verdict, str]:
+def _with_workloads(cas: tuple[Verdict, str], workloads: Sequence[WorkloadResult],
+                    asked: Sequence[str] = ()) -> tuple[Verdict, str]:
     """The cell's verdict from its CAS verdict and its workloads' verdicts.
 
     A workload can only make a PASS cell worse: FAIL if any workload failed, else ERROR if any
@@ -77,28 +95,27 @@ def combine(cas: tuple[Verdict, str], workloads: list[dict], asked: tuple[str, .
         return cas
     if not workloads and verdict == Verdict.PASS:
         return Verdict.ERROR, "the workloads did not run"
-    failed = [w for w in workloads if w["verdict"] == Verdict.FAIL.value]
-    errors = [w for w in workloads if w["verdict"] == Verdict.ERROR.value]
+    failed = [w for w in workloads if w.verdict == Verdict.FAIL.value]
+    errors = [w for w in workloads if w.verdict == Verdict.ERROR.value]
     if verdict == Verdict.FAIL:
         return cas
     if failed:
-        return Verdict.FAIL, "; ".join(f"workload {w['name']}: {w['reason']}" for w in failed)
+        return Verdict.FAIL, "; ".join(f"workload {w.name}: {w.reason}" for w in failed)
     if errors:
-        return Verdict.ERROR, "; ".join(f"workload {w['name']}: {w['reason']}" for w in errors)
+        return Verdict.ERROR, "; ".join(f"workload {w.name}: {w.reason}" for w in errors)
     return cas
 
 
-def combine_migration(cell: tuple[Verdict, str], mig: dict, plan: str) -> tuple[Verdict, str]:
+def _with_migration(cell: tuple[Verdict, str], mig: MigrationResult | None, plan: str) -> tuple[Verdict, str]:
     """Fold the migration's verdict into a cell whose boot and workloads passed."""
     verdict, reason = cell
     if plan == "none" or verdict != Verdict.PASS:
         return cell
-    if not mig:
+    if mig is None:
         return Verdict.ERROR, "the migration did not run"
-    v = mig.get("verdict", "ERROR")
-    if v == "PASS":
-        return Verdict.PASS, f"{reason}; migration {plan}: {mig.get('reason', 'ok')}"
-    return Verdict(v), f"migration {plan}: {mig.get('reason', '')}"
+    if mig.verdict == Verdict.PASS:
+        return Verdict.PASS, f"{reason}; migration {plan}: {mig.reason or 'ok'}"
+    return mig.verdict, f"migration {plan}: {mig.reason}"
 
 
 # Evidence that the system under test is defective however rarely it shows: a cell that showed

@@ -15,7 +15,6 @@ QMP saying "completed" and "running" decides nothing.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 from .. import guestlog, heartbeat, observe, qemu_exit
@@ -23,53 +22,14 @@ from ..errors import (CaskitError, GuestHang, Kind, MigrationStuck, QemuCrashed,
                       classify)
 from ..heartbeat import Beat
 from ..machine import GuestMachine
+from ..records import HopResult
 
 MIGRATE_TIMEOUT = 120.0
 STALL_S = 3.0  # 15 heartbeat periods of silence once beats have resumed
 
 
-@dataclass
-class Hop:
-    name: str
-    source: str
-    destination: str
-    uri: str
-    source_host: str | None = None
-    destination_host: str | None = None
-    source_build: str | None = None  # "name version"
-    destination_build: str | None = None
-    qmp: dict = field(default_factory=dict)  # status, total-time, downtime, ram.transferred, error-desc
-    destination_status: str | None = None  # query-status after the hop (recorded, never decides)
-    liveness: dict = field(default_factory=dict)
-    kernel_log: list[dict] = field(default_factory=list)
-    mode_before: dict = field(default_factory=dict)
-    mode_after: dict = field(default_factory=dict)
-    progress: dict = field(default_factory=dict)
-    destination_alive: bool | None = None
-    source_alive: bool | None = None
-    source_after: dict = field(default_factory=dict)  # a refused hop: the source guest's health after it
-    harness_s: float | None = None  # from `migrate` to the destination resumed, as the harness saw it
-    setup_s: float | None = None  # starting the destination QEMU, before the hop
-    t_migrate: float | None = None  # host monotonic time `migrate` was sent
-    window_s: float | None = None
-    window_wall: list[float] = field(default_factory=list)  # [start, end] as time.time(), for audits
-    problems: list[str] = field(default_factory=list)
-    infra: list[str] = field(default_factory=list)
-    symptoms: list[str] = field(default_factory=list)  # one per problem: what known issues match
-    expected: str | None = None  # a mismatch hop: "refused" or "accepted", as the model predicts
-    refusal: str | None = None  # a refused hop: the destination's own error line
-    verdict: str = "PASS"
-    known_issue: str | None = None
-    unexplained: list[str] = field(default_factory=list)  # signals no known issue explains
-    forensics: str | None = None  # the destination's view of a guest that stopped after the hop
-
-    def flag(self, symptom: str, problem: str) -> None:
-        """A failure signal: every problem carries the symptom a known issue must explain."""
-        self.symptoms.append(symptom)
-        self.problems.append(problem)
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
+# The hop's record is typed in records.py (HopResult); here it is what a hop fills in.
+Hop = HopResult
 
 
 # What the machine's view of an ended or stuck QEMU means for a hop.

@@ -10,7 +10,7 @@ the guest stops answering at all (ERROR, nobody left to ask).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -20,6 +20,7 @@ from ..cell import Cell, Verdict
 from ..errors import KitError, WorkloadFailed, WorkloadSkipped
 from ..hosts import Host, LocalHost
 from ..qmp import QmpClient
+from ..records import WorkloadResult
 
 
 # Modes whose Linux driver counts some spurious interrupts by design. XIVE: xive_get_irq()
@@ -30,20 +31,6 @@ from ..qmp import QmpClient
 SPURIOUS_EXPECTED = {"xive"}
 
 
-
-
-@dataclass
-class WorkloadResult:
-    name: str
-    verdict: str
-    reason: str
-    metrics: dict = field(default_factory=dict)
-    excerpt: str | None = None
-    duration_s: float = 0.0
-    symptom: str | None = None  # what a FAIL saw (errors.WorkloadFailed.symptom), e.g. disk-data-corrupt
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

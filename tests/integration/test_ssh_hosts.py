@@ -351,7 +351,7 @@ def test_a_hangs_host_side_shows_where_each_thread_of_the_process_waits(pair, in
         code, out, err = h.run(["sh", "-c", PROCESS_STATE, "sh", str(p.pid), "5"], timeout=30)
         assert code == 0, err
         threads = [ln for ln in out.splitlines() if ln.startswith("thread ")]
-        assert len(threads) == 2 and all(f"(python3): S (sleeping), wchan " in t for t in threads), out
+        assert len(threads) == 2 and all("(python3): S (sleeping), wchan " in t for t in threads), out
         assert "## the host's kernel log (last 5 lines)" in out
     finally:
         p.kill()

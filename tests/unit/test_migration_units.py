@@ -8,10 +8,9 @@ import pytest
 
 from harness import guestlog
 from harness.migration import domains as md, known_issues as ki
-from harness.cell import HostFacts, QemuBuild, Verdict
+from harness.cell import HostFacts, QemuBuild
 from harness.errors import ConfigError
 from harness.heartbeat import Beat, liveness
-from harness.verdict import combine_migration
 
 
 def beats(times, start_seq=1, period=0.2):
@@ -145,18 +144,3 @@ def test_bare_metal_hv_members_keep_the_in_kernel_controllers():
     a = host("a", "hv", "POWER9", True, True, [build()])
     b = host("b", "hv", "POWER9", True, True, [build()])
     assert md.pin([md.Member(a, a.qemu[0]), md.Member(b, b.qemu[0])]).kernel_irqchip == "on"
-
-
-@pytest.mark.parametrize("mig,want", [
-    ({"verdict": "PASS", "reason": "2 hop(s) healthy"}, Verdict.PASS),
-    ({"verdict": "FAIL", "reason": "hop B: no heartbeat"}, Verdict.FAIL),
-    ({"verdict": "XFAIL", "reason": "hop B [known issue k1]"}, Verdict.XFAIL),
-    ({"verdict": "ERROR", "reason": "destination died"}, Verdict.ERROR),
-    ({}, Verdict.ERROR),
-])
-def test_migration_folds_into_a_passing_cell(mig, want):
-    assert combine_migration((Verdict.PASS, "xive"), mig, "roundtrip")[0] == want
-
-
-def test_migration_does_not_change_a_cell_that_already_failed():
-    assert combine_migration((Verdict.FAIL, "wrong mode"), {"verdict": "PASS"}, "roundtrip") == (Verdict.FAIL, "wrong mode")

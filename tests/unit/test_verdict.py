@@ -192,36 +192,62 @@ def test_skip_whatever_was_observed(o):
     assert decide(e, o) == (Verdict.SKIP, "host local has no KVM")
 
 
-# ---------------------------------------------------------------- workloads make a cell's verdict
+# ------------------------------------------- one decide: workloads and the migration, with the boot
 
 
-from harness.verdict import combine  # noqa: E402
+from harness.records import MigrationResult, WorkloadResult  # noqa: E402
+
+BOOTS = {  # the boot's evidence, by the verdict it alone gives
+    "PASS": lambda: (expected("xive"), observed("xive")),
+    "FAIL": lambda: (expected("xive"), observed("xics", byte23="0x00")),
+    "XFAIL": lambda: (refusal(), failed(XIVE_NEEDS_P9)),
+    "ERROR": lambda: (expected("xive"), Observed(error="no answer", infra=True)),
+}
 
 
 def _w(name, verdict, reason="r"):
-    return {"name": name, "verdict": verdict, "reason": reason}
+    return WorkloadResult(name, verdict, reason)
 
 
-@pytest.mark.parametrize("cas,wls,want", [
-    ((Verdict.PASS, "ok"), [_w("ipi", "PASS"), _w("virtio-net", "PASS")], Verdict.PASS),
-    ((Verdict.PASS, "ok"), [_w("ipi", "PASS"), _w("virtio-net", "FAIL")], Verdict.FAIL),
-    ((Verdict.PASS, "ok"), [_w("ipi", "ERROR"), _w("virtio-net", "FAIL")], Verdict.FAIL),
-    ((Verdict.PASS, "ok"), [_w("ipi", "ERROR"), _w("virtio-net", "PASS")], Verdict.ERROR),
-    ((Verdict.PASS, "ok"), [_w("ipi", "SKIP"), _w("virtio-net", "PASS")], Verdict.PASS),
-    ((Verdict.PASS, "ok"), [], Verdict.ERROR),  # asked for workloads, none ran
-    ((Verdict.FAIL, "wrong mode"), [_w("ipi", "PASS")], Verdict.FAIL),
-    ((Verdict.XFAIL, "refused"), [], Verdict.XFAIL),
-    ((Verdict.ERROR, "timeout"), [], Verdict.ERROR),
+@pytest.mark.parametrize("boot,wls,want", [
+    ("PASS", [_w("ipi", "PASS"), _w("virtio-net", "PASS")], Verdict.PASS),
+    ("PASS", [_w("ipi", "PASS"), _w("virtio-net", "FAIL")], Verdict.FAIL),
+    ("PASS", [_w("ipi", "ERROR"), _w("virtio-net", "FAIL")], Verdict.FAIL),
+    ("PASS", [_w("ipi", "ERROR"), _w("virtio-net", "PASS")], Verdict.ERROR),
+    ("PASS", [_w("ipi", "SKIP"), _w("virtio-net", "PASS")], Verdict.PASS),
+    ("PASS", [], Verdict.ERROR),  # asked for workloads, none ran
+    ("FAIL", [_w("ipi", "PASS")], Verdict.FAIL),
+    ("XFAIL", [], Verdict.XFAIL),
+    ("ERROR", [], Verdict.ERROR),
 ])
-def test_combine(cas, wls, want):
-    v, reason = combine(cas, wls, ("ipi", "virtio-net"))
+def test_workloads_can_only_make_a_passing_boot_worse(boot, wls, want):
+    v, reason = decide(*BOOTS[boot](), wls, asked=("ipi", "virtio-net"))
     assert v == want
-    if want == Verdict.FAIL and cas[0] == Verdict.PASS:
+    if want == Verdict.FAIL and boot == "PASS":
         assert "workload virtio-net" in reason
 
 
-def test_combine_without_workloads_is_the_cas_verdict():
-    assert combine((Verdict.PASS, "ok"), [], ()) == (Verdict.PASS, "ok")
+def test_a_cell_without_workloads_is_its_boot():
+    assert decide(*BOOTS["PASS"]()) == decide(*BOOTS["PASS"](), [], asked=())
+
+
+@pytest.mark.parametrize("mig,want", [
+    (MigrationResult("roundtrip", verdict=Verdict.PASS, reason="2 hop(s) healthy"), Verdict.PASS),
+    (MigrationResult("roundtrip", verdict=Verdict.FAIL, reason="hop B: no heartbeat"), Verdict.FAIL),
+    (MigrationResult("roundtrip", verdict=Verdict.XFAIL, reason="hop B [known issue k1]"), Verdict.XFAIL),
+    (MigrationResult("roundtrip", verdict=Verdict.ERROR, reason="destination died"), Verdict.ERROR),
+    (None, Verdict.ERROR),  # the plan was asked for and never ran
+])
+def test_the_migration_folds_into_a_passing_cell(mig, want):
+    v, reason = decide(*BOOTS["PASS"](), [_w("ipi", "PASS")], mig, asked=("ipi",), plan="roundtrip")
+    assert v == want
+    assert ("migration roundtrip" in reason) == (mig is not None)
+
+
+@pytest.mark.parametrize("boot,wls", [("FAIL", []), ("PASS", [_w("ipi", "FAIL")])])
+def test_a_passing_migration_never_hides_a_failed_boot_or_workload(boot, wls):
+    mig = MigrationResult("roundtrip", verdict=Verdict.PASS, reason="2 hop(s) healthy")
+    assert decide(*BOOTS[boot](), wls, mig, asked=("ipi",) if wls else (), plan="roundtrip")[0] == Verdict.FAIL
 
 
 def test_config_workload_names_match_the_registry():
