@@ -187,7 +187,7 @@ def _run_migration(machines: CellMachines, m: GuestMachine, ctx: CellContext,
     try:
         plans.start_heartbeat(m, pc.timeout)
         plans.start_background_traffic(m, cell, pc.timeout)
-        hops, final = plans.PLANS[cell.migration](pc, m)
+        hops, final = plans.PLANS[cell.migration].run(pc, m)
     except CaskitError as e:
         e = _concrete(e, None, "migration")
         stage, kind = classify(e)

@@ -544,7 +544,7 @@ def _explain_build(binary: str, log) -> "object":
     import shutil
     import tempfile
 
-    from .config import QemuBuildSpec
+    from .specs import QemuBuildSpec
     from . import probe
     from .hosts import LocalHost
 

@@ -5,7 +5,7 @@ the emulated hosts (emulated/), so that neither needs the other.
 
 from __future__ import annotations
 
-from .config import HostSpec
+from .specs import HostSpec
 from .emulated.host import KINDS, EmulatedHost
 from .errors import CaskitError
 from .hosts import Host, LocalHost

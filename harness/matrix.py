@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 from .axes import AXIS_NAMES
-from .config import Matrix
+from .specs import Matrix
 from .cell import Cell
 
 

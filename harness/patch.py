@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import kit as kitmod
-from .config import HostSpec
+from .specs import HostSpec
 from .debfetch import sha256_file, unpack
 from .errors import ConfigError
 

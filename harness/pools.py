@@ -24,7 +24,7 @@ from typing import Callable
 
 from . import model
 from .cell import Cell, HostFacts, Verdict
-from .config import POOL_PREFIX, PoolSpec
+from .specs import POOL_PREFIX, PoolSpec
 from .errors import CaskitError, HostError
 
 # An ERROR whose cause is the member itself: the cell did not fail, the host did; it goes to

@@ -20,8 +20,9 @@ from .connect import make_host
 from .emulated import host as emulated, image as l1image
 from .migration import domains as md, known_issues
 from .resources import CHECKOUT
-from .config import (DOMAIN_PLANS, POOL_PREFIX, TIMEOUT_KEYS, DomainSpec, HostSpec, Matrix, load_inventory,
-                     load_matrix)
+from .config import load_inventory, load_matrix
+from .migration.plans import PLANS
+from .specs import POOL_PREFIX, TIMEOUT_KEYS, DomainSpec, HostSpec, Matrix
 from .cell import Cell, HostFacts
 from .errors import CaskitError, ConfigError, KitError, NoPeer
 from .results import RunStore
@@ -294,7 +295,7 @@ def pin_cells(p: RunPlan, facts: dict[str, HostFacts]) -> tuple[list[Cell], dict
         a.update(ic_mode=pin.ic_mode, kernel_irqchip=pin.kernel_irqchip, cpu_compat=compat)
         caps = [f"{k}={v}" for k, v in sorted(pin.caps.items())]
         peer: tuple[str, ...] = ()
-        if c.migration in DOMAIN_PLANS:
+        if PLANS[c.migration].needs_domain:
             spec = p.domains[m.domain]
             usable = {h: [b.name for b in facts[h].qemu if not b.error and (not spec.qemu or b.name in spec.qemu)]
                       for h in spec.hosts}

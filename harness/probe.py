@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .cell import HostFacts, QemuBuild
-from .config import HostSpec, QemuBuildSpec
+from .specs import HostSpec, QemuBuildSpec
 from .connect import guest_machine_options, make_host
 from .emulated import kvmcaps
 from .errors import CaskitError

@@ -21,7 +21,8 @@ from . import flaky, history, leftovers, pools, prepare, resume
 from .cell import Cell, HostFacts, Verdict
 from .cell_machines import Site
 from .cellrun import CellContext, run_cell
-from .config import TIMEOUT_KEYS, HostSpec, load_hosts
+from .config import load_hosts
+from .specs import TIMEOUT_KEYS, HostSpec
 from .connect import make_host
 from .emulated import host as emulated
 from .errors import CaskitError, ConfigError, SlotsBusy

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import image as l1image
-from ..config import HostSpec, QemuBuildSpec, SshSpec
+from ..specs import HostSpec, QemuBuildSpec, SshSpec
 from ..errors import HostError
 from ..templating import render_lines
 from ..hosts import LocalHost, LocalProcess

@@ -28,7 +28,7 @@ from typing import Iterator
 
 import paramiko
 
-from ..config import HostSpec
+from ..specs import HostSpec
 from ..errors import HostError, SlotsBusy
 from ..kit import Kit
 from .scripts import script as _script

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from ..axes import AXIS_BY_NAME
 # The same value checks as matrix files and the inventory, so messages read alike.
-from ..config import (MAX_PROSE, MAX_SMP, MIGRATIONS, _child, _got, _item, _list, _part, _show, _text, _whole,
-                      load_yaml)
+from .. import validate as checks
+from ..validate import MAX_PROSE, MAX_SMP, load_yaml
+from .plans import PLANS
 from ..errors import ConfigError
 from ..resources import CONFIGS
 
@@ -96,9 +97,9 @@ def _strings(path: str, key: str, v, allowed: tuple[str, ...] | None = None) -> 
     """A list of non-empty one-line strings (one string stands for a list of one), each in
     `allowed` when given."""
     out = []
-    for i, x in enumerate(_list(path, key, v, "strings")):
-        item = _item(key, v, i)
-        _text(path, item, x, "a non-empty string")
+    for i, x in enumerate(checks.list_of(path, key, v, "strings")):
+        item = checks.item(key, v, i)
+        checks.text(path, item, x, "a non-empty string")
         if allowed is not None and x not in allowed:
             raise ConfigError(path, item, f"{x!r} is not allowed; allowed: {', '.join(allowed)}")
         out.append(x)
@@ -107,8 +108,8 @@ def _strings(path: str, key: str, v, allowed: tuple[str, ...] | None = None) -> 
 
 def _constraint(path: str, key: str, v) -> str:
     if not isinstance(v, str):  # `qemu_version: 7.2` is a YAML number: the operator is missing anyway
-        raise ConfigError(path, key, f"must be version constraints such as \">=7.2,<8\" (a quoted string), {_got(v)}")
-    _text(path, key, v, "version constraints such as \">=7.2,<8\"")
+        raise ConfigError(path, key, f"must be version constraints such as \">=7.2,<8\" (a quoted string), {checks.got(v)}")
+    checks.text(path, key, v, "version constraints such as \">=7.2,<8\"")
     try:
         version_matches(v, "1.0.0")
     except ValueError as err:
@@ -117,7 +118,7 @@ def _constraint(path: str, key: str, v) -> str:
 
 
 def _regex(path: str, key: str, v) -> str:
-    _text(path, key, v, "a regular expression (a string)")
+    checks.text(path, key, v, "a regular expression (a string)")
     try:
         re.compile(v)
     except (re.error, RecursionError, OverflowError) as err:  # the parser recurses on nested groups
@@ -131,13 +132,13 @@ MODES = ("xics", "xive")
 
 def parse(data, path: str) -> list[KnownIssue]:
     if not isinstance(data, dict):
-        raise ConfigError(path, None, f"a known-issues file is a mapping with an `issues:` list, {_got(data)}")
+        raise ConfigError(path, None, f"a known-issues file is a mapping with an `issues:` list, {checks.got(data)}")
     for k in data:
         if k != "issues":
-            raise ConfigError(path, _part(k), "unknown key; a known-issues file has only `issues:`")
+            raise ConfigError(path, checks.part(k), "unknown key; a known-issues file has only `issues:`")
     issues = data.get("issues")
     if issues is not None and not isinstance(issues, list):
-        raise ConfigError(path, "issues", f"must be a list of entries, {_got(issues)}")
+        raise ConfigError(path, "issues", f"must be a list of entries, {checks.got(issues)}")
     out = []
     for i, e in enumerate(issues or []):
         key = f"issues[{i}]"
@@ -145,38 +146,38 @@ def parse(data, path: str) -> list[KnownIssue]:
             raise ConfigError(path, key, "needs id, summary, reference and match")
         for k in e:
             if k not in ENTRY_KEYS:
-                raise ConfigError(path, _child(key, k), f"unknown key; allowed: {', '.join(ENTRY_KEYS)}")
-        ident = _text(path, f"{key}.id", e["id"], "an id (one line)", max_len=200)
-        summary = _text(path, f"{key}.summary", e["summary"], "text", max_len=MAX_PROSE, lines=True)
-        reference = _text(path, f"{key}.reference", e["reference"], "text", max_len=MAX_PROSE, lines=True)
+                raise ConfigError(path, checks.child(key, k), f"unknown key; allowed: {', '.join(ENTRY_KEYS)}")
+        ident = checks.text(path, f"{key}.id", e["id"], "an id (one line)", max_len=200)
+        summary = checks.text(path, f"{key}.summary", e["summary"], "text", max_len=MAX_PROSE, lines=True)
+        reference = checks.text(path, f"{key}.reference", e["reference"], "text", max_len=MAX_PROSE, lines=True)
         evidence = e.get("evidence")
         if evidence is not None and not isinstance(evidence, dict):
-            raise ConfigError(path, f"{key}.evidence", f"must be a mapping (what was measured, cells, lines), {_got(evidence)}")
+            raise ConfigError(path, f"{key}.evidence", f"must be a mapping (what was measured, cells, lines), {checks.got(evidence)}")
         mkey = f"{key}.match"
         m = e["match"]
         if m is None:
             m = {}
         if not isinstance(m, dict):
-            raise ConfigError(path, mkey, f"must be a mapping of conditions, {_got(m)}")
+            raise ConfigError(path, mkey, f"must be a mapping of conditions, {checks.got(m)}")
         for k in m:
             if k not in MATCH_KEYS:
-                raise ConfigError(path, _child(mkey, k), f"unknown key; allowed: {', '.join(sorted(MATCH_KEYS))}")
+                raise ConfigError(path, checks.child(mkey, k), f"unknown key; allowed: {', '.join(sorted(MATCH_KEYS))}")
         state = m.get("guest_state", "any")
         if not isinstance(state, str) or state not in GUEST_STATES:
-            raise ConfigError(path, f"{mkey}.guest_state", f"must be one of {', '.join(GUEST_STATES)}, {_got(state)}")
+            raise ConfigError(path, f"{mkey}.guest_state", f"must be one of {', '.join(GUEST_STATES)}, {checks.got(state)}")
         versions = {vk: _constraint(path, f"{mkey}.{vk}", m[vk]) if m.get(vk) is not None else None
                     for vk in ("qemu_version", "source_version", "destination_version")}
         regexes = {rk: _regex(path, f"{mkey}.{rk}", m[rk]) if m.get(rk) is not None else None
                    for rk in ("log_regex", "error_regex")}
         accel = m.get("accel")
         if accel is not None and (not isinstance(accel, str) or accel not in AXIS_BY_NAME["accel"].values):
-            raise ConfigError(path, f"{mkey}.accel", f"{_show(accel)} is not allowed; allowed: "
+            raise ConfigError(path, f"{mkey}.accel", f"{checks.show(accel)} is not allowed; allowed: "
                                                      f"{', '.join(AXIS_BY_NAME['accel'].values)}")
         smp_min = m.get("smp_min")
         if smp_min is not None:
-            smp_min = _whole(path, f"{mkey}.smp_min", smp_min, MAX_SMP, "as many vCPUs as a matrix may ask for")
+            smp_min = checks.whole(path, f"{mkey}.smp_min", smp_min, MAX_SMP, "as many vCPUs as a matrix may ask for")
         lists = {lk: _strings(path, f"{mkey}.{lk}", m[lk], allowed) if m.get(lk) not in (None, []) else ()
-                 for lk, allowed in (("plans", tuple(MIGRATIONS)), ("modes", MODES), ("hops", None), ("symptoms", None),
+                 for lk, allowed in (("plans", tuple(PLANS)), ("modes", MODES), ("hops", None), ("symptoms", None),
                                      ("requires", tuple(CONDITIONS)))}
         if not lists["symptoms"] and not regexes["log_regex"] and not regexes["error_regex"]:
             raise ConfigError(path, mkey, "needs symptoms, log_regex or error_regex: what the failure looks like")

@@ -322,4 +322,24 @@ def mismatch(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], Guest
     return hops, a
 
 
-PLANS = {"roundtrip": roundtrip, "file": to_file, "mismatch": mismatch, "cross-build": cross, "cross-host": cross}
+@dataclass(frozen=True)
+class Plan:
+    """A migration plan as matrices name it: what it does, in one line, and how it runs."""
+
+    name: str
+    summary: str
+    run: Callable[[PlanContext, GuestMachine], tuple[list[migrate.Hop], GuestMachine]] | None
+    needs_domain: bool = False  # its middle hop runs elsewhere in a migration domain (`domain:`)
+
+
+# The one list of plans: matrix and known-issue files are checked against it.
+PLANS: dict[str, Plan] = {p.name: p for p in (
+    Plan("none", "no migration", None),
+    Plan("roundtrip", "A -> B -> fresh A', judged by the guest after each hop", roundtrip),
+    Plan("file", "to a file (exec:), source stopped, restored into a new QEMU", to_file),
+    Plan("mismatch", "into a destination that cannot take the state; must fail, source must live on", mismatch),
+    Plan("cross-build", "A -> B on another QEMU build of the domain, same host -> fresh A' (needs `domain:`)", cross,
+         needs_domain=True),
+    Plan("cross-host", "A -> B on another host of the domain, over TCP -> fresh A' (needs `domain:`)", cross,
+         needs_domain=True),
+)}

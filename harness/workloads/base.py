@@ -112,6 +112,9 @@ class Workload:
     during_hops: Callable[[GuestSession], None] | None = None
     after_hop: Callable[[GuestSession], dict] | None = None
     checked_after_every_hop: bool = False  # after_hop runs even when the cell does not name it
+    # Its state lives in a file on the guest's host (a disk image, a hotplugged device's backing):
+    # across hosts it would need shared storage, which caskit does not set up.
+    host_local: bool = False
 
 
 def execute(w: Workload, g: GuestSession) -> WorkloadResult:

@@ -81,4 +81,4 @@ def after_hop(g: GuestSession) -> dict:
 
 WORKLOAD = Workload("virtio-blk", "direct-I/O write and read-back of a pattern on a virtio disk", run,
                     during_hops=in_flight, after_hop=after_hop,
-                    devices=devices)
+                    devices=devices, host_local=True)

@@ -82,4 +82,4 @@ def run(g: GuestSession) -> dict:
 
 
 WORKLOAD = Workload("device-hotplug", "virtio-net added, used and removed at runtime on a second PHB", run,
-                    devices=lambda ctx: device_argv({"hotplug-phb"}, ctx.scratch))
+                    devices=lambda ctx: device_argv({"hotplug-phb"}, ctx.scratch), host_local=True)

@@ -10,7 +10,8 @@ import textwrap
 
 import pytest
 
-from harness.config import MATRICES, TIMEOUT_KEYS, load_domains, load_hosts, load_matrix, load_yaml, parse_hosts, parse_matrix
+from harness.config import MATRICES, TIMEOUT_KEYS, load_domains, load_hosts, load_matrix, parse_hosts, parse_matrix
+from harness.validate import load_yaml
 from harness.errors import ConfigError
 
 HOSTS = {"local", "farm1"}

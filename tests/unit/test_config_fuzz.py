@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from harness import matrix as matrixmod
 from harness.config import (DEFAULT_HOSTS, MATRICES, MAX_APPEND, MAX_BANDWIDTH, MAX_CELLS, MAX_SLOTS, MAX_SMP,
-                            MAX_TIMEOUT_S, _part, load_yaml, parse_domains, parse_hosts, parse_matrix)
+                            parse_domains, parse_hosts, parse_matrix)
+from harness.validate import MAX_TIMEOUT_S, load_yaml, part as _part
 from harness.errors import ConfigError
 from harness.migration import known_issues
 from conftest import run_cli

@@ -248,8 +248,3 @@ def test_the_migration_folds_into_a_passing_cell(mig, want):
 def test_a_passing_migration_never_hides_a_failed_boot_or_workload(boot, wls):
     mig = MigrationResult("roundtrip", verdict=Verdict.PASS, reason="2 hop(s) healthy")
     assert decide(*BOOTS[boot](), wls, mig, asked=("ipi",) if wls else (), plan="roundtrip")[0] == Verdict.FAIL
-
-
-def test_config_workload_names_match_the_registry():
-    from harness import config, workloads
-    assert set(config.WORKLOADS) == set(workloads.REGISTRY)
