@@ -102,6 +102,20 @@ class Console:
         except OSError as e:
             raise QemuDied(f"console lost while waiting for {what} ({e.strerror or e})", None, self.tail()) from e
 
+    def expect(self, patterns: list, timeout: float, what: str) -> int:
+        """The index of the first of `patterns` (compiled bytes regexes, pexpect.EOF, pexpect.TIMEOUT)
+        to show up; `match` and `seen()` say what it was and what came before it. For consoles that
+        are not the kit's (an emulated host's), whose markers are their own."""
+        return self._expect(patterns, timeout, what)
+
+    @property
+    def match(self):
+        return self.child.match
+
+    def seen(self) -> bytes:
+        """What the console showed before the last match (or until its end or a timeout)."""
+        return self.child.before if isinstance(self.child.before, bytes) else b""
+
     def wait_ready(self, timeout: float) -> dict:
         """Wait for the kit's ready marker; a panic or QEMU exit ends the wait early."""
         i = self._expect([READY_RE, PANIC_RE, pexpect.EOF, pexpect.TIMEOUT], timeout, "the ready marker")

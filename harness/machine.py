@@ -48,6 +48,10 @@ class MachineFiles:
     # command under TCG); elsewhere it has a directory of its own, removed at shutdown.
     sock_prefix: str = ""
     owns_sock_dir: bool = True
+    # The transcript caskit writes of what it read on the console. An emulated host's QEMU logs
+    # its console itself (console.log, which outlives any one controller): its boot's transcript
+    # has another name.
+    transcript_name: str = "console.log"
 
     def sock(self, name: str) -> Path:
         return self.sock_dir / f"{self.sock_prefix}{name}"
@@ -78,7 +82,7 @@ class MachineFiles:
 
     @property
     def transcript(self) -> Path:
-        return self.log_dir / "console.log"
+        return self.log_dir / self.transcript_name
 
     @property
     def qmp_log(self) -> Path:
@@ -184,6 +188,16 @@ class GuestMachine:
     def cont(self) -> None:
         assert self.qmp is not None
         self.qmp.execute("cont")
+
+    def detach(self) -> None:
+        """Let go of a QEMU meant to outlive this process (an emulated host): its console and
+        monitor connections closed, QEMU left running, to be stopped later by its PID."""
+        if self.console is not None:
+            self.console.close()
+            self.console = None
+        if self.qmp is not None:
+            self.qmp.close()
+            self.qmp = None
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

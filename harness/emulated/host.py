@@ -34,6 +34,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pexpect
+
 from . import image as l1image
 from ..specs import HostSpec, QemuBuildSpec, SshSpec
 from ..errors import HostError
@@ -291,33 +293,38 @@ class EmulatedHost:
 
     def _boot(self, image: l1image.Image, initrd: Path, binary: str, fw: str | None, port: int, timeout: float,
               log) -> L1State:
-        console_sock, qmp_sock = self._sock("console.sock"), self._sock("qmp.sock")
-        console_log, stderr = self.dir / "console.log", self.dir / "qemu-stderr.log"
-        for f in (console_sock, qmp_sock, console_log, stderr):
+        # The machine layer's own launch (spawn paused, await the sockets, attach, cont); then the
+        # L1's own ready marker, and the machine is let go of with QEMU running.
+        self._sock("console.sock"), self._sock("qmp.sock")  # within sun_path, or a clear error
+        files = MachineFiles(self.dir, self.dir, owns_sock_dir=False, transcript_name="console-boot.log")
+        console_log = self.dir / "console.log"
+        for f in (files.console_sock, files.qmp_sock, console_log, files.stderr, files.transcript):
             f.unlink(missing_ok=True)
         tag = f"{TAG_PREFIX}{self.name}"
         argv = render_argv(self.kind, binary=binary, firmware_dir=fw, tag=tag, port=port, kernel=image.kernel,
-                           initrd=initrd, console_sock=console_sock, console_log=console_log, qmp_sock=qmp_sock)
-        (self.dir / "qemu-argv.txt").write_text("\n".join(argv) + "\n")
+                           initrd=initrd, console_sock=files.console_sock, console_log=console_log,
+                           qmp_sock=files.qmp_sock)
         self._write_known_hosts(port)
-        host = LocalHost(self.name)
+        m = GuestMachine(LocalHost(self.name), argv, files, launch_timeout=30)
         t0 = time.monotonic()
-        self.proc = host.spawn(argv, self.dir / "qemu-stdout.log", stderr)
-        state = L1State(self.name, self.kind.name, "booting", self.proc.pid, port, tag, image.key, str(self.dir),
+        try:
+            m.launch()
+        except CaskitError as e:
+            stderr = m.stderr_text()
+            # QEMU sets its network up after its sockets: a port taken meanwhile ends it there.
+            if "host forwarding" in stderr:
+                raise _PortTaken() from None
+            raise HostError(f"emulated host {self.name}: QEMU did not start: {e}: {stderr.strip()[-800:]}") from None
+        self.proc = m.proc
+        state = L1State(self.name, self.kind.name, "booting", m.proc.pid, port, tag, image.key, str(self.dir),
                         time.time(), argv)
         state.save()  # from here on, `down` in any process can stop it
         try:
-            if not host.wait_paths([console_sock, qmp_sock], self.proc, 30):
-                how = f"exited at start (exit {self.proc.poll()})" if self.proc.poll() is not None else \
-                    "made no sockets within 30s"
-                raise HostError(f"emulated host {self.name}: QEMU {how}: "
-                                f"{stderr.read_text(errors='replace').strip()[-800:]}")
-            console = self._connect(console_sock)
             try:
-                self._qmp(qmp_sock, "cont", self._connect(qmp_sock))
-                marker, warnings = self._await_ready(console, console_log, t0 + timeout)
+                m.cont()
+                marker, warnings = self._await_ready(m, console_log, t0 + timeout)
             finally:
-                console.close()
+                m.detach()
             state.ready_s = round(time.monotonic() - t0, 2)
             state.guest_uptime_s = float(marker.group(6))
             state.warnings = warnings
@@ -337,43 +344,33 @@ class EmulatedHost:
                 f"{state.ready_s}s, ssh {state.ssh_s}s" + (f"; {'; '.join(warnings)}" if warnings else ""))
             return state
         except BaseException:
-            exited = self.proc.wait(2) is not None
+            exited = m.proc.wait(2) is not None
             if not exited:
-                self.proc.kill()
+                m.proc.kill()
             state.status, state.stopped = "failed", "exited during boot" if exited else "killed after a failed boot"
             state.save()
-            # QEMU sets its network up after its sockets: a port taken meanwhile ends it there.
-            if exited and "host forwarding" in stderr.read_text(errors="replace"):
-                raise _PortTaken() from None
             raise
 
-    def _await_ready(self, console: socket.socket, console_log: Path, deadline: float) -> tuple[re.Match, list[str]]:
-        """Read the console until the ready marker; a firmware or kernel that fails, or a QEMU
-        that exits, ends the wait at once with the console's last lines."""
-        assert self.proc is not None
-        buf = b""
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise HostError(f"emulated host {self.name}: no ready marker within the boot timeout; console ends: "
-                                f"{_tail(buf)}")
-            if select.select([console], [], [], min(left, 1.0))[0]:
-                try:
-                    chunk = console.recv(65536)
-                except OSError:  # reset by a QEMU that died: the same as a closed console
-                    chunk = b""
-                if not chunk:
-                    raise HostError(f"emulated host {self.name}: QEMU closed the console (exit {self.proc.wait(5)}); "
-                                    f"console ends: {_tail(buf)}")
-                buf += chunk
-                if m := READY_RE.search(buf):
-                    return m, [w.decode(errors="replace") for w in WARN_RE.findall(buf)]
-                if m := FAIL_RE.search(buf):
-                    raise HostError(f"emulated host {self.name}: {m.group(1).decode(errors='replace')}; console ends: "
-                                    f"{_tail(buf)}")
-            elif self.proc.poll() is not None:
-                raise HostError(f"emulated host {self.name}: QEMU exited ({self.proc.poll()}) during boot: "
-                                f"{(self.dir / 'qemu-stderr.log').read_text(errors='replace').strip()[-500:]}")
+    def _await_ready(self, m: GuestMachine, console_log: Path, deadline: float) -> tuple[re.Match, list[str]]:
+        """The L1's ready marker on its console; a firmware or kernel that fails, or a QEMU that
+        exits, ends the wait at once with the console's last lines."""
+        assert m.console is not None and m.proc is not None
+        try:
+            i = m.console.expect([READY_RE, FAIL_RE, pexpect.EOF, pexpect.TIMEOUT], max(deadline - time.monotonic(), 0.0),
+                                 "the L1's ready marker")
+        except CaskitError:  # the console's socket reset: QEMU went away
+            i = 2
+        seen = m.console.seen()
+        if i == 0:
+            return m.console.match, [w.decode(errors="replace") for w in WARN_RE.findall(seen)]
+        if i == 1:
+            raise HostError(f"emulated host {self.name}: {m.console.match.group(1).decode(errors='replace')}; "
+                            f"console ends: {_tail(seen)}")
+        if i == 2:
+            raise HostError(f"emulated host {self.name}: QEMU closed the console (exit {m.proc.wait(5)}); console "
+                            f"ends: {_tail(seen)}; stderr: {m.stderr_text().strip()[-500:]}")
+        raise HostError(f"emulated host {self.name}: no ready marker within the boot timeout; console ends: "
+                        f"{_tail(seen)} (whole console: {console_log})")
 
     def _await_ssh(self, deadline: float) -> None:
         """The first command over SSH. sshd listened before the marker; a refused connection can
@@ -389,30 +386,9 @@ class EmulatedHost:
             time.sleep(delay)  # a refused TCP connect has no event to wait on
             delay = min(delay * 2, 1.0)
 
-    def _connect(self, path: Path, timeout: float = 10.0) -> socket.socket:
-        """Connect to one of our QEMU's sockets. QEMU binds (the file appears) before it listens,
-        and a QEMU that stops on a late error (its network) leaves the file: retry while it runs."""
-        assert self.proc is not None
-        deadline, delay = time.monotonic() + timeout, 0.005
-        while True:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                s.connect(str(path))
-                return s
-            except (ConnectionRefusedError, FileNotFoundError):
-                s.close()
-                if self.proc.poll() is not None:
-                    err = (self.dir / "qemu-stderr.log").read_text(errors="replace").strip()[-800:]
-                    raise HostError(f"emulated host {self.name}: QEMU exited at start (exit {self.proc.poll()}): {err}")
-                if time.monotonic() > deadline:
-                    raise HostError(f"emulated host {self.name}: nobody listens on {path}") from None
-            time.sleep(delay)  # listen() has no event to wait on
-            delay = min(delay * 2, 0.1)
-
-    def _qmp(self, sock: Path, command: str, conn: socket.socket | None = None, **args) -> dict:
+    def _qmp(self, sock: Path, command: str, **args) -> dict:
         """One QMP command on a fresh connection (the L1 outlives any one controller process)."""
-
-        s = conn or LocalHost(self.name).connect_unix(sock, 10)
+        s = LocalHost(self.name).connect_unix(sock, 10)
         c = QmpClient(s, self.dir / "qmp.jsonl", timeout=30)
         try:
             return c.execute(command, **args)

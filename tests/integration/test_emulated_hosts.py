@@ -58,6 +58,26 @@ def caps(l1):
     return kvmcaps.parse(out)
 
 
+def test_an_l1_whose_port_is_taken_is_refused_by_name_and_nothing_is_left(image):
+    import socket
+
+    from harness.errors import HostError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        h = emulated.EmulatedHost("it-port", "nested-hv")
+        with pytest.raises(HostError, match=f"emulated host it-port: port {port} is taken"):
+            h.up(image, port=port, timeout=60, log=lambda m: None)
+    from harness.hosts import tagged_pids
+
+    assert tagged_pids("caskit-l1:it-port") == []  # its QEMU stopped at start, by itself
+    st = emulated.L1State.load("it-port")
+    assert st is None or st.status != "up"  # never recorded as running
+    assert "could not set up host forwarding rule" in (h.dir / "qemu-stderr.log").read_text().lower()
+
+
 def test_the_l1_boots_the_image_and_answers_over_ssh(l1, image):
     h, st = l1
     assert st.status == "up" and st.image == image.key and not st.warnings
