@@ -6,6 +6,7 @@ caskit kit build [--refresh]      the guest kit, cached
 caskit hosts probe [NAME]         HostFacts as JSON
 caskit report DIR [--baseline DIR]
 caskit report DIR --format markdown|csv|html [-o FILE]   the compatibility matrix for publishing
+caskit report DIR --format kcidb --origin NAME [--base-url URL] [-o FILE]   KCIDB I/O JSON
 caskit bundle CELL [--run DIR]    one cell packed for a bug report (logs, argv, facts, kit hashes, reproducer)
 caskit domain NAME                machine options pinning a migration domain's common capabilities
 caskit cleanup [RUN_ID]           stop QEMU processes left by a crashed run (by PID)
@@ -91,9 +92,14 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rewrite junit.xml and report.html from results.json")
     rep.add_argument("dir")
     rep.add_argument("--baseline", help="an earlier run's directory to compare with")
-    rep.add_argument("--format", choices=("markdown", "csv", "html"),
-                     help="print the compatibility matrix in this format instead (for docs); writes nothing in DIR")
+    rep.add_argument("--format", choices=("markdown", "csv", "html", "kcidb"),
+                     help="print the compatibility matrix in this format instead (for docs; kcidb: KCIDB I/O JSON "
+                          "for kernel CI dashboards); writes nothing in DIR")
     rep.add_argument("-o", dest="output", metavar="FILE", help="with --format: write it to FILE, not stdout")
+    rep.add_argument("--origin", help="with --format kcidb: the submitting CI system's KCIDB origin (required)")
+    rep.add_argument("--base-url", metavar="URL",
+                     help="with --format kcidb: where the run directory is published, for the logs' URLs "
+                          "(default: the directory as a file: URI)")
     bu = sub.add_parser("bundle", help="pack one cell (logs, argv, facts, kit hashes, reproducer) into a tar.gz")
     bu.add_argument("cell", help="a cell id, or a part of one that names a single cell")
     bu.add_argument("--run", metavar="DIR", help="the run directory (default reports/latest)")
@@ -357,6 +363,11 @@ def cmd_report(a) -> int:
     from .results import load_run
 
     results = load_run(Path(a.dir))
+    if (a.origin or a.base_url) and a.format != "kcidb":
+        print("caskit: error: --origin and --base-url go with --format kcidb", file=sys.stderr)
+        return EXIT_USAGE
+    if a.format == "kcidb":
+        return _export_kcidb(results, Path(a.dir), a.origin, a.base_url, a.output)
     if a.format:
         return _export(results, a.format, a.output)
     if a.output:
@@ -387,6 +398,42 @@ def _export(results: dict, fmt: str, output: str | None) -> int:
         print(f"caskit: wrote the compatibility matrix ({fmt}) to {output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _export_kcidb(results: dict, out_dir: Path, origin: str | None, base_url: str | None,
+                  output: str | None) -> int:
+    """The run as KCIDB I/O JSON, checked against KCIDB's schema where kcidb-io is installed."""
+    import json
+
+    from .report.kcidb import KcidbError, to_kcidb
+
+    if not origin:
+        print("caskit: error: --format kcidb needs --origin NAME (the CI system KCIDB knows you as)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        data = to_kcidb(results, origin, out_dir, base_url)
+    except KcidbError as e:
+        print(f"caskit: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        from kcidb_io.schema import LATEST
+    except ImportError:
+        checked = "not checked against KCIDB's schema: install caskit[kcidb] for that"
+    else:
+        try:
+            LATEST.validate_exactly(data)
+        except Exception as e:  # jsonschema's ValidationError: caskit wrote something KCIDB refuses
+            print(f"caskit: error: the KCIDB export does not validate (a caskit bug): {str(e)[:2000]}", file=sys.stderr)
+            return EXIT_ERROR
+        checked = f"valid against KCIDB schema v{LATEST.major}.{LATEST.minor}"
+    text = json.dumps(data, indent=1) + "\n"
+    if output:
+        Path(output).write_text(text)
+        print(f"caskit: wrote {len(data['tests'])} KCIDB tests to {output} ({checked})", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+        print(f"caskit: {len(data['tests'])} KCIDB tests ({checked})", file=sys.stderr)
     return EXIT_OK
 
 

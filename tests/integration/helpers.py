@@ -62,7 +62,8 @@ class KillWhen:
 def assert_every_view_agrees(out: Path, run_id: str, db_url: str, rc: int) -> dict[str, str]:
     """`caskit report` (its exit status and its CSV export), `caskit history --run` and `caskit
     diff` of the run against itself say what the command that made the run said (its exit status
-    `rc`) about every planned cell: the same verdicts, the same not-run cells, the same status.
+    `rc`) about every planned cell: the same verdicts, the same not-run cells, the same status;
+    and its KCIDB export is valid and maps each of them (not run: MISS).
     Returns the verdicts, by cell id."""
     import csv
     import io
@@ -94,4 +95,15 @@ def assert_every_view_agrees(out: Path, run_id: str, db_url: str, rc: int) -> di
     assert gate["compared"] == len(verdicts) - len(missing)
     assert {e["cell"] for e in gate["still_failing"]} == {i for i, v in verdicts.items()
                                                           if v in ("FAIL", "ERROR") and i not in missing}
+
+    # KCIDB: valid by KCIDB's own library, one test per planned cell, the status each verdict maps to.
+    from kcidb_io.schema import LATEST
+
+    k = run_cli(["report", str(out), "--format", "kcidb", "--origin", "caskit_tests"])
+    assert k.rc == 0, k.stderr
+    data = json.loads(k.stdout)
+    LATEST.validate_exactly(data)
+    status = {"PASS": "PASS", "XFAIL": "PASS", "FAIL": "FAIL", "FLAKY": "FAIL", "ERROR": "ERROR", "SKIP": "SKIP"}
+    tests = {t["misc"]["cell"]: t["status"] for t in data["tests"] if "workload" not in t["misc"]}
+    assert tests == {i: "MISS" if i in missing else status[v] for i, v in verdicts.items()}
     return verdicts
