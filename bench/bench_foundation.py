@@ -22,7 +22,13 @@ Writes bench/results/latest.json (and a time-stamped copy) and prints a table. L
 running: every QEMU it starts is killed by PID and checked with pgrep at the end.
 
     .venv/bin/python bench/bench_foundation.py [--repeat N] [--skip-matrix] [--private-locks]
-                                               [--wait-quiet S] [--keep]
+                                               [--wait-quiet S] [--keep] [--smoke] [--json FILE]
+
+--smoke: the smallest real run of both parts: part 1 once (one sample of each kind), the fixed
+costs once, and part 2's figures taken from part 1's warm-up run (a `caskit run -n 1` of the
+one-cell matrix) instead of the quick matrix; the figures go to a temporary file unless --json
+says where (never bench/results/), and the exit status is 1 unless every sample was taken (raw
+QEMU ready, every caskit cell PASS).
 
 The machine must be otherwise idle for the figures to mean anything; the script records the load
 average and the number of other QEMU processes around every sample and says when there were any.
@@ -49,12 +55,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+import _smoke  # noqa: E402
+
 VENV_BIN = Path(sys.executable).parent
 CASKIT = str(VENV_BIN / "caskit") if (VENV_BIN / "caskit").exists() else None
 READY_RE = re.compile(rb"CASKIT-READY kit=\S+ cpus=\d+")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGET_RATIO = 1.05
 TARGET_SPEEDUP = 1.85
+
+# Part 1's warm-up `caskit run` (a `-n 1` run of the one-cell matrix): what --smoke gives part 2.
+WARMUP: dict = {}
 
 # Everything this script starts, so that it can be stopped by PID whatever happens.
 OWN_PIDS: set[int] = set()  # raw QEMUs
@@ -574,11 +586,11 @@ class InProc:
         from harness.config import load_hosts
 
         t0 = time.monotonic()
-        self.plan = session.plan([str(matrix_file)], None)
+        self.plan = session.load_plan([str(matrix_file)], None)
         t1 = time.monotonic()
         self.cell = self.plan.cells[0]
         self.spec = load_hosts(None)[self.cell.host]
-        self.facts = probe.probe(self.spec, work / "probe")
+        self.facts = probe.probe(self.spec, work / "probe", log=lambda m: None)
         t2 = time.monotonic()
         self.kit = kit.build(log=lambda m: None)
         t3 = time.monotonic()
@@ -621,7 +633,7 @@ def one_cell_matrix(path: Path) -> dict:
 
     from harness import prepare as session
 
-    c = session.plan(["quick"], None).cells[0]
+    c = session.load_plan(["quick"], None).cells[0]
     axes = {k: [v] for k, v in c.axes_dict.items()}
     path.write_text(yaml.safe_dump({"name": "bench-one", "hosts": [c.host], "axes": axes, "workloads": list(c.workloads),
                                     "migration": [c.migration]}, sort_keys=False))
@@ -632,7 +644,9 @@ def part_single(work: Path, repeat: int, log) -> dict:
     mfile = work / "one.yaml"
     cell = one_cell_matrix(mfile)
     log(f"single cell {cell['id']}: warm-up `caskit run` (gives the argv)")
+    before = load_snapshot()
     warm = run_caskit([str(mfile)], work / "cli-warmup", timeout=240)
+    WARMUP.update({"1": (work / "cli-warmup", warm, None, before)})
     if not warm["results"] or not warm["results"]["cells"]:
         raise SystemExit(f"bench: the warm-up caskit run gave no results:\n{warm['output_tail']}")
     wrec = warm["results"]["cells"][0]
@@ -754,14 +768,20 @@ def run_prepare_times(out: Path, r: dict) -> dict:
         return {}
 
 
-def part_matrix(work: Path, log, order=("1", "2")) -> dict:
+def part_matrix(work: Path, log, order=("1", "2"), done: dict | None = None) -> dict:
+    """The quick matrix with `caskit run -n N` for each N in `order`; `done` (N -> (out, run,
+    kit key, load before)) gives runs already made instead (--smoke: part 1's warm-up)."""
     runs = {}
     for n in order:
-        out = work / f"matrix-n{n}"
-        key = kit_key()
-        log(f"quick matrix, -n {n} ...")
-        before = load_snapshot()
-        r = run_caskit(["-n", n], out, timeout=900)
+        if done and n in done:
+            out, r, key, before = done[n]
+            log(f"-n {n}: the figures of {out.name}")
+        else:
+            out = work / f"matrix-n{n}"
+            key = kit_key()
+            log(f"quick matrix, -n {n} ...")
+            before = load_snapshot()
+            r = run_caskit(["-n", n], out, timeout=900)
         prep = run_prepare_times(out, r)
         cells = r["results"]["cells"] if r["results"] else []
         tls = {c["id"]: cell_timeline(out, c) for c in cells}
@@ -900,7 +920,8 @@ def print_table(res: dict) -> None:
     mx = res.get("matrix")
     if mx:
         r1, r2 = mx["runs"].get("1", {}), mx["runs"].get("2", {})
-        print("\n== 2. quick matrix ==")
+        print("\n== 2. quick matrix ==" if not res["args"].get("smoke") else
+              "\n== 2. (--smoke: part 1's warm-up run, -n 1, one cell) ==")
         print(f"{'':36}{'-n 1':>10}{'-n 2':>10}")
         for label, key in (("wall time", "wall_s"), ("cell duration median", "cell_duration_median_s"),
                            ("booting (PASS) cell median", "booting_cell_duration_median_s"),
@@ -951,8 +972,15 @@ def main(argv=None) -> int:
                     help="give our runs their own slot-lock directory (CASKIT_LOCK_DIR), so that other caskit "
                          "users of this host cannot hold our cells in the slot lease (the CPUs stay shared)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (run outputs)")
-    ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "latest.json"), help="where to write the figures")
+    ap.add_argument("--json", default=None, help="where to write the figures (default bench/results/latest.json; "
+                                                  "with --smoke a new temporary file)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="the smallest real run: one sample of each kind, the fixed costs once, part 2 on the "
+                         "one-cell matrix with -n 1; exit 1 unless every sample was taken")
     a = ap.parse_args(argv)
+    if a.smoke:
+        a.repeat, a.matrix_order, a.skip_single, a.skip_matrix = 1, "1", False, False
+    json_out = _smoke.json_path(a.json, a.smoke, "latest")
 
     def log(msg):
         print(f"[{time.monotonic() - T0:6.1f}s] {msg}", flush=True)
@@ -981,11 +1009,12 @@ def main(argv=None) -> int:
         log(f"kit {res['kit']['key']} ({res['kit']['build_or_lookup_s']}s)")
         if not a.skip_single:
             res["single"] = part_single(work, a.repeat, log)
-            res["cli_fixed_costs"] = cli_fixed_costs(Path(res["single"]["matrix_file"]))
+            res["cli_fixed_costs"] = cli_fixed_costs(Path(res["single"]["matrix_file"]), n=1 if a.smoke else 3)
             log(f"CLI fixed costs: {res['cli_fixed_costs']}")
         loads.append(load_snapshot())
         if not a.skip_matrix:
-            res["matrix"] = part_matrix(work, log, tuple(x.strip() for x in a.matrix_order.split(",")))
+            res["matrix"] = part_matrix(work, log, tuple(x.strip() for x in a.matrix_order.split(",")),
+                                        WARMUP if a.smoke else None)
         loads.append(load_snapshot())
     except KeyboardInterrupt:
         log("interrupted; stopping everything started here")
@@ -1003,15 +1032,50 @@ def main(argv=None) -> int:
     res["load"] = {"max_foreign_qemu": max((x["foreign_qemu"] for x in samples), default=0),
                    "max_loadavg": max((x["loadavg_1m"] for x in samples), default=0)}
     res["total_s"] = round(time.monotonic() - T0, 1)
-    out = Path(a.json)
+    res["problems"] = problems = smoke_problems(res) if a.smoke else []
+    out = json_out
     out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(res, indent=2, default=str) + "\n"
     out.write_text(text)
-    if out.name == "latest.json":
+    if out.name == "latest.json" and out.parent.resolve() == _smoke.RESULTS.resolve():
         (out.parent / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(text)
     print_table(res)
     print(f"\nfigures: {out}   total {res['total_s']}s" + (f"   work dir kept: {work}" if a.keep else ""))
-    return 1 if res["verify"]["still_running"] or res.get("interrupted") else 0
+    if res["verify"]["still_running"] or res.get("interrupted"):
+        return 1
+    return _smoke.status(problems, a.smoke)
+
+
+def smoke_problems(res: dict) -> list[str]:
+    """Why the measurement was not taken, if it was not: a sample missing or failed."""
+    problems = []
+    if res["verify"]["own_qemu_left"]:
+        problems.append(f"QEMU of this benchmark left running (killed): {res['verify']['own_qemu_left']}")
+    single = res.get("single")
+    if not single:
+        problems.append("part 1 (one cell) gave nothing")
+    else:
+        for kind, samples in single["samples"].items():
+            if not samples:
+                problems.append(f"part 1: no {kind} sample")
+            for s in samples:
+                if kind in ("raw", "raw_pair") and not s.get("ok"):
+                    problems.append(f"part 1: {kind} QEMU never ready: {s}")
+                if kind in ("inproc", "cli") and s.get("verdict") != "PASS":
+                    problems.append(f"part 1: {kind} cell {s.get('verdict')}: {s.get('error') or s.get('exit')}")
+        for k in ("raw_to_ready_s", "caskit_to_ready_s", "ratio_to_ready", "cli_wall_s", "raw_pair_all_ready_s"):
+            if not single["summary"].get(k):
+                problems.append(f"part 1: no {k}")
+    matrix = res.get("matrix")
+    runs = (matrix or {}).get("runs", {})
+    if not runs:
+        problems.append("part 2 (the matrix) gave nothing")
+    for n, r in runs.items():
+        if r["exit"] != 0 or not r["cells"] or any(c["verdict"] != "PASS" for c in r["cells"].values()):
+            problems.append(f"part 2, -n {n}: exit {r['exit']}, cells {r['cells']}: {r['output_tail'][-400:]}")
+        if not r.get("wall_s") or not r.get("cell_duration_median_s"):
+            problems.append(f"part 2, -n {n}: no wall time or cell duration")
+    return problems
 
 
 if __name__ == "__main__":

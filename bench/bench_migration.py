@@ -8,6 +8,10 @@ Cells: dual machine, guest XIVE and XICS (xive=off), one vCPU, idle, round trip,
 given (default: system and backports).
 
     .venv/bin/python bench/bench_migration.py [--builds system backports] [--repeat N] [--window S]
+
+`--smoke`: one cell (the backports build, guest XIVE), one run, a 2 s window, `-n 1`; exit 1
+unless it passed with every hop timed. The figures go to bench/results/migration.json (with
+--smoke a temporary file; --json FILE either way).
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import _smoke  # noqa: E402
 
 
 def main() -> int:
@@ -28,22 +35,42 @@ def main() -> int:
     ap.add_argument("--builds", nargs="+", default=["system", "backports"])
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--window", type=float, default=3.0)
+    _smoke.add_args(ap, "migration")
     a = ap.parse_args()
+    guest_xive = "[default, 'off']"
+    if a.smoke:
+        a.builds, a.repeat, a.window, guest_xive = ["backports"], 1, 2.0, "[default]"
+    jpath = _smoke.json_path(a.json, a.smoke, "migration")
+    _smoke.sigterm_unwinds()
     rows: dict[tuple[str, str], dict[str, list]] = {}
+    problems: list[str] = []
+    run_ids: list[str] = []
     for i in range(a.repeat):
         with tempfile.TemporaryDirectory(prefix="caskit-benchmig-") as tmp:
             m = Path(tmp) / "m.yaml"
             m.write_text(
                 "name: bench-migration\n"
-                f"axes: {{ic_mode: [dual], guest_xive: [default, 'off'], smp: [1], firmware: [vof], qemu: [{', '.join(a.builds)}]}}\n"
+                f"axes: {{ic_mode: [dual], guest_xive: {guest_xive}, smp: [1], firmware: [vof], qemu: [{', '.join(a.builds)}]}}\n"
                 f"migration: [roundtrip]\ntimeouts: {{liveness: {a.window}}}\n")
             out = Path(tmp) / "run"
-            p = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(m), "-n", "2", "--out", str(out)],
+            p = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(m), "-n", "1" if a.smoke else "2",
+                                "--out", str(out), *(["--db", "off"] if a.smoke else [])],
                                cwd=ROOT, capture_output=True, text=True)
-            res = json.loads((out / "results.json").read_text())
+            try:
+                res = json.loads((out / "results.json").read_text())
+            except (OSError, ValueError):
+                res = None
         print(f"run {i + 1}/{a.repeat}: caskit exit {p.returncode}", file=sys.stderr)
+        if res is None:
+            problems.append(f"run {i + 1}: no results.json (caskit exit {p.returncode}): {p.stderr.strip()[-1500:]}")
+            continue
+        run_ids.append(res["run"]["id"])
+        if a.smoke and p.returncode != 0:
+            problems.append(f"run {i + 1}: caskit exit {p.returncode}")
         for c in res["cells"]:
-            key = (c["axes"]["qemu"] + " " + (c["qemu_version"] or ""), c["observed"]["mode"])
+            if a.smoke and c["verdict"] != "PASS":
+                problems.append(f"{c['id']}: {c['verdict']}: {c.get('reason')}")
+            key = (c["axes"]["qemu"] + " " + (c.get("qemu_version") or ""), c["observed"].get("mode") or "-")
             r = rows.setdefault(key, {"ratio": [], "harness_s": [], "qemu_s": [], "downtime_ms": [], "setup_s": [],
                                       "first_beat_s": [], "verdicts": []})
             r["verdicts"].append(c["verdict"])
@@ -71,10 +98,14 @@ def main() -> int:
               f"{med(r['ratio']):>6} {med(r['downtime_ms']):>12} {med(r['setup_s']):>12} {med(r['first_beat_s']):>10}  "
               f"{','.join(sorted(set(r['verdicts'])))}")
         summary.append({"build": build, "mode": mode, **r})
-    outdir = ROOT / "bench" / "results"
-    outdir.mkdir(parents=True, exist_ok=True)
-    (outdir / "migration.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return 0
+    if not any(r["ratio"] and r["downtime_ms"] for r in rows.values()):
+        problems.append("no hop with QEMU's total time, the harness time and a downtime")
+    left = _smoke.qemu_left([f"caskit:{r}:" for r in run_ids])
+    if left:
+        problems.append(f"QEMU left running: {left}")
+    _smoke.write(jpath, {"smoke": a.smoke, "builds": a.builds, "window_s": a.window, "run_ids": run_ids, "rows": summary,
+                         "problems": problems})
+    return _smoke.status(problems, a.smoke)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@ QEMU runs under each host's sshd, not under caskit: the CPU time `caskit run` an
 use (getrusage of the children this script waits for) is the controller's own.
 
     .venv/bin/python bench/bench_pool.py --repeat 2
+
+`--smoke`: one cell (dual, guest XIVE) on the pool, once (not the one-host plan: the same code
+with another host name); exit 1 unless it passed and the figures were taken. The figures go to
+bench/results/pool.json (with --smoke a temporary file; --json FILE either way).
 """
 
 from __future__ import annotations
@@ -26,17 +30,20 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
+import _smoke  # noqa: E402
 import sshhosts  # noqa: E402
 
 MATRIX = """
 name: bench-{name}
 hosts: [{hosts}]
-axes: {{ic_mode: [dual, xics, xive], guest_xive: [default, "off"], cpu_compat: [default, power8], smp: [1], firmware: [vof]}}
+axes: {{ic_mode: {ic_mode}, guest_xive: {guest_xive}, cpu_compat: {cpu_compat}, smp: [1], firmware: [vof]}}
 """
+FULL = {"ic_mode": "[dual, xics, xive]", "guest_xive": '[default, "off"]', "cpu_compat": "[default, power8]"}
+SMOKE = {"ic_mode": "[dual]", "guest_xive": "[default]", "cpu_compat": "[default]"}
 
 
-def run(matrix: Path, inventory: Path, out: Path) -> tuple[float, float, int, float]:
-    """(wall s, controller CPU s, cells, cell phase s) of one `caskit run -n 2`."""
+def run(matrix: Path, inventory: Path, out: Path) -> tuple[float, float, int, float, dict]:
+    """(wall s, controller CPU s, cells, cell phase s, results) of one `caskit run -n 2`."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     p = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(matrix), "--hosts", str(inventory),
@@ -47,17 +54,27 @@ def run(matrix: Path, inventory: Path, out: Path) -> tuple[float, float, int, fl
     if p.returncode != 0:
         raise SystemExit(f"caskit run failed ({p.returncode}): {p.stdout[-2000:]}{p.stderr[-2000:]}")
     import json
-    cells = json.loads((out / "results.json").read_text())["cells"]
+    results = json.loads((out / "results.json").read_text())
+    # The matrix's cells: a pool's health checks are cells of the run too (one per member, before
+    # the pool takes cells); they are fixed costs, in `wall`, not in the cell phase.
+    cells = [c for c in results["cells"] if not c.get("health_check")]
     # The cell phase alone: from the first cell's start to the last one's end (the run's fixed
     # costs, probing and a pool's health checks, are in `wall`).
     phase = max(c["started_s"] + c["duration_s"] for c in cells) - min(c["started_s"] for c in cells)
-    return wall, cpu, len(cells), phase
+    return wall, cpu, len(cells), phase, results
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=2)
+    _smoke.add_args(ap, "pool")
     a = ap.parse_args()
+    jpath = _smoke.json_path(a.json, a.smoke, "pool")
+    _smoke.sigterm_unwinds()
+    plans = {"pool (2 members, 1 slot each)": "pool:p9", "one host (1 slot)": "hosta"}
+    if a.smoke:
+        a.repeat, plans = 1, dict(list(plans.items())[:1])
+    rows, run_ids, problems, leftovers = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="caskit-bench-pool-") as tmp:
         d = Path(tmp)
         th = sshhosts.start(d / "hosts")
@@ -65,12 +82,16 @@ def main() -> int:
             inv = th.inventory(slots=1)
             inv["pools"] = {"p9": {"hosts": ["hosta", "hostb"]}}
             (d / "hosts.yaml").write_text(yaml.safe_dump(inv))
-            plans = {"pool (2 members, 1 slot each)": "pool:p9", "one host (1 slot)": "hosta"}
-            rows = []
             for label, hosts in plans.items():
                 m = d / f"{hosts.replace(':', '-')}.yaml"
-                m.write_text(MATRIX.format(name=hosts.replace(":", "-"), hosts=hosts))
-                figures = [run(m, d / "hosts.yaml", d / f"out-{hosts.replace(':', '-')}-{i}") for i in range(a.repeat)]
+                m.write_text(MATRIX.format(name=hosts.replace(":", "-"), hosts=hosts, **(SMOKE if a.smoke else FULL)))
+                figures = []
+                for i in range(a.repeat):
+                    f = run(m, d / "hosts.yaml", d / f"out-{hosts.replace(':', '-')}-{i}")
+                    figures.append(f)
+                    run_ids.append(f[4]["run"]["id"])
+                    problems += [f"{label}: {c['id']}: {c['verdict']}: {c.get('reason')}" for c in f[4]["cells"]
+                                 if a.smoke and c["verdict"] != "PASS"]
                 walls = [f[0] for f in figures]
                 cells = figures[0][2]
                 per_min = [cells / f[3] * 60 for f in figures]
@@ -78,10 +99,18 @@ def main() -> int:
                 rows.append((label, cells, statistics.median(walls), statistics.median(per_min), statistics.median(cpu_cell)))
         finally:
             th.close()
+            leftovers = th.leftovers() + [f"pid {p} (QEMU)" for p in _smoke.qemu_left([f"caskit:{r}:" for r in run_ids])]
     print(f"{'plan':32} {'cells':>5} {'run wall s':>10} {'cells/min (cell phase)':>23} {'controller CPU s/cell':>22}")
     for label, cells, wall, pm, cpu in rows:
         print(f"{label:32} {cells:>5} {wall:>10.1f} {pm:>23.2f} {cpu:>22.2f}")
-    return 0
+    if not rows or not all(r[2] > 0 and r[3] > 0 and r[4] > 0 for r in rows):
+        problems.append(f"figures missing or not above 0: {rows}")
+    if leftovers:
+        problems.append(f"left running: {leftovers}")
+    _smoke.write(jpath, {"smoke": a.smoke, "repeat": a.repeat, "netns": th.netns, "run_ids": run_ids, "problems": problems,
+                         "rows": [{"plan": label, "cells": cells, "run_wall_s": wall, "cells_per_min": pm,
+                                   "controller_cpu_per_cell_s": cpu} for label, cells, wall, pm, cpu in rows]})
+    return _smoke.status(problems, a.smoke)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,11 @@ prints the median rate of each workload in each mode. Under TCG these are emulat
 the same script on a real POWER9 host (with a matrix using accel: kvm) gives the real ones.
 
     .venv/bin/python bench/bench_workloads.py [--repeat N] [--matrix workloads]
+
+`--smoke`: one cell (the workloads matrix's XIVE cell) with only the workloads whose rates this
+prints (ipi, virtio-net, virtio-blk), one run, `-n 1`; exit 1 unless every rate was measured.
+The figures go to bench/results/workloads.json (with --smoke a temporary file; --json FILE either
+way).
 """
 
 from __future__ import annotations
@@ -19,6 +24,17 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import _smoke  # noqa: E402
+
+# The smoke's one cell: the workloads matrix's first (guest XIVE), with the rated workloads only.
+SMOKE_MATRIX = """
+name: bench-workloads-smoke
+hosts: [local]
+axes: {ic_mode: [dual], guest_xive: [default], smp: [2], firmware: [vof]}
+workloads: [ipi, virtio-net, virtio-blk]
+"""
 
 # (label, workload, path to the rate in its metrics)
 RATES = [
@@ -39,24 +55,48 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--matrix", default="workloads")
+    _smoke.add_args(ap, "workloads")
     a = ap.parse_args()
+    jpath = _smoke.json_path(a.json, a.smoke, "workloads")
+    _smoke.sigterm_unwinds()
     samples: dict[tuple[str, str], list[float]] = {}
     spurious: dict[str, list[int]] = {}
+    problems: list[str] = []
+    run_ids: list[str] = []
+    if a.smoke:
+        a.repeat = 1
     for i in range(a.repeat):
         with tempfile.TemporaryDirectory(prefix="caskit-benchwl-") as tmp:
             out = Path(tmp) / "run"
-            p = subprocess.run([sys.executable, "-m", "harness.cli", "run", a.matrix, "-n", "2", "--out", str(out)],
+            matrix = a.matrix
+            if a.smoke:
+                matrix = str(Path(tmp) / "smoke.yaml")
+                Path(matrix).write_text(SMOKE_MATRIX)
+            p = subprocess.run([sys.executable, "-m", "harness.cli", "run", matrix, "-n", "1" if a.smoke else "2",
+                                "--out", str(out), *(["--db", "off"] if a.smoke else [])],
                                cwd=ROOT, capture_output=True, text=True)
-            res = json.loads((out / "results.json").read_text())
+            try:
+                res = json.loads((out / "results.json").read_text())
+            except (OSError, ValueError):
+                res = None
+        print(f"run {i + 1}/{a.repeat}: caskit exit {p.returncode}", file=sys.stderr)
+        if res is None:
+            problems.append(f"run {i + 1}: no results.json (caskit exit {p.returncode}): {p.stderr.strip()[-1500:]}")
+            continue
+        run_ids.append(res["run"]["id"])
+        if a.smoke and p.returncode != 0:
+            problems.append(f"run {i + 1}: caskit exit {p.returncode}")
         for c in res["cells"]:
-            mode = c["observed"]["mode"]
+            mode = c["observed"].get("mode") or "-"
             wls = {w["name"]: w for w in c.get("workloads", [])}
             for label, name, path in RATES:
                 w = wls.get(name)
                 if w and w["verdict"] == "PASS":
                     samples.setdefault((label, mode), []).append(dig(w["metrics"], path))
+                elif a.smoke:
+                    problems.append(f"{c['id']}: {name}: {w['verdict'] if w else 'not run'}"
+                                    + (f": {w.get('reason')}" if w else ""))
             spurious.setdefault(mode, []).append(sum(w["metrics"].get("spurious_delta", 0) for w in wls.values()))
-        print(f"run {i + 1}/{a.repeat}: caskit exit {p.returncode}", file=sys.stderr)
     modes = ["xive", "xics"]
     rows = []
     print(f"{'workload':36} " + " ".join(f"{m + ' irq/s':>12}" for m in modes) + "   xive/xics")
@@ -68,10 +108,14 @@ def main() -> int:
         cells = " ".join(f"{med[m]:>12.1f}" if med[m] is not None else f"{'-':>12}" for m in modes)
         print(f"{label:36} {cells}   {ratio:.2f}" if ratio else f"{label:36} {cells}")
     print("spurious (SPU) per cell, all workloads: " + ", ".join(f"{m} {spurious.get(m)}" for m in modes))
-    outdir = ROOT / "bench" / "results"
-    outdir.mkdir(parents=True, exist_ok=True)
-    (outdir / "workloads.json").write_text(json.dumps({"rows": rows, "spurious": spurious}, indent=2) + "\n")
-    return 0
+    if a.smoke:
+        problems += [f"{label} ({mode}): rate {x}" for (label, mode), v in samples.items() for x in v
+                     if not (isinstance(x, (int, float)) and x > 0)]
+    left = _smoke.qemu_left([f"caskit:{r}:" for r in run_ids])
+    if left:
+        problems.append(f"QEMU left running: {left}")
+    _smoke.write(jpath, {"smoke": a.smoke, "run_ids": run_ids, "rows": rows, "spurious": spurious, "problems": problems})
+    return _smoke.status(problems, a.smoke)
 
 
 if __name__ == "__main__":

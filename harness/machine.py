@@ -112,6 +112,7 @@ class GuestMachine:
     final_heartbeat: Stream | None = None  # what the heartbeat console carried, kept after shutdown
     forensics_saved: bool = False
     stopped_by_us: bool = False  # shutdown() ran: an exit after it says nothing about QEMU
+    host_console_from: int | None = None  # where the host's own console log stood at launch
 
     def __enter__(self) -> "GuestMachine":
         self.launch()
@@ -140,6 +141,12 @@ class GuestMachine:
         self.files.log_dir.mkdir(parents=True, exist_ok=True)
         (self.files.log_dir / "qemu-argv.txt").write_text("\n".join(self.argv) + "\n")
         self.started_at = time.monotonic()
+        console = getattr(self.host, "console_log", None)
+        if console is not None:
+            try:
+                self.host_console_from = Path(console).stat().st_size
+            except OSError:
+                self.host_console_from = 0
         try:
             self.proc = self.host.spawn(self.argv, self.files.stdout, self.files.stderr)
             self._attach()
@@ -250,8 +257,11 @@ class GuestMachine:
                 self.qmp.execute("query-status")
             except (QmpLost, CaskitError) as e:
                 self.save_forensics(f"QEMU alive, QMP does not answer: {e}", ask_qmp=False)
+                found = guestlog.findings(self.host_console())
+                host = (f"; host {self.host.name}'s own kernel logged {found[0]['kind']}: {found[0]['line']!r}"
+                        if found else "")
                 return QemuHung(f"{exc.what}: the guest gave no answer in {exc.timeout:.0f}s and QEMU's "
-                                f"monitor does not answer either: {e}")
+                                f"monitor does not answer either: {e}{host}")
         stage, init = guestlog.boot_stage(self.console_text())
         if self.ready_seen or stage in ("kernel", "init", "firmware"):
             if not self.ready_seen and stage == "init" and init != "/init":
@@ -319,9 +329,31 @@ class GuestMachine:
         try:
             code, out, err = self.host.run(["sh", "-c", PROCESS_STATE, "sh", str(self.proc.pid), str(log_lines)],
                                            timeout=timeout)
+            text = (out + (f"\n(exit {code}: {err.strip()})" if code else "")).rstrip()
         except CaskitError as e:
-            return f"(not taken: host {self.host.name} did not answer within {timeout:.0f}s: {e})"
-        return (out + (f"\n(exit {code}: {err.strip()})" if code else "")).rstrip()
+            text = f"(not taken: host {self.host.name} did not answer within {timeout:.0f}s: {e})"
+        console = getattr(self.host, "console_log", None)
+        if console is not None:
+            # An emulated host's kernel console, read on the controller: it speaks when SSH no
+            # longer does (a wedged L1 logs its own lockups and stalls there).
+            tail = self.host_console()[-HOST_LOG_LINES:] or ["(nothing since this guest started)"]
+            text += (f"\n\n## host {self.host.name}'s own console ({console}, since this guest started)\n"
+                     + "\n".join(tail))
+        return text
+
+    def host_console(self) -> list[str]:
+        """What the host's own console (an emulated host's, logged on the controller) showed since
+        this machine was launched: the host kernel's lockups and stalls while it ran."""
+        console = getattr(self.host, "console_log", None)
+        if console is None:
+            return []
+        try:
+            with open(console, "rb") as f:
+                f.seek(self.host_console_from or 0)
+                data = f.read()
+        except OSError as e:
+            return [f"(cannot read {console}: {e.strerror or e})"]
+        return data.decode(errors="replace").replace("\r", "").splitlines()
 
     # -- stopping ------------------------------------------------------------------------------
 

@@ -55,6 +55,9 @@ class HostSpec:
     # The host must offer KVM (`kvm: true`; always for emulated hosts, whose whole point it is):
     # a probe that finds none is the host's failure, so its cells are ERROR, never SKIP.
     kvm_required: bool = False
+    # A file on the controller where the host's own console is logged (an emulated host's L1): what
+    # its kernel said when it stops answering over SSH goes into a hang's forensics.
+    console_log: str | None = None
 
 
 @dataclass(frozen=True)

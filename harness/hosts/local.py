@@ -59,6 +59,8 @@ class LocalProcess:
 class Host(Protocol):
     name: str
     slots: int
+    # Where the host's own console is logged on the controller, if anywhere (an emulated host).
+    console_log: Path | None
 
     def spawn(self, argv: list[str], stdout: Path, stderr: Path) -> Process: ...
     def tempdir(self, prefix: str) -> Path: ...
@@ -82,6 +84,7 @@ def lock_dir() -> Path:
 class LocalHost:
     name: str = "local"
     slots: int = os.cpu_count() or 1
+    console_log: Path | None = None
 
     def spawn(self, argv: list[str], stdout: Path, stderr: Path) -> LocalProcess:
         exe = argv[0]

@@ -12,14 +12,14 @@ and no QEMU of ours may be left."""
 
 from __future__ import annotations
 
+import re
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
-
-import signal
-import threading
 
 from conftest import run_cli, write_matrix
 from harness.emulated import image as l1image, kvmcaps
@@ -129,7 +129,7 @@ LOAD = """
 name: load-{kind}
 hosts: [{host}]
 axes: {{accel: [kvm], ic_mode: [dual], smp: [2], firmware: [vof]}}
-workloads: [ipi, virtio-net{more}]
+workloads: [ipi, virtio-net]
 timeouts: {{boot: 180, command: 60}}
 """
 MIGRATE = """
@@ -144,11 +144,12 @@ timeouts: {{boot: 180, liveness: 5, command: 60}}
 @pytest.fixture(scope="module")
 def kvm_run(l1, kit, tmp_path_factory):
     """One caskit run on the L1, as a farm would do it: a reduced kvm-modes matrix, IPIs and both
-    NICs in an L2, and on nested-hv a migration inside the L1, on powernv9 the reboot workload's
-    XIVE <-> XICS switch (the in-kernel device destroyed and made again at each CAS)."""
+    NICs in an L2, and on nested-hv a migration inside the L1. Not the reboot workload on
+    powernv9: its L1 hard-locks under L2 resets in about one loaded run in four (docs/hosts.md,
+    measured), which belongs to nightly runs (kvm-workloads.yaml), not to every CI run."""
     h, _ = l1
     d = tmp_path_factory.mktemp(f"run-{h.kind.name}")
-    fmt = {"kind": h.kind.name, "host": h.name, "more": ", reboot" if h.kind.name == "powernv9" else "",
+    fmt = {"kind": h.kind.name, "host": h.name,
            "kirq": '[default, "on"]' if h.kind.name == "nested-hv" else "[default]"}
     files = [write_matrix(d / "cas.yaml", CAS.format(**fmt)), write_matrix(d / "load.yaml", LOAD.format(**fmt))]
     if h.kind.name == "nested-hv":
@@ -199,11 +200,7 @@ def test_interrupts_flow_in_an_l2(kvm_run):
     by = {w["name"]: w for w in c["workloads"]}
     assert by["ipi"]["metrics"]["ipi_delta"]["1"] > 0
     assert by["virtio-net"]["metrics"]["msix"]["received"] == by["virtio-net"]["metrics"]["msix"]["sent"] > 0
-    if h.kind.name == "powernv9":
-        # In-kernel XIVE, then in-kernel XICS, then XIVE again: the KVM device made anew at each CAS.
-        sw = by["reboot"]["metrics"]["switches"]
-        assert [(s["host_mode"], s["host_irqchip"]) for s in sw] == [("xics", "in-kernel"), ("xive", "in-kernel")]
-        assert all(b["host_irqchip"] == "in-kernel" for b in by["reboot"]["metrics"]["boots"])
+    assert by["virtio-net"]["metrics"]["lsi"]["received"] == by["virtio-net"]["metrics"]["lsi"]["sent"] > 0
 
 
 @pytest.mark.parametrize("l1", ["nested-hv"], indirect=True)  # one migration inside an L1 is enough
@@ -212,6 +209,27 @@ def test_a_migration_inside_the_l1(kvm_run):
     c = _cell(r, "dual", plan="roundtrip")
     assert c["verdict"] == "PASS", c["reason"]
     assert [x["verdict"] for x in c["migration"]["hops"]] == ["PASS", "PASS"]
+
+
+@pytest.mark.parametrize("l1", ["nested-hv"], indirect=True)
+def test_a_hang_on_an_l1_has_the_l1s_side_in_its_forensics(l1, kit, tmp_path):
+    """A boot timeout far below an L2's boot time: the L2 hangs as far as caskit can tell (FAIL), and
+    its forensics carry what only the L1 knows: where its QEMU's threads wait in the L1's kernel,
+    the L1 kernel's log, and the L1's own console as this machine logged it."""
+    h, st = l1
+    m = write_matrix(tmp_path / "hang.yaml", f"name: hang\nhosts: [{h.name}]\n"
+                                             "axes: {accel: [kvm], ic_mode: [xics], smp: [1], firmware: [vof]}\n"
+                                             "timeouts: {boot: 4}\n")
+    r = run_cli(["run", str(m), "--hosts", str(inventory(tmp_path, h))], tmp_path / "out", timeout=600)
+    (c,) = r.results["cells"]
+    assert c["verdict"] == "FAIL" and "the guest hung" in c["reason"], c["reason"]
+    forensics = (r.out / c["logs"]["forensics"]).read_text()
+    assert f"## QEMU on host {h.name} (pid " in forensics
+    assert re.search(r"^thread \d+ \(qemu-system-ppc[^)]*\): [RSD] ", forensics, re.M), forensics[-3000:]
+    assert "## the host's kernel log (last 120 lines)" in forensics
+    console = forensics.split(f"## host {h.name}'s own console (", 1)[1].splitlines()[1:]
+    assert console and not console[0].startswith("(cannot read"), forensics[-2000:]
+    assert_no_qemu_left(r.results["run"]["id"])
 
 
 # The hard kill on nested-hv; the clean power-off is shown on powernv9 below.
