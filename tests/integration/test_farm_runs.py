@@ -94,6 +94,16 @@ def test_a_cell_that_fails_its_first_start_only_is_flaky_and_tracked_in_a_postgr
     listed = run_cli(["history", "--db", url])
     assert listed.stdout.index(s.results["run"]["id"]) < listed.stdout.index(r.results["run"]["id"])  # newest first
 
+    # The same reruns through the pytest plugin: its exit status and every view agree with it too.
+    (tmp_path / "failed-once").unlink()
+    p = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", "--caskit-matrix", str(m),
+                        "--caskit-hosts", str(hosts), "--caskit-out", str(tmp_path / "r3"), "--caskit-db", url,
+                        "--caskit-rerun-failures", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    plugged = CliRun(p.returncode, p.stdout, p.stderr, tmp_path / "r3")
+    assert p.returncode == 0 and by_build(plugged)["flaky"]["verdict"] == "FLAKY", p.stdout[-3000:]
+    assert assert_every_view_agrees(plugged.out, plugged.results["run"]["id"], url, p.returncode) == \
+        verdicts(plugged.results)
+
 
 def test_a_cell_that_always_fails_stays_fail_after_n_plus_one_attempts(tmp_path, kit, pg):
     url = pg.createdb("always")
