@@ -50,11 +50,14 @@ def boot_many(k, n: int, firmware: str, smp: int, limit: float) -> list[float | 
             sel.register(p.stdout, selectors.EVENT_READ, i)
             procs.append(p)
             seen[i] = b""
-        while len(done) < n and time.monotonic() - t0 < limit:
+        while sel.get_map() and time.monotonic() - t0 < limit:
             for key, _ in sel.select(timeout=1.0):
                 i = key.data
-                chunk = key.fileobj.read() or b""
-                seen[i] = (seen[i] + chunk)[-4096:]
+                chunk = key.fileobj.read()
+                if chunk == b"":  # EOF: this QEMU exited without the marker
+                    sel.unregister(key.fileobj)
+                    continue
+                seen[i] = (seen[i] + (chunk or b""))[-4096:]
                 if i not in done and READY in seen[i]:
                     done[i] = time.monotonic() - t0
                     sel.unregister(key.fileobj)
@@ -92,7 +95,8 @@ def main() -> int:
                          "median_s": statistics.median(ok) if ok else None, "max_s": max(ok) if ok else None,
                          "not_ready": len(times) - len(ok)})
             if len(ok) < len(times):
-                problems.append(f"{fw}, {n} guests: {len(times) - len(ok)} not ready within {a.limit:g} s")
+                problems.append(f"{fw}, {n} guests: {len(times) - len(ok)} never reached the ready marker "
+                                f"(limit {a.limit:g} s)")
             print(f"{fw:8} {n:>6} {statistics.median(ok) if ok else float('nan'):>9.1f} "
                   f"{max(ok) if ok else float('nan'):>7.1f} {len(times) - len(ok):>9}")
     left = _smoke.qemu_left([TAG])

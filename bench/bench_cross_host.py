@@ -58,7 +58,8 @@ def run(tmp: Path, plan: str, host: str, hosts_file: Path | None, window: float)
     try:
         return json.loads((out / "results.json").read_text()), p.returncode
     except (OSError, ValueError):
-        raise SystemExit(f"{plan}: no results.json (caskit exit {p.returncode}): {p.stdout[-1500:]}{p.stderr[-1500:]}") from None
+        raise SystemExit(f"{plan}: no results.json (caskit exit {p.returncode}): "
+                         f"{p.stdout[-1500:]}{p.stderr[-1500:]}") from None
 
 
 def main() -> int:
@@ -110,7 +111,9 @@ def main() -> int:
                                 r["downtime_ms"].append(h["qmp"]["downtime_ms"])
         finally:
             pair.close()
-            leftovers = pair.leftovers() + [f"pid {p} (QEMU)" for p in _smoke.qemu_left([f"caskit:{r}:" for r in run_ids])]
+            # What is still there (sshds, namespaces, mounts), what close() had to kill, our QEMUs.
+            leftovers = pair.leftovers() + [f"killed by close(): {x}" for x in pair.stragglers]
+            leftovers += [f"pid {p} (QEMU)" for p in _smoke.qemu_left([f"caskit:{r}:" for r in run_ids])]
     print(f"{'plan':<12} {'verdicts':<22} {'dest start s':>12} {'harness s':>10} {'QEMU s':>8} {'ratio':>6} {'downtime ms':>12}")
     for plan, r in rows.items():
         med = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731

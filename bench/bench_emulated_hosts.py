@@ -1,7 +1,7 @@
 """What caskit's emulated POWER9 KVM hosts cost and what they offer, measured.
 
     .venv/bin/python bench/bench_emulated_hosts.py [--kinds nested-hv,powernv9] [--l2 full|one|none]
-                                                   [--fresh-cache] [--json FILE]
+                                                   [--fresh-cache] [--json FILE] [--up-host NAME] [--smoke]
 
 1. The L1 image (harness/emulated/image.py): built with the packages cached but nothing else (a temp
    CASKIT_CACHE whose apt/ and unpacked/ are the real cache's), then warm (from its cache).
@@ -22,6 +22,16 @@
 Every L1 is stopped by PID before the next starts and at exit (also on Ctrl-C); the script checks
 with /proc that no QEMU it started is left and exits 1 if one is. Results go to
 bench/results/emulated-latest.json (git-ignored) unless --json says otherwise.
+
+`--up-host NAME`: measure an emulated host that is already up (`caskit hosts up NAME`, or a test's
+L1) instead of booting one per kind: no boot or power-off figures, and the host is left up.
+
+`--smoke`: the least that runs all of the above once: the image looked up in the real cache only
+(one build in a fresh process, no temp-cache builds), the nested-hv kind only (with --up-host:
+that host's kind), one boot (no second "warm" one), each remote command once or twice, one L2
+(dual, kernel-irqchip default); the figures go to a temporary file unless --json says where;
+exit 1 unless every figure was taken (the L1 answered, kvmcaps parsed, the kit staged, the L2
+booted and was observed) and no QEMU of it is left.
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import _smoke  # noqa: E402
 from harness import kit as kitmod  # noqa: E402
 from harness.emulated import kvmcaps  # noqa: E402
 from harness.emulated import host as emulated  # noqa: E402
@@ -91,14 +102,26 @@ def med(xs: list[float]) -> float:
     return round(statistics.median(xs), 3)
 
 
-def bench_kind(kind: str, l2: str, kit, log_root: Path) -> dict:
-    name = f"bench-{kind}"
+# Repeats of the remote commands: `true`, python3 -c pass (the first one apart), the bridge's
+# imports, slot leases.
+COUNTS = {"true": 10, "python_pass": 5, "bridge": 5, "lease": 3}
+SMOKE_COUNTS = {"true": 2, "python_pass": 2, "bridge": 1, "lease": 1}
+
+
+def bench_kind(kind: str, l2: str, kit, log_root: Path, *, up_host: str | None = None, counts: dict = COUNTS,
+               warm_boot: bool = True) -> dict:
+    """One kind: booted here (and stopped, then booted again if `warm_boot`), or `up_host`, a
+    host of this kind that is already up (left up)."""
+    name = up_host or f"bench-{kind}"
     h = emulated.EmulatedHost(name, kind)
-    res: dict = {"kind": kind}
+    res: dict = {"kind": kind, "host": name}
     try:
-        st = h.up(log=print)
-        res["boot_cold"] = {"ready_s": st.ready_s, "ssh_s": st.ssh_s, "guest_uptime_s": st.guest_uptime_s,
-                            "warnings": st.warnings}
+        if up_host:
+            res["boot_cold"] = None  # not booted here
+        else:
+            st = h.up(log=print)
+            res["boot_cold"] = {"ready_s": st.ready_s, "ssh_s": st.ssh_s, "guest_uptime_s": st.guest_uptime_s,
+                                "warnings": st.warnings}
         s = h.ssh()
         (code, out, err), t = timed(s.run, ["kvmcaps"], 120)
         caps = kvmcaps.parse(out)
@@ -107,16 +130,16 @@ def bench_kind(kind: str, l2: str, kit, log_root: Path) -> dict:
                           "nested_param": caps.nested_param, "errors": caps.errors}
         (code, out, err), t = timed(s.run, ["qemu-system-ppc64", "--version"], 60)
         res["qemu_version"] = {"seconds": t, "output": out.splitlines()[0] if out else err}
-        res["true_s"] = [timed(s.run, ["true"], 60)[1] for _ in range(10)]
-        res["python_pass_s"] = [timed(s.run, ["python3", "-c", "pass"], 60)[1] for _ in range(5)]
+        res["true_s"] = [timed(s.run, ["true"], 60)[1] for _ in range(counts["true"])]
+        res["python_pass_s"] = [timed(s.run, ["python3", "-c", "pass"], 60)[1] for _ in range(counts["python_pass"])]
         res["python_bridge_imports_s"] = [timed(s.run, ["python3", "-c", "import os, socket, sys, threading, time"],
-                                                60)[1] for _ in range(5)]
+                                                60)[1] for _ in range(counts["bridge"])]
 
         def lease_once():
             with s.lease(60):
                 pass
 
-        res["lease_s"] = [timed(lease_once)[1] for _ in range(3)]
+        res["lease_s"] = [timed(lease_once)[1] for _ in range(counts["lease"])]
         _, res["stage_kit_first_s"] = timed(s.stage_kit, kit)
         s._kits.clear()  # forget the controller's memo: the hash check on the host is what is timed
         _, res["stage_kit_again_s"] = timed(s.stage_kit, kit)
@@ -129,13 +152,48 @@ def bench_kind(kind: str, l2: str, kit, log_root: Path) -> dict:
             print(f"  L2 {kind} ic-mode={ic} kernel-irqchip={kirq}: "
                   + (f"{o.host_mode} {o.irqchip} (guest {o.guest_mode}, byte23 {o.platform_support}), "
                      f"launch {o.launch_s}s boot {o.boot_s}s" if o.irqchip else f"{o.stage}: {o.error}"))
+        if up_host:
+            res["down_1"] = res["boot_warm"] = None  # left up: someone else's
+            return res
         res["down_1"] = h.down(log=print)
-        st = h.up(log=print)
-        res["boot_warm"] = {"ready_s": st.ready_s, "ssh_s": st.ssh_s, "guest_uptime_s": st.guest_uptime_s}
-        res["down_2"] = h.down(log=print)
+        res["boot_warm"] = None
+        if warm_boot:
+            st = h.up(log=print)
+            res["boot_warm"] = {"ready_s": st.ready_s, "ssh_s": st.ssh_s, "guest_uptime_s": st.guest_uptime_s}
+            res["down_2"] = h.down(log=print)
     finally:
-        h.down(log=print)
+        if not up_host:
+            h.down(log=print)
     return res
+
+
+def smoke_problems(report: dict) -> list[str]:
+    """What --smoke needs to have measured."""
+    problems = []
+    if not (report.get("image") or {}).get("warm_in_real_cache", {}).get("key"):
+        problems.append("no L1 image found in the cache")
+    if not report.get("kinds"):
+        problems.append("no kind measured")
+    for kind, r in report.get("kinds", {}).items():
+        if r.get("boot_cold") is not None and not (r["boot_cold"].get("ready_s") and r["boot_cold"].get("ssh_s")):
+            problems.append(f"{kind}: no boot figures: {r['boot_cold']}")
+        caps = r.get("kvmcaps") or {}
+        if not caps.get("kvm_mode") or not caps.get("in_kernel_xics"):
+            problems.append(f"{kind}: kvmcaps says no KVM mode or no in-kernel XICS: {caps.get('errors')}")
+        for k in ("true_s", "python_pass_s", "python_bridge_imports_s", "lease_s"):
+            if not r.get(k) or not all(x > 0 for x in r[k]):
+                problems.append(f"{kind}: {k}: {r.get(k)}")
+        if not (r.get("stage_kit_first_s") and r.get("stage_kit_again_s")):
+            problems.append(f"{kind}: the kit was not staged")
+        if not r.get("l2"):
+            problems.append(f"{kind}: no L2 ran")
+        for o in r.get("l2") or []:
+            if not (o["started"] and o["boot_s"] and o["irqchip"] and o["host_mode"] and o["guest_mode"]):
+                problems.append(f"{kind}: L2 ic-mode={o['ic_mode']} kernel-irqchip={o['kernel_irqchip']}: "
+                                f"{o['stage']}: {o['error']}")
+    if report.get("leftovers"):
+        problems.append(f"left running: {report['leftovers']}")
+    return problems
 
 
 def leftovers() -> list[str]:
@@ -157,11 +215,25 @@ def main() -> int:
     ap.add_argument("--l2", choices=("full", "one", "none"), default="full")
     ap.add_argument("--fresh-cache", action="store_true", help="also time a build from an empty cache (network)")
     ap.add_argument("--skip-image", action="store_true")
-    ap.add_argument("--json", default=str(REPO / "bench" / "results" / "emulated-latest.json"))
+    ap.add_argument("--up-host", metavar="NAME", help="measure this emulated host, already up, instead of booting one "
+                                                      "per kind (no boot figures; it is left up)")
+    _smoke.add_args(ap, "emulated-latest")
     a = ap.parse_args()
-    report: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg": os.getloadavg()}
+    jpath = _smoke.json_path(a.json, a.smoke, "emulated-latest")
+    _smoke.sigterm_unwinds()
+    if a.up_host:
+        st = emulated.L1State.load(a.up_host)
+        if st is None or not emulated.is_up(a.up_host):
+            raise SystemExit(f"emulated host {a.up_host} is not up: caskit hosts up {a.up_host}")
+        a.kinds = st.kind
+    if a.smoke:
+        a.kinds, a.l2, a.fresh_cache = a.kinds if a.up_host else "nested-hv", "one", False
+    report: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg": os.getloadavg(),
+                    "smoke": a.smoke, "up_host": a.up_host}
     t0 = time.monotonic()
-    if not a.skip_image:
+    if a.smoke:  # the image as a run finds it: in the real cache, one build in a fresh process
+        report["image"] = {"warm_in_real_cache": build_in(kitmod.cache_root(), None)}
+    elif not a.skip_image:
         report["image"] = bench_image(a.fresh_cache)
         print(json.dumps(report["image"], indent=1))
     kit = kitmod.build(log=lambda m: None)
@@ -169,9 +241,11 @@ def main() -> int:
     report["kinds"] = {}
     try:
         for kind in a.kinds.split(","):
-            report["kinds"][kind] = r = bench_kind(kind, a.l2, kit, log_root)
-            print(f"{kind}: boot cold ready {r['boot_cold']['ready_s']}s ssh {r['boot_cold']['ssh_s']}s; "
-                  f"warm ready {r['boot_warm']['ready_s']}s ssh {r['boot_warm']['ssh_s']}s; "
+            report["kinds"][kind] = r = bench_kind(kind, a.l2, kit, log_root, up_host=a.up_host,
+                                                   counts=SMOKE_COUNTS if a.smoke else COUNTS, warm_boot=not a.smoke)
+            cold, warm = r["boot_cold"] or {}, r["boot_warm"] or {}
+            print(f"{kind}: boot cold ready {cold.get('ready_s')}s ssh {cold.get('ssh_s')}s; "
+                  f"warm ready {warm.get('ready_s')}s ssh {warm.get('ssh_s')}s; "
                   f"kvm_mode {r['kvmcaps']['kvm_mode']} xics {r['kvmcaps']['in_kernel_xics']} "
                   f"xive {r['kvmcaps']['in_kernel_xive']}; true {med(r['true_s'])}s; python3 pass "
                   f"{r['python_pass_s'][0]}s first, {med(r['python_pass_s'][1:])}s after; bridge imports "
@@ -180,14 +254,14 @@ def main() -> int:
     finally:
         report["seconds"] = round(time.monotonic() - t0, 1)
         report["leftovers"] = leftovers()
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(report, indent=2) + "\n")
+        report["problems"] = problems = smoke_problems(report) if a.smoke else []
+        _smoke.write(jpath, report)
         shutil.rmtree(log_root, ignore_errors=True)
-    print(f"total {report['seconds']}s; results in {a.json}")
+    print(f"total {report['seconds']}s; results in {jpath}")
     if report["leftovers"]:
         print("LEFT RUNNING:", *report["leftovers"], sep="\n  ")
         return 1
-    return 0
+    return _smoke.status(problems, a.smoke)
 
 
 if __name__ == "__main__":

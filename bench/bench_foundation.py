@@ -24,11 +24,11 @@ running: every QEMU it starts is killed by PID and checked with pgrep at the end
     .venv/bin/python bench/bench_foundation.py [--repeat N] [--skip-matrix] [--private-locks]
                                                [--wait-quiet S] [--keep] [--smoke] [--json FILE]
 
---smoke: the smallest real run of both parts: part 1 once (one sample of each kind), the fixed
-costs once, and part 2's figures taken from part 1's warm-up run (a `caskit run -n 1` of the
-one-cell matrix) instead of the quick matrix; the figures go to a temporary file unless --json
-says where (never bench/results/), and the exit status is 1 unless every sample was taken (raw
-QEMU ready, every caskit cell PASS).
+--smoke: the smallest real run of both parts: part 1 once (one sample of each kind, the cli
+sample being the warm-up run itself), the fixed costs once, and part 2's figures taken from that
+same run (a `caskit run -n 1` of the one-cell matrix) instead of the quick matrix. The figures go
+to a temporary file unless --json says where (never bench/results/); the exit status is 1 unless
+every sample was taken (raw QEMU ready, every caskit cell PASS).
 
 The machine must be otherwise idle for the figures to mean anything; the script records the load
 average and the number of other QEMU processes around every sample and says when there were any.
@@ -640,7 +640,9 @@ def one_cell_matrix(path: Path) -> dict:
     return {"id": c.id, "axes": c.axes_dict}
 
 
-def part_single(work: Path, repeat: int, log) -> dict:
+def part_single(work: Path, repeat: int, log, smoke: bool = False) -> dict:
+    """Part 1. `smoke`: the cli sample is the warm-up run itself (the same command), not a
+    second run."""
     mfile = work / "one.yaml"
     cell = one_cell_matrix(mfile)
     log(f"single cell {cell['id']}: warm-up `caskit run` (gives the argv)")
@@ -670,9 +672,12 @@ def part_single(work: Path, repeat: int, log) -> dict:
                 elif k == "inproc":
                     s = inproc.run(i)
                 else:
-                    out = work / f"cli-{i}"
-                    key = kit_key()  # a kit changed under us is built here, not in the timed run
-                    r = run_caskit([str(mfile)], out, timeout=240)
+                    if smoke:
+                        out, key, r = work / "cli-warmup", None, warm
+                    else:
+                        out = work / f"cli-{i}"
+                        key = kit_key()  # a kit changed under us is built here, not in the timed run
+                        r = run_caskit([str(mfile)], out, timeout=240)
                     rec = r["results"]["cells"][0] if r["results"] and r["results"]["cells"] else None
                     tl = cell_timeline(out, rec) if rec else {}
                     prep = run_prepare_times(out, r)
@@ -975,8 +980,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="where to write the figures (default bench/results/latest.json; "
                                                   "with --smoke a new temporary file)")
     ap.add_argument("--smoke", action="store_true",
-                    help="the smallest real run: one sample of each kind, the fixed costs once, part 2 on the "
-                         "one-cell matrix with -n 1; exit 1 unless every sample was taken")
+                    help="the smallest real run: one sample of each kind, the fixed costs once, part 2 from the "
+                         "warm-up run of the one-cell matrix; exit 1 unless every sample was taken")
     a = ap.parse_args(argv)
     if a.smoke:
         a.repeat, a.matrix_order, a.skip_single, a.skip_matrix = 1, "1", False, False
@@ -1008,7 +1013,7 @@ def main(argv=None) -> int:
         res["kit"] = {**json.loads(kb.stdout), "build_or_lookup_s": round(time.monotonic() - t, 2)}
         log(f"kit {res['kit']['key']} ({res['kit']['build_or_lookup_s']}s)")
         if not a.skip_single:
-            res["single"] = part_single(work, a.repeat, log)
+            res["single"] = part_single(work, a.repeat, log, smoke=a.smoke)
             res["cli_fixed_costs"] = cli_fixed_costs(Path(res["single"]["matrix_file"]), n=1 if a.smoke else 3)
             log(f"CLI fixed costs: {res['cli_fixed_costs']}")
         loads.append(load_snapshot())
@@ -1032,6 +1037,7 @@ def main(argv=None) -> int:
     res["load"] = {"max_foreign_qemu": max((x["foreign_qemu"] for x in samples), default=0),
                    "max_loadavg": max((x["loadavg_1m"] for x in samples), default=0)}
     res["total_s"] = round(time.monotonic() - T0, 1)
+    res["smoke"] = a.smoke
     res["problems"] = problems = smoke_problems(res) if a.smoke else []
     out = json_out
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -103,8 +103,8 @@ def main() -> int:
     left = _smoke.qemu_left([f"caskit:{r}:" for r in run_ids])
     if left:
         problems.append(f"QEMU left running: {left}")
-    _smoke.write(jpath, {"smoke": a.smoke, "builds": a.builds, "window_s": a.window, "run_ids": run_ids, "rows": summary,
-                         "problems": problems})
+    _smoke.write(jpath, {"smoke": a.smoke, "builds": a.builds, "window_s": a.window, "run_ids": run_ids,
+                         "rows": summary, "problems": problems})
     return _smoke.status(problems, a.smoke)
 
 

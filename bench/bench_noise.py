@@ -58,8 +58,8 @@ def run_once(matrix: str, tmp: Path, i: int, workers: str = "2") -> dict:
     out = tmp / f"run-{Path(matrix).stem}-{i}"
     t0 = time.monotonic()
     load = os.getloadavg()[0]
-    p = subprocess.run([sys.executable, "-m", "harness.cli", "run", matrix, "-n", workers, "--out", str(out), "--db", "off"],
-                       cwd=ROOT, capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "-m", "harness.cli", "run", matrix, "-n", workers, "--out", str(out),
+                        "--db", "off"], cwd=ROOT, capture_output=True, text=True)
     try:
         res = json.loads((out / "results.json").read_text())
     except (OSError, ValueError):
@@ -70,7 +70,8 @@ def run_once(matrix: str, tmp: Path, i: int, workers: str = "2") -> dict:
         raise SystemExit(f"QEMU of run {res['run']['id']} left running: {left}")
     print(f"  {matrix} run {i + 1}: exit {p.returncode}, {time.monotonic() - t0:.0f} s, load {load:.1f}, "
           + ", ".join(f"{k} {v}" for k, v in res["summary"].items() if v), file=sys.stderr)
-    res["bench"] = {"load_before": load, "wall_s": time.monotonic() - t0, "exit": p.returncode, "run_id": res["run"]["id"]}
+    res["bench"] = {"load_before": load, "wall_s": time.monotonic() - t0, "exit": p.returncode,
+                    "run_id": res["run"]["id"]}
     return res
 
 

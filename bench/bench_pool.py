@@ -99,7 +99,9 @@ def main() -> int:
                 rows.append((label, cells, statistics.median(walls), statistics.median(per_min), statistics.median(cpu_cell)))
         finally:
             th.close()
-            leftovers = th.leftovers() + [f"pid {p} (QEMU)" for p in _smoke.qemu_left([f"caskit:{r}:" for r in run_ids])]
+            # What is still there (sshds, namespaces, mounts), what close() had to kill, our QEMUs.
+            leftovers = th.leftovers() + [f"killed by close(): {x}" for x in th.stragglers]
+            leftovers += [f"pid {p} (QEMU)" for p in _smoke.qemu_left([f"caskit:{r}:" for r in run_ids])]
     print(f"{'plan':32} {'cells':>5} {'run wall s':>10} {'cells/min (cell phase)':>23} {'controller CPU s/cell':>22}")
     for label, cells, wall, pm, cpu in rows:
         print(f"{label:32} {cells:>5} {wall:>10.1f} {pm:>23.2f} {cpu:>22.2f}")
@@ -107,8 +109,8 @@ def main() -> int:
         problems.append(f"figures missing or not above 0: {rows}")
     if leftovers:
         problems.append(f"left running: {leftovers}")
-    _smoke.write(jpath, {"smoke": a.smoke, "repeat": a.repeat, "netns": th.netns, "run_ids": run_ids, "problems": problems,
-                         "rows": [{"plan": label, "cells": cells, "run_wall_s": wall, "cells_per_min": pm,
+    _smoke.write(jpath, {"smoke": a.smoke, "repeat": a.repeat, "netns": th.netns, "run_ids": run_ids,
+                         "problems": problems, "rows": [{"plan": label, "cells": cells, "run_wall_s": wall, "cells_per_min": pm,
                                    "controller_cpu_per_cell_s": cpu} for label, cells, wall, pm, cpu in rows]})
     return _smoke.status(problems, a.smoke)
 
