@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -158,6 +160,26 @@ class PrivateApt:
             raise KitError(f"{' '.join(argv)} failed (exit {p.returncode}): {p.stderr.strip()[-1500:]}")
         return p.stdout
 
+    def query(self, argv: list[str]) -> str:
+        """A read-only apt query (apt-cache show, apt-get --print-uris): its answer is a function of
+        the index on disk and the options, so it is kept under the private state, keyed by both,
+        and asked again only when the index changed (an update rewrites its lists). Each apt-cache
+        call costs about 0.8 s here (measured: the kit's three were 2.3 s of every `caskit run`)."""
+        lists = sorted((p.name, st.st_size, st.st_mtime_ns) for p in (self.root / "state/lists").glob("*")
+                       if p.is_file() and (st := p.stat()))
+        key = hashlib.sha256(json.dumps([argv, self._opts(), lists]).encode()).hexdigest()[:24]
+        memo = self.root / "answers" / f"{key}.txt"
+        try:
+            return memo.read_text()
+        except OSError:
+            pass
+        out = self._run(argv)
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f".{memo.name}.{os.getpid()}")
+        tmp.write_text(out)
+        tmp.replace(memo)  # whole or absent: workers and farm jobs share it
+        return out
+
     def update(self) -> None:
         for d in ("state/lists/partial", "cache/archives/partial", "sources.list.d", "debs"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
@@ -202,7 +224,7 @@ class PrivateApt:
 
     def resolve(self, *pkgs: str) -> dict[str, Resolved]:
         """Each package's candidate (version, SHA-256 of its .deb, Depends), one apt-cache call."""
-        text = self._run(["apt-cache", "show", "--no-all-versions", *pkgs])
+        text = self.query(["apt-cache", "show", "--no-all-versions", *pkgs])
         out: dict[str, Resolved] = {}
         for st in _deb822_stanzas(text):
             name = st.get("package")

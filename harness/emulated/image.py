@@ -181,7 +181,7 @@ class ClosureApt(PrivateApt):
     def closure(self, roots: tuple[str, ...]) -> dict[str, Resolved]:
         """Everything `roots` need (no recommends), as apt resolves it for a system with nothing
         installed (the private state's status file is empty), with each .deb's SHA-256."""
-        out = self._run(["apt-get", "install", "--print-uris", "-qq", "--no-install-recommends",
+        out = self.query(["apt-get", "install", "--print-uris", "-qq", "--no-install-recommends",
                          "-o", "APT::Install-Suggests=0", *roots])
         pkgs: dict[str, Resolved] = {}
         for line in out.splitlines():
