@@ -1,6 +1,7 @@
 """The caskit command line.
 
-caskit run [MATRIX ...] [--hosts FILE] [--out DIR] [-n N] [--resume]
+caskit run [MATRIX ...] [--hosts FILE] [--out DIR] [-n N] [--resume] [--shard K/N]
+caskit report --merge DIR... -o DIR   the shards of one matrix merged into one run
 caskit matrix MATRIX ...          cells and their expected outcomes; boots nothing
 caskit kit build [--refresh]      the guest kit, cached
 caskit hosts probe [NAME]         HostFacts as JSON
@@ -49,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output directory (default reports/<run-id>)")
     r.add_argument("-n", dest="workers", default="1", help="parallel workers (pytest-xdist), or auto")
     r.add_argument("--resume", action="store_true", help="keep finished cells found in --out")
+    r.add_argument("--shard", metavar="K/N", help="run shard K of N of the matrix: a stable split by cell that keeps "
+                                                  "an emulated host's cells together (merge: caskit report --merge)")
     r.add_argument("--known-issues", help="known-issues file (default configs/known-issues.yaml)")
     r.add_argument("-v", "--verbose", action="store_true")
     fr = r.add_argument_group("farm runs", "results history, reruns of failed cells")
@@ -90,12 +93,16 @@ def _parser() -> argparse.ArgumentParser:
     hl = hsub.add_parser("list", help="every inventory host and, for emulated ones, their state")
     hl.add_argument("--hosts")
     rep = sub.add_parser("report", help="rewrite junit.xml and report.html from results.json")
-    rep.add_argument("dir")
+    rep.add_argument("dir", nargs="?")
+    rep.add_argument("--merge", nargs="+", metavar="DIR",
+                     help="the run directories of one matrix's shards (caskit run --shard K/N), merged into -o DIR: "
+                          "one run, every planned cell (a shard that never reported: its cells not run)")
     rep.add_argument("--baseline", help="an earlier run's directory to compare with")
     rep.add_argument("--format", choices=("markdown", "csv", "html", "kcidb"),
                      help="print the compatibility matrix in this format instead (for docs; kcidb: KCIDB I/O JSON "
                           "for kernel CI dashboards); writes nothing in DIR")
-    rep.add_argument("-o", dest="output", metavar="FILE", help="with --format: write it to FILE, not stdout")
+    rep.add_argument("-o", dest="output", metavar="FILE",
+                     help="with --format: write it to FILE, not stdout; with --merge: the merged run's directory")
     rep.add_argument("--origin", help="with --format kcidb: the submitting CI system's KCIDB origin (required)")
     rep.add_argument("--base-url", metavar="URL",
                      help="with --format kcidb: where the run directory is published, for the logs' URLs "
@@ -148,7 +155,9 @@ def cmd_run(a) -> int:
         print("caskit: config error: command line: --initrd and --modules go with --kernel", file=sys.stderr)
         return EXIT_USAGE
     try:
-        prepare.load_plan(a.matrices, a.hosts, a.known_issues, patch)  # validate before anything boots
+        from . import shard as shardmod
+        shard = shardmod.parse(a.shard) if a.shard else None
+        plan = prepare.load_plan(a.matrices, a.hosts, a.known_issues, patch, shard)  # validate before anything boots
         baseline = _load_baseline(a.baseline) if a.baseline else None
     except ConfigError as e:
         print(f"caskit: config error: {e}", file=sys.stderr)
@@ -159,6 +168,11 @@ def cmd_run(a) -> int:
     if a.rerun_failures < 0:
         print("caskit: config error: command line: --rerun-failures must be 0 or more", file=sys.stderr)
         return EXIT_USAGE
+    if shard is not None and not plan.cells:
+        # Nothing of the plan falls to this shard (fewer groups than shards): its cells are none,
+        # and a merge without it misses nothing.
+        print(f"caskit: shard {shard} has none of the {len(plan.all_cells)} cells; nothing to run", file=sys.stderr)
+        return EXIT_OK
     if a.db:
         from . import history
         try:
@@ -190,6 +204,8 @@ def cmd_run(a) -> int:
         args += ["--caskit-hosts", a.hosts]
     if a.resume:
         args.append("--caskit-resume")
+    if a.shard:
+        args += ["--caskit-shard", a.shard]
     if a.db:
         args += ["--caskit-db", a.db]
     if a.rerun_failures:
@@ -362,6 +378,11 @@ def cmd_report(a) -> int:
     from .report import write_reports
     from .results import load_run
 
+    if a.merge:
+        return _merge(a)
+    if not a.dir:
+        print("caskit: error: report needs a run directory (or --merge DIR... -o DIR)", file=sys.stderr)
+        return EXIT_USAGE
     results = load_run(Path(a.dir))
     if (a.origin or a.base_url) and a.format != "kcidb":
         print("caskit: error: --origin and --base-url go with --format kcidb", file=sys.stderr)
@@ -399,6 +420,40 @@ def _export(results: dict, fmt: str, output: str | None) -> int:
     else:
         sys.stdout.write(text)
     return EXIT_OK
+
+
+def _merge(a) -> int:
+    """caskit report --merge DIR... -o OUT: the shards' runs as one run in OUT (results.json,
+    report.html, junit.xml), its exit status that of the whole plan."""
+    import json
+
+    from . import shard as shardmod
+    from .report import write_reports
+    from .results import atomic_write, load_run
+
+    if a.dir or a.format or a.baseline or not a.output:
+        print("caskit: error: --merge DIR... goes with -o DIR only", file=sys.stderr)
+        return EXIT_USAGE
+    out = Path(a.output).resolve()
+    if out.exists() and any(out.iterdir()):
+        print(f"caskit: error: -o {a.output}: not empty; the merged run goes into a directory of its own",
+              file=sys.stderr)
+        return EXIT_USAGE
+    runs = [(str(Path(d).resolve()), load_run(Path(d))) for d in a.merge]
+    try:
+        merged = shardmod.merge(runs, str(out))
+    except shardmod.MergeError as e:
+        print(f"caskit: error: --merge: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "results.json", json.dumps(merged, indent=1) + "\n")
+    write_reports(out, merged)
+    m = merged["run"]["merged"]
+    missing = [c["id"] for c in merged["cells"] if c.get("not_run")]
+    print(f"caskit: merged {len(runs)} of {m['of']} shards into {out}: {len(merged['cells'])} cells"
+          + (f"; shards never reported: {', '.join(map(str, m['missing_shards']))}" if m["missing_shards"] else "")
+          + (f"; {len(missing)} cells not run" if missing else ""), file=sys.stderr)
+    return run_exit_status(merged)
 
 
 def _export_kcidb(results: dict, out_dir: Path, origin: str | None, base_url: str | None,

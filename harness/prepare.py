@@ -26,6 +26,7 @@ from .specs import POOL_PREFIX, TIMEOUT_KEYS, DomainSpec, HostSpec, Matrix
 from .cell import Cell, HostFacts
 from .errors import CaskitError, ConfigError, KitError, NoPeer
 from .results import RunStore
+from . import shard as shardmod
 
 DEFAULT_MATRIX = "quick"
 
@@ -37,6 +38,8 @@ class RunPlan:
     cells: list[Cell]
     domains: dict[str, DomainSpec]
     pools: dict = field(default_factory=dict)  # name -> PoolSpec
+    shard: shardmod.Shard | None = None  # this run runs one shard of `all_cells` (caskit run --shard)
+    all_cells: list[Cell] = field(default_factory=list)  # the whole plan, every shard's cells
 
 
 def new_run_id() -> str:
@@ -44,7 +47,7 @@ def new_run_id() -> str:
 
 
 def load_plan(matrix_args: list[str], hosts_file: str | None, known_issues_file: str | None = None,
-              patch=None) -> RunPlan:
+              patch=None, shard: shardmod.Shard | None = None) -> RunPlan:
     """Load and validate everything; raises ConfigError before anything boots. `patch` (a
     patch.Patch) puts a QEMU binary under test in place of the builds the cells use."""
     inventory = load_inventory(hosts_file)  # parsed once: hosts, domains and pools
@@ -65,7 +68,8 @@ def load_plan(matrix_args: list[str], hosts_file: str | None, known_issues_file:
             for h in (pools[c.host[len(POOL_PREFIX):]].hosts if c.host.startswith(POOL_PREFIX) else (c.host,)):
                 used.setdefault(h, set()).add(str(c.axis("qemu")))
         hosts = patchmod.with_qemu(hosts, used, str(Path(patch.qemu).resolve()))
-    return RunPlan(matrices, hosts, cells, domains, pools)
+    mine = shardmod.select(cells, shard, {n for n, h in hosts.items() if h.kind == "emulated"})
+    return RunPlan(matrices, hosts, mine, domains, pools, shard, cells)
 
 
 def git_sha() -> str | None:
@@ -193,6 +197,9 @@ def prepare_run(p: RunPlan, out: Path, run_id: str, log=print, known_issues_file
         "booted_hosts": booted,  # emulated hosts this run booted, stopped at its end
         "pools": pool_report,
         "patch": _patch_record(patch, kit, facts),
+        # A shard records the whole plan, so that a merge knows the cells of a shard that never ran.
+        "shard": {"index": p.shard.index, "of": p.shard.of, "plan": [c.id for c in p.all_cells],
+                  "plan_specs": [c.to_dict() for c in p.all_cells]} if p.shard else None,
     }
     store.write_run(run)
     return run

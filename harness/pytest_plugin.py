@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from . import prepare, run as runmod
+from . import prepare, run as runmod, shard as shardmod
 from .cell import Cell, Verdict
 from .errors import CaskitError, ConfigError, InfraError
 from .leftovers import register as register_process
@@ -38,6 +38,8 @@ def pytest_addoption(parser):
     g.addoption("--caskit-db", default=None, metavar="URL",
                 help="results history: sqlite:///PATH or postgresql://... (default $CASKIT_DB, else "
                      "history.sqlite beside the run directory; off: none)")
+    g.addoption("--caskit-shard", default=None, metavar="K/N",
+                help="run shard K of N of the matrix (a stable split by cell; `caskit report --merge` joins them)")
     g.addoption("--caskit-rerun-failures", type=int, default=0, metavar="N",
                 help="run a FAIL or ERROR cell up to N more times; FLAKY if it then passes")
     for opt, what in (("kernel", "guest kernel under test (vmlinux or linux-image .deb)"),
@@ -68,8 +70,9 @@ def pytest_configure(config):
         return
     patch = Patch(*(config.getoption(f"caskit_{o}") for o in ("kernel", "initrd", "modules", "qemu")))
     try:
+        shard = shardmod.parse(config.getoption("caskit_shard")) if config.getoption("caskit_shard") else None
         plan = prepare.load_plan(config.getoption("caskit_matrix"), config.getoption("caskit_hosts"),
-                                 config.getoption("caskit_known_issues"), patch)
+                                 config.getoption("caskit_known_issues"), patch, shard)
     except ConfigError as e:
         raise pytest.UsageError(str(e)) from None
     run_id = config.getoption("caskit_run_id") or prepare.new_run_id()
