@@ -64,6 +64,25 @@ def qemu_left(tags: list[str]) -> list[int]:
     return sorted({pid for t in tags for pid in tagged_pids(t)})
 
 
+def caskit_run(matrix: str, out: Path, smoke: bool, label: str, problems: list[str]) -> dict | None:
+    """One `caskit run MATRIX` into `out` (-n 2; a smoke: -n 1 and no history), its results, or
+    None with the reason added to `problems`. A smoke's run must also exit 0."""
+    import subprocess
+
+    p = subprocess.run([sys.executable, "-m", "harness.cli", "run", matrix, "-n", "1" if smoke else "2",
+                        "--out", str(out), *(["--db", "off"] if smoke else [])],
+                       cwd=BENCH.parent, capture_output=True, text=True)
+    print(f"{label}: caskit exit {p.returncode}", file=sys.stderr)
+    try:
+        res = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        problems.append(f"{label}: no results.json (caskit exit {p.returncode}): {p.stderr.strip()[-1500:]}")
+        return None
+    if smoke and p.returncode != 0:
+        problems.append(f"{label}: caskit exit {p.returncode}")
+    return res
+
+
 def status(problems: list[str], smoke: bool) -> int:
     """Exit status: 1 in smoke mode when the measurement could not be taken; the problems are
     printed either way."""

@@ -17,9 +17,7 @@ unless it passed with every hop timed. The figures go to bench/results/migration
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -53,20 +51,10 @@ def main() -> int:
                 f"axes: {{ic_mode: [dual], guest_xive: {guest_xive}, smp: [1], firmware: [vof], qemu: [{', '.join(a.builds)}]}}\n"
                 f"migration: [roundtrip]\ntimeouts: {{liveness: {a.window}}}\n")
             out = Path(tmp) / "run"
-            p = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(m), "-n", "1" if a.smoke else "2",
-                                "--out", str(out), *(["--db", "off"] if a.smoke else [])],
-                               cwd=ROOT, capture_output=True, text=True)
-            try:
-                res = json.loads((out / "results.json").read_text())
-            except (OSError, ValueError):
-                res = None
-        print(f"run {i + 1}/{a.repeat}: caskit exit {p.returncode}", file=sys.stderr)
+            res = _smoke.caskit_run(str(m), out, a.smoke, f"run {i + 1}/{a.repeat}", problems)
         if res is None:
-            problems.append(f"run {i + 1}: no results.json (caskit exit {p.returncode}): {p.stderr.strip()[-1500:]}")
             continue
         run_ids.append(res["run"]["id"])
-        if a.smoke and p.returncode != 0:
-            problems.append(f"run {i + 1}: caskit exit {p.returncode}")
         for c in res["cells"]:
             if a.smoke and c["verdict"] != "PASS":
                 problems.append(f"{c['id']}: {c['verdict']}: {c.get('reason')}")

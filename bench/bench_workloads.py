@@ -16,9 +16,7 @@ way).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -72,20 +70,10 @@ def main() -> int:
             if a.smoke:
                 matrix = str(Path(tmp) / "smoke.yaml")
                 Path(matrix).write_text(SMOKE_MATRIX)
-            p = subprocess.run([sys.executable, "-m", "harness.cli", "run", matrix, "-n", "1" if a.smoke else "2",
-                                "--out", str(out), *(["--db", "off"] if a.smoke else [])],
-                               cwd=ROOT, capture_output=True, text=True)
-            try:
-                res = json.loads((out / "results.json").read_text())
-            except (OSError, ValueError):
-                res = None
-        print(f"run {i + 1}/{a.repeat}: caskit exit {p.returncode}", file=sys.stderr)
+            res = _smoke.caskit_run(matrix, out, a.smoke, f"run {i + 1}/{a.repeat}", problems)
         if res is None:
-            problems.append(f"run {i + 1}: no results.json (caskit exit {p.returncode}): {p.stderr.strip()[-1500:]}")
             continue
         run_ids.append(res["run"]["id"])
-        if a.smoke and p.returncode != 0:
-            problems.append(f"run {i + 1}: caskit exit {p.returncode}")
         for c in res["cells"]:
             mode = c["observed"].get("mode") or "-"
             wls = {w["name"]: w for w in c.get("workloads", [])}
