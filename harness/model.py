@@ -26,6 +26,15 @@ def _r(name: str, source: str, says: str) -> Rule:
     return Rule(name, source, says)
 
 
+# The POWER10 measurement behind the TCG CAS rules (docs/model.md, "POWER10"): POWER8, POWER9 and
+# POWER10 x max-cpu-compat x ic-mode x guest xive=off, smp 1, VOF, on both QEMU builds.
+P10 = ("; measured with POWER10 on QEMU 7.2.22 and 10.0.2 under TCG, 2026-12-07: all 144 cells of "
+       "POWER8/9/10 x max-cpu-compat x ic-mode dual/xics/xive x guest xive=off x build as predicted, "
+       "both builds alike")
+P10_KIRQ = ("; measured with POWER10 on QEMU 7.2.22 and 10.0.2, 2026-12-07: kernel-irqchip on and off, "
+            "ic-mode dual and xive, as predicted (info pic: emulated)")
+
+
 RULES: dict[str, Rule] = {r.name: r for r in (
     _r("host-has-kvm", "caskit: accel=kvm needs a host whose probe found /dev/kvm",
        "a cell asking for KVM on a host without it is SKIP"),
@@ -38,29 +47,29 @@ RULES: dict[str, Rule] = {r.name: r for r in (
        "a CPU model the build does not emulate is SKIP"),
     _r("smp-max-cpus", "hw/core/machine-smp.c machine_parse_smp_config(); query-machines cpu-max",
        "more vCPUs than the machine's cpu-max is refused at start"),
-    _r("xive-needs-power9", "hw/ppc/spapr_irq.c spapr_irq_check(); measured on 7.2",
+    _r("xive-needs-power9", "hw/ppc/spapr_irq.c spapr_irq_check(); measured on 7.2" + P10,
        "ic-mode=xive with a CPU or max-cpu-compat below POWER9 is refused at start"),
-    _r("compat-above-cpu", "target/ppc/compat.c ppc_set_compat(); measured on 7.2",
+    _r("compat-above-cpu", "target/ppc/compat.c ppc_set_compat(); measured on 7.2" + P10,
        "max-cpu-compat above the CPU model is refused at start"),
     _r("legacy-machine-no-ic-mode", "hw/ppc/spapr_irq.c spapr_irq_check(); measured on pseries-3.0",
        "machine versions whose default ic-mode is legacy are XICS-only and refuse an ic-mode option"),
     _r("ic-mode-default", "hw/ppc/spapr.c machine class compat options; qom-get /machine ic-mode, probed",
        "ic-mode not given is the machine version's default"),
-    _r("offer-xics-only", "hw/ppc/spapr.c spapr_dt_ov5_platform_support(); measured byte 23 = 0x00",
+    _r("offer-xics-only", "hw/ppc/spapr.c spapr_dt_ov5_platform_support(); measured byte 23 = 0x00" + P10,
        "ic-mode=xics offers XICS only"),
-    _r("offer-xive-only", "hw/ppc/spapr.c spapr_dt_ov5_platform_support(); measured byte 23 = 0x40",
+    _r("offer-xive-only", "hw/ppc/spapr.c spapr_dt_ov5_platform_support(); measured byte 23 = 0x40" + P10,
        "ic-mode=xive offers XIVE only"),
-    _r("dual-below-power9-offers-xics", "hw/ppc/spapr_irq.c spapr_irq_check(); measured byte 23 = 0x00",
+    _r("dual-below-power9-offers-xics", "hw/ppc/spapr_irq.c spapr_irq_check(); measured byte 23 = 0x00" + P10,
        "ic-mode=dual with a CPU or compat below POWER9 offers XICS only"),
-    _r("offer-dual", "hw/ppc/spapr.c spapr_dt_ov5_platform_support(); measured byte 23 = 0x80",
+    _r("offer-dual", "hw/ppc/spapr.c spapr_dt_ov5_platform_support(); measured byte 23 = 0x80" + P10,
        "ic-mode=dual on POWER9/10 offers both; the guest chooses"),
-    _r("guest-picks-xive", "arch/powerpc/kernel/prom_init.c prom_parse_xive_model(); measured",
+    _r("guest-picks-xive", "arch/powerpc/kernel/prom_init.c prom_parse_xive_model(); measured" + P10,
        "a guest built with CONFIG_PPC_XIVE_SPAPR asks for XIVE when offered"),
-    _r("guest-xive-off", "arch/powerpc/kernel/prom_init.c prom_parse_xive_model(); measured",
+    _r("guest-xive-off", "arch/powerpc/kernel/prom_init.c prom_parse_xive_model(); measured" + P10,
        "xive=off makes the guest ask for XICS when the platform offers both"),
-    _r("xive-only-ignores-xive-off", "arch/powerpc/kernel/prom_init.c prom_parse_xive_model(); measured",
+    _r("xive-only-ignores-xive-off", "arch/powerpc/kernel/prom_init.c prom_parse_xive_model(); measured" + P10,
        "on a XIVE-only machine the guest cannot honour xive=off and negotiates XIVE"),
-    _r("tcg-emulates", "hw/ppc/spapr_irq.c spapr_irq_init_kvm() only acts under KVM; measured",
+    _r("tcg-emulates", "hw/ppc/spapr_irq.c spapr_irq_init_kvm() only acts under KVM; measured" + P10_KIRQ,
        "under TCG kernel-irqchip is accepted and has no effect; the controller is emulated"),
     _r("kvm-irqchip-off", "hw/ppc/spapr_irq.c spapr_irq_init_kvm(); measured on caskit's emulated hosts (nested-hv, powernv9), 2026-11-30: all 36 cells of ic-mode x kernel-irqchip x guest xive=off as predicted",
        "kernel-irqchip=off emulates the controller in QEMU"),

@@ -125,7 +125,7 @@ def test_console_transcript_shows_the_guest(quick):
 @pytest.fixture(scope="module")
 def rules_run(tmp_path_factory, kit):
     out = tmp_path_factory.mktemp("rules") / "run"
-    return run_cli(["run", "rules", "limits", "slof", "-n", "2"], out)
+    return run_cli(["run", "rules", "limits", "slof", "power10", "-n", "2"], out)
 
 
 def test_every_tcg_rule_is_proven_by_a_real_cell(quick, rules_run):
@@ -154,6 +154,43 @@ def test_slof_and_vof_agree(quick, rules_run):
 
 def test_limits_and_compat_refusals_carry_qemus_words(rules_run):
     cells = rules_run.cells()
-    errors = {c["expected"]["rule"]: c["observed"]["error"] for c in cells.values() if c["verdict"] == "XFAIL"}
+    errors = {c["expected"]["rule"]: c["observed"]["error"] for c in cells.values()
+              if c["verdict"] == "XFAIL" and c["matrix"] in ("rules", "limits")}
     assert errors["smp-max-cpus"].startswith("Invalid SMP CPUs 4097")
     assert errors["compat-above-cpu"] == "Compatibility PVR 0x0f000005 not valid for CPU"
+
+
+# POWER10 guests on both builds (configs/matrices/power10.yaml), as measured on 2026-12-07 with
+# QEMU 7.2.22 and 10.0.2: keyed by (cpu, cpu_compat, ic_mode, guest_xive), the same on both builds:
+# (verdict, observed mode, byte 23, ic-mode as QEMU reports it, or QEMU's refusal).
+POWER10_TRUTH = {
+    ("POWER10", "default", "dual", "default"): ("PASS", "xive", "0x80", "dual"),
+    ("POWER10", "default", "dual", "off"): ("PASS", "xics", "0x80", "dual"),
+    ("POWER10", "power10", "dual", "default"): ("PASS", "xive", "0x80", "dual"),
+    ("POWER10", "power8", "dual", "default"): ("PASS", "xics", "0x00", "xics"),  # downgraded at init
+    ("POWER10", "default", "xive", "default"): ("PASS", "xive", "0x40", "xive"),
+    ("POWER10", "default", "xive", "off"): ("PASS", "xive", "0x40", "xive"),  # xive=off not honoured
+    ("POWER10", "power8", "xive", "default"): ("XFAIL", None, None, "XIVE-only machines require a POWER9 CPU"),
+    ("POWER9", "power10", "dual", "default"): ("XFAIL", None, None, "Compatibility PVR 0x0f000006 not valid for CPU"),
+}
+
+
+def test_power10_on_both_builds_is_as_measured_and_predicted(rules_run):
+    cells = [c for c in rules_run.results["cells"] if c["matrix"] == "power10"]
+    seen = set()
+    for c in cells:
+        a, o, e = c["axes"], c["observed"], c["expected"]
+        key = (a["cpu"], a["cpu_compat"], a["ic_mode"], a["guest_xive"])
+        seen.add((a["qemu"], key))
+        verdict, mode, byte23, detail = POWER10_TRUTH[key]
+        assert c["verdict"] == verdict, (c["id"], c["reason"])
+        assert c["qemu_version"] == {"system": "7.2.22", "backports": "10.0.2"}[a["qemu"]], c["id"]
+        assert (e["mode"], e["byte23"]) == (mode, byte23), c["id"]  # the model predicted it
+        assert (o["mode"], o["platform_support"]) == (mode, byte23), c["id"]
+        if mode:
+            g, h = o["guest"], o["host"]
+            assert g["mode_from_chips"] == g["mode_from_dt"] == g["mode_from_dmesg"] == h["mode"] == mode, c["id"]
+            assert (h["irqchip"], h["configured_ic_mode"]) == ("emulated", detail), c["id"]
+        else:
+            assert (o["stage"], o["error"], o["exit_code"]) == ("qemu-start", detail, 1), c["id"]
+    assert seen == {(q, k) for q in ("system", "backports") for k in POWER10_TRUTH}
