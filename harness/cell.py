@@ -136,7 +136,7 @@ class HostFacts:
     name: str
     arch: str
     cpu: str
-    kvm_mode: str  # hv (bare-metal PowerNV) | hv-nested | pr | tcg-only
+    kvm_mode: str  # hv (bare-metal PowerNV) | hv-nested (nested API v1) | hv-nested-papr (v2) | pr | tcg-only
     kvm_xics: bool = False  # in-kernel XICS offered by KVM
     kvm_xive: bool = False  # in-kernel XIVE native device (KVM_CAP_PPC_IRQ_XIVE)
     slots: int = 1
@@ -150,6 +150,15 @@ class HostFacts:
     kvm_caps: tuple[tuple[str, int], ...] = ()  # KVM_CHECK_EXTENSION answers, by capability name
     kvm_note: str | None = None  # why the host offers no KVM, or how its facts were decided
     guest_machine_options: tuple[str, ...] = ()  # -machine options every guest here needs (inventory)
+    # PAPR nested API KVM HV uses under a hypervisor (v1 | v2), with the evidence that says so.
+    nested_api: str | None = None
+    nested_api_evidence: str | None = None
+    page_size: int | None = None  # the host kernel's page size, bytes
+    # Options the host's KVM forced on every guest, each with QEMU's words asking for it (probed,
+    # never from the host's name); the inventory's machine_options replace them.
+    forced_options: tuple[tuple[str, str], ...] = ()
+    kvm_guest_refusal: str | None = None  # QEMU would not start a guest under KVM even so: its words
+    guest_append: str = ""  # kernel command line every guest here gets (e.g. an emulated host's watchdog)
 
     def build(self, name: str) -> QemuBuild | None:
         return next((b for b in self.qemu if b.name == name), None)
@@ -166,6 +175,7 @@ class HostFacts:
         d = dict(d)
         d["kvm_caps"] = tuple(tuple(x) for x in d.get("kvm_caps", ()))
         d["guest_machine_options"] = tuple(d.get("guest_machine_options", ()))
+        d["forced_options"] = tuple(tuple(x) for x in d.get("forced_options", ()))
         d["qemu"] = tuple(
             QemuBuild(**{**b, "cpu_models": tuple(b.get("cpu_models", ())),
                          "caps": tuple(tuple(x) for x in b.get("caps", ())),

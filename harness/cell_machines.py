@@ -30,6 +30,7 @@ class Site:
     build: QemuBuild
     kit: Kit
     machine_options: tuple[str, ...] = ()  # what every guest on that host needs (its facts)
+    guest_append: str = ""  # kernel command line every guest on that host gets (its facts)
 
 
 @dataclass
@@ -43,6 +44,7 @@ class CellMachines:
     shutdown_timeout: float = 10.0
     heartbeat: bool = False
     machine_options: tuple[str, ...] = ()  # what every guest on the cell's host needs (its facts)
+    guest_append: str = ""  # kernel command line every guest on the cell's host gets (its facts)
     scratch: Path | None = None  # on the cell's host, made on entry, removed on exit
     created: list[GuestMachine] = field(default_factory=list)
 
@@ -79,6 +81,7 @@ class CellMachines:
             raise RuntimeError("CellMachines is a context manager: machines are made inside `with`")
         host, build, kit = (site.host, site.build, site.kit) if site else (self.host, self.build, self.kit)
         host_options = site.machine_options if site else self.machine_options
+        append = " ".join(a for a in (site.guest_append if site else self.guest_append, self.cell.append) if a)
         cell = self.cell
         if axes:
             cell = replace(cell, axes=tuple((k, axes.get(k, v)) for k, v in cell.axes))
@@ -98,7 +101,7 @@ class CellMachines:
         argv = qemu_argv(cell, build, kit.kernel, kit.initrd, qmp_sock=files.qmp_sock,
                          console_sock=files.console_sock, heartbeat_sock=files.heartbeat_sock if self.heartbeat else None,
                          run_tag=run_tag(self.run_id, self.cell.id) + (f":{name}" if name else ""),
-                         append=self.cell.append, extra_args=tuple(extra), host_options=host_options)
+                         append=append, extra_args=tuple(extra), host_options=host_options)
         m = GuestMachine(host, argv, files, build=f"{build.name} {build.version or ''}".strip(),
                          shutdown_timeout=self.shutdown_timeout,
                          with_heartbeat=self.heartbeat)

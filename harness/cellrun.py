@@ -233,7 +233,8 @@ def execute(ctx: CellContext, expected: Expected, log_dir: Path, found: Findings
             ctx = replace(ctx, peer=replace(ctx.peer, kit=ctx.peer.host.stage_kit(ctx.peer.kit)))
         with CellMachines(ctx.host, cell, build, kit, ctx.run_id, log_dir, ctx.timeouts["shutdown"],
                           heartbeat=cell.migration != "none",
-                          machine_options=ctx.facts.guest_machine_options) as machines:
+                          machine_options=ctx.facts.guest_machine_options,
+                          guest_append=ctx.facts.guest_append) as machines:
             m = machines.machine()
             current: GuestMachine | None = m  # where the guest lives; errors are resolved there
             try:

@@ -23,10 +23,18 @@ def make_host(spec: HostSpec) -> Host:
     raise CaskitError(f"host {spec.name}: kind {spec.kind} is not supported")
 
 
-def guest_machine_options(spec: HostSpec) -> tuple[str, ...]:
-    """The -machine options every guest on the host needs: the inventory's, else its kind's."""
+def guest_machine_options(spec: HostSpec, forced: tuple[tuple[str, str], ...] = ()) -> tuple[str, ...]:
+    """The -machine options every guest on the host needs: the inventory's, else what the host's
+    KVM forced (probed: QEMU's own refusals, never the host's name or kind)."""
     if spec.machine_options is not None:
         return tuple(spec.machine_options)
+    return tuple(o for o, _ in forced)
+
+
+def guest_append(spec: HostSpec) -> str:
+    """The kernel command line every guest on the host gets: on an emulated host, what its
+    emulation needs (the soft-lockup watchdog's threshold: TCG starves an L2's vCPUs for tens
+    of seconds on a loaded machine, which is not a defect of the guest)."""
     if spec.kind == "emulated":
-        return KINDS[str(spec.emulated_kind)].l2_machine_options
-    return ()
+        return KINDS[str(spec.emulated_kind)].l2_append
+    return ""

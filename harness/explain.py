@@ -33,10 +33,13 @@ KVM_MODES: dict[str, dict] = {
                  "what": "no KVM for POWER (an x86 machine, or TCG chosen): QEMU emulates both controllers"},
     "hv": {"kvm_mode": "hv", "kvm_xics": True, "kvm_xive": True,
            "what": "bare-metal POWER9 (PowerNV) with kvm_hv: in-kernel XIVE native device and XICS-on-XIVE"},
-    "hv-nested": {"kvm_mode": "hv-nested", "kvm_xics": True, "kvm_xive": False,
-                  "what": "kvm_hv in a pseries LPAR or guest (nested HV): no in-kernel XIVE"},
+    "hv-nested": {"kvm_mode": "hv-nested", "kvm_xics": True, "kvm_xive": False, "cpu": "POWER9",
+                  "what": "kvm_hv in a KVM guest on POWER9 (nested HV, PAPR nested API v1): no in-kernel XIVE"},
+    "hv-nested-papr": {"kvm_mode": "hv-nested-papr", "kvm_xics": True, "kvm_xive": False, "cpu": "POWER10",
+                       "what": "kvm_hv in a PowerVM LPAR on POWER10/11 (PAPR nested API v2, FW1060.10+): no "
+                               "in-kernel XIVE; the guest's CPU is the host's (POWER9 guests: max-cpu-compat=power9)"},
     "pr": {"kvm_mode": "pr", "kvm_xics": False, "kvm_xive": False,
-           "what": "kvm_pr: neither in-kernel controller"},
+           "what": "kvm_pr: neither in-kernel controller (modelled, not measured)"},
 }
 
 
@@ -48,6 +51,7 @@ class Parsed:
     not_modelled: tuple[str, ...] = ()  # machine options caskit has no rule for
     machine: str = "pseries"  # the machine type as written (pseries, pseries-7.2, ...)
     notes: tuple[str, ...] = field(default_factory=tuple)
+    cpu_given: bool = False  # the line has -cpu (else QEMU takes the host's under KVM, POWER9 for TCG)
 
 
 def _opts(value: str) -> tuple[str, list[tuple[str, str]]]:
@@ -65,7 +69,7 @@ def parse_argv(argv: list[str]) -> Parsed:
                                        "qemu-system-ppc64 -M pseries,ic-mode=dual -cpu POWER9")
     a: dict[str, str | int] = {n: DEFAULT for n in ("ic_mode", "kernel_irqchip", "cpu_compat", "guest_xive")}
     a.update(accel="tcg", cpu="POWER9", smp=1, firmware="slof", qemu="system")
-    machine, append, not_modelled, notes = "", "", [], []
+    machine, append, not_modelled, notes, cpu_given = "", "", [], [], False
     args = list(argv[1:])
     i = 0
     while i < len(args):
@@ -95,6 +99,7 @@ def parse_argv(argv: list[str]) -> Parsed:
                     not_modelled.append(f"{k}={v}")
         elif name == "cpu":
             model_name = str(val).split(",")[0]
+            cpu_given = model_name.lower() != "host"
             match = next((c for c in CPU_LEVEL if c.lower() == model_name.lower()), None)
             if match is None:
                 notes.append(f"-cpu {model_name}: not a model caskit predicts for (POWER8/9/10); POWER9 assumed")
@@ -122,17 +127,19 @@ def parse_argv(argv: list[str]) -> Parsed:
                                              "(the machine type whose guests negotiate XICS or XIVE at CAS)")
     if a["kernel_irqchip"] == "split":
         notes.append("kernel-irqchip=split: QEMU refuses it on pseries under KVM (spapr_irq_check)")
-    return Parsed(argv[0], a, append, tuple(not_modelled), machine, tuple(notes))
+    return Parsed(argv[0], a, append, tuple(not_modelled), machine, tuple(notes), cpu_given)
 
 
 def facts_for(kvm: str, build: QemuBuild) -> HostFacts:
     k = KVM_MODES[kvm]
-    return HostFacts(f"({kvm})", "ppc64le" if kvm != "tcg-only" else "x86_64", "POWER9", k["kvm_mode"],
+    return HostFacts(f"({kvm})", "ppc64le" if kvm != "tcg-only" else "x86_64", k.get("cpu", "POWER9"), k["kvm_mode"],
                      k["kvm_xics"], k["kvm_xive"], 1, (build,))
 
 
 def cell_of(p: Parsed, kvm: str, guest_xive: str) -> Cell:
     ax = dict(p.axes, guest_xive=guest_xive, accel="tcg" if kvm == "tcg-only" else "kvm", qemu="system")
+    if not p.cpu_given and kvm.startswith("hv"):
+        ax["cpu"] = KVM_MODES[kvm].get("cpu", ax["cpu"])  # no -cpu under KVM: the host's own
     if ax["kernel_irqchip"] == "split":
         ax["kernel_irqchip"] = "on"  # refused anyway; the model has no axis value for it
     return Cell("explain", tuple((n, ax[n]) for n in AXIS_NAMES))

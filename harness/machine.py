@@ -336,9 +336,15 @@ class GuestMachine:
         if console is not None:
             # An emulated host's kernel console, read on the controller: it speaks when SSH no
             # longer does (a wedged L1 logs its own lockups and stalls there).
-            tail = self.host_console()[-HOST_LOG_LINES:] or ["(nothing since this guest started)"]
+            lines = self.host_console()
+            tail = lines[-HOST_LOG_LINES:] or ["(nothing since this guest started)"]
             text += (f"\n\n## host {self.host.name}'s own console ({console}, since this guest started)\n"
                      + "\n".join(tail))
+            found, noise = guestlog.findings(lines), guestlog.host_noise(lines)
+            text += "\n\n## the host console's health\n" + "\n".join(
+                [f"finding {f['kind']}: {f['line']}" for f in found]
+                + [f"known noise {n['kind']} x{n['count']}: {n['why']}" for n in noise]
+                or ["nothing of note"])
         return text
 
     def host_console(self) -> list[str]:

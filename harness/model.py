@@ -51,6 +51,11 @@ RULES: dict[str, Rule] = {r.name: r for r in (
        "ic-mode=xive with a CPU or max-cpu-compat below POWER9 is refused at start"),
     _r("compat-above-cpu", "target/ppc/compat.c ppc_set_compat(); measured on 7.2" + P10,
        "max-cpu-compat above the CPU model is refused at start"),
+    _r("kvm-hv-cpu-is-host", "target/ppc/kvm.c kvm_arch_init_vcpu(); measured on caskit's nested-papr host "
+       "(POWER10, QEMU 7.2 in the L1), 2026-12-07: -cpu POWER9 refused with 'Register sync failed... If you're using "
+       "kvm-hv.ko, only \"-cpu host\" is possible'; -cpu POWER10 and -cpu host start",
+       "under HV KVM the guest's CPU model must be the host's own (a POWER9 guest on a POWER10 host is "
+       "max-cpu-compat=power9); PR KVM emulates other models"),
     _r("legacy-machine-no-ic-mode", "hw/ppc/spapr_irq.c spapr_irq_check(); measured on pseries-3.0",
        "machine versions whose default ic-mode is legacy are XICS-only and refuse an ic-mode option"),
     _r("ic-mode-default", "hw/ppc/spapr.c machine class compat options; qom-get /machine ic-mode, probed",
@@ -85,6 +90,13 @@ RULES: dict[str, Rule] = {r.name: r for r in (
 )}
 
 COMPAT_PVR = {"power8": "0x0f000004", "power9": "0x0f000005", "power10": "0x0f000006"}
+
+
+def host_cpu_level(facts: HostFacts) -> int | None:
+    """The host's processor generation from its /proc/cpuinfo line ("POWER10 (architected), ..."),
+    None when it names none (an x86 host, or unknown)."""
+    m = re.match(r"\s*POWER(\d+)", facts.cpu or "", re.I)
+    return int(m.group(1)) if m else None
 
 
 def _expected(rule: str, notes: list[str], **kw) -> Expected:
@@ -142,6 +154,9 @@ def predict(cell: Cell, facts: HostFacts) -> Expected:
     if compat != DEFAULT and compat_level > cpu_level:
         return _fail("compat-above-cpu", notes, Stage.QEMU_START,
                      rf"Compatibility PVR {COMPAT_PVR[str(compat)]} not valid for CPU")
+    host_level = host_cpu_level(facts)
+    if accel == "kvm" and facts.kvm_mode.startswith("hv") and host_level and cpu_level != host_level:
+        return _fail("kvm-hv-cpu-is-host", notes, Stage.QEMU_START, r'only "-cpu host" is possible')
 
     # What the platform offers in ibm,arch-vec-5-platform-support byte 23.
     if ic_mode == "xics":

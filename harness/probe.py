@@ -15,9 +15,9 @@ from pathlib import Path
 
 from .cell import HostFacts, QemuBuild
 from .specs import HostSpec, QemuBuildSpec
-from .connect import guest_machine_options, make_host
+from .connect import guest_append, guest_machine_options, make_host
 from .emulated import kvmcaps
-from .errors import CaskitError
+from .errors import CaskitError, LaunchFailure
 from .hosts import Host, LocalHost
 from .machine import GuestMachine, MachineFiles
 from .qemu_builds import suite_build
@@ -44,12 +44,13 @@ def _qemu_version(host: Host, binary: str) -> str:
     return m.group(1) if m else out.strip()[:80]
 
 
-def _paused(host: Host, spec: QemuBuildSpec, log_dir: Path, tag: str, cpu: str | None = None):
+def _paused(host: Host, spec: QemuBuildSpec, log_dir: Path, tag: str, cpu: str | None = None, *,
+            accel: str = "tcg", machine: tuple[str, ...] = ()):
     """A pseries machine of the build, started paused and never booted, tagged like the run's
     own machines so that `caskit cleanup` finds it after a crash."""
     sock_dir = host.tempdir("ck-probe-")
     argv = [spec.binary] + (["-L", spec.firmware_dir] if spec.firmware_dir else []) + [
-        "-name", tag, "-machine", "pseries", "-accel", "tcg", *(["-cpu", cpu] if cpu else []),
+        "-name", tag, "-machine", ",".join(("pseries", *machine)), "-accel", accel, *(["-cpu", cpu] if cpu else []),
         "-nodefaults", "-display", "none",
         "-S", "-qmp", f"unix:{sock_dir}/qmp.sock,server=on,wait=off",
         "-chardev", f"socket,id=con0,path={sock_dir}/console.sock,server=on,wait=off", "-serial", "chardev:con0",
@@ -115,6 +116,52 @@ def probe_build(host: Host, spec: QemuBuildSpec, log_dir: Path, log=print, *, cp
         machines=tuple(sorted((x["name"] for x in machines if re.fullmatch(r"pseries-\d+\.\d+", x["name"])),
                               key=lambda n: tuple(int(v) for v in re.findall(r"\d+", n)))),
     )
+
+
+# What QEMU says when the host's KVM cannot give a pseries guest what its machine asks by default:
+# a cap level KVM does not provide comes with QEMU's own suggestion (hw/ppc/spapr_caps.c, e.g.
+# "Requested safe bounds check capability level not supported by KVM" / "Try appending -machine
+# cap-sbbc=broken", measured on nested-papr); HV KVM on a host with smaller pages than the
+# guest's HPT maximum has no suggestion (target/ppc/kvm.c; "Can't support 64 kiB guest pages
+# with 4 kiB host pages with this KVM implementation", measured on nested-papr, Debian's 6.12).
+HINT_RE = re.compile(r"Try appending -machine (cap-[\w-]+=[\w-]+)")
+PAGES_RE = re.compile(r"Can't support (\d+) kiB guest pages with (\d+) kiB host pages")
+MAX_KVM_TRIALS = 8
+
+
+def forced_option(stderr: str) -> tuple[str, str] | None:
+    """The -machine option QEMU's refusal under KVM asks for, with QEMU's words (pure); None
+    when the refusal is of another kind."""
+    lines = [l.strip() for l in stderr.splitlines() if l.strip()]
+    for i, line in enumerate(lines):
+        if m := HINT_RE.search(line):
+            why = lines[i - 1] if i and not HINT_RE.search(lines[i - 1]) else line
+            return m.group(1), why.removeprefix("qemu-system-ppc64: ")
+        if m := PAGES_RE.search(line):
+            return f"cap-hpt-max-page-size={m.group(2)}k", line.removeprefix("qemu-system-ppc64: ")
+    return None
+
+
+def kvm_guest_options(host: Host, spec: QemuBuildSpec, log_dir: Path, tag: str) -> tuple[tuple[str, ...], str | None]:
+    """The -machine options every pseries guest needs under this host's KVM, found by asking its
+    QEMU: a paused machine with `-accel kvm -cpu host`, and each refusal that names what it
+    needs adds that option for the next try. Returns (("option", "QEMU's words"), ...) and the
+    last refusal when QEMU still would not start (then the cells show it themselves)."""
+    forced: list[tuple[str, str]] = []
+    for i in range(MAX_KVM_TRIALS):
+        try:
+            with _paused(host, spec, log_dir / f"kvm-trial-{i}", tag, "host", accel="kvm",
+                         machine=tuple(o for o, _ in forced)):
+                return tuple(forced), None
+        except LaunchFailure as e:
+            stderr = e.stderr or ""
+        except CaskitError as e:
+            return tuple(forced), str(e)[:300]
+        found = forced_option(stderr)
+        if found is None or found[0] in {o for o, _ in forced}:
+            return tuple(forced), (stderr.strip().splitlines() or ["(no words)"])[-1][:300]
+        forced.append(found)
+    return tuple(forced), f"still refused after {MAX_KVM_TRIALS} options"
 
 
 def effective_caps(defaults: dict, stderr: str) -> dict[str, str]:
@@ -194,7 +241,12 @@ def probe_remote(host: Host, spec: HostSpec, log_dir: Path, builds: set[str] | N
     wanted = [b for b in spec.qemu if builds is None or b.name in builds]
     probed = tuple(probe_build(host, b, log_dir / f"probe-{spec.name}-{b.name}", log, cpus=cpus, tag=tag)
                    for b in wanted)
-    return HostFacts(spec.name, arch, kv.get("cpu", [""])[0], slots=spec.slots, qemu=probed, **kvm)
+    trial: dict = {}
+    installed = next((b for b in spec.qemu if not b.debian_suite), None)
+    if kvm["kvm_mode"] != "tcg-only" and spec.machine_options is None and installed is not None:
+        forced, refusal = kvm_guest_options(host, installed, log_dir / f"probe-{spec.name}-kvm", tag)
+        trial = dict(forced_options=forced, kvm_guest_refusal=refusal)
+    return HostFacts(spec.name, arch, kv.get("cpu", [""])[0], slots=spec.slots, qemu=probed, **kvm, **trial)
 
 
 def kvm_facts(name: str, arch: str, kv: dict[str, list[str]], caps_text: str | None) -> dict:
@@ -211,9 +263,11 @@ def kvm_facts(name: str, arch: str, kv: dict[str, list[str]], caps_text: str | N
         if c.kvm_mode == "tcg-only" and arch.startswith("ppc64"):
             note = ("no /dev/kvm" if not c.dev_kvm else "neither kvm_hv nor kvm_pr works") + \
                    (f" ({', '.join(f'{k}: {v}' for k, v in c.errors.items())})" if c.errors else "")
+        api, evidence = c.nested_api
         return dict(kvm_mode=c.kvm_mode, kvm_xics=c.in_kernel_xics, kvm_xive=c.in_kernel_xive, kvm_probe="kvmcaps",
                     platform=c.platform or platform_line, xive_backend=c.xive_backend,
-                    kvm_hv_nested=c.nested_param, kvm_caps=tuple(sorted(c.caps.items())), kvm_note=note)
+                    kvm_hv_nested=c.nested_param, kvm_caps=tuple(sorted(c.caps.items())), kvm_note=note,
+                    nested_api=api, nested_api_evidence=evidence if api else None, page_size=c.page_size)
     mode, xics, xive = kvm_mode_from(arch, "dev_kvm" in kv, set(kv.get("module", [])), platform_line)
     return dict(kvm_mode=mode, kvm_xics=xics, kvm_xive=xive, kvm_probe="assumed" if mode != "tcg-only" else "",
                 platform=platform_line,
@@ -232,4 +286,5 @@ def probe(spec: HostSpec, log_dir: Path, builds: set[str] | None = None, log=pri
         facts = probe_local(spec, log_dir, builds, log, cpus=cpus, tag=tag)
     else:
         raise CaskitError(f"host {spec.name}: kind {spec.kind} cannot be probed")
-    return replace(facts, guest_machine_options=guest_machine_options(spec))
+    return replace(facts, guest_machine_options=guest_machine_options(spec, facts.forced_options),
+                   guest_append=guest_append(spec))

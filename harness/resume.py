@@ -20,7 +20,7 @@ from .cell import Cell, HostFacts, Verdict
 
 # The host facts a verdict reads (the model's inputs); probe timings and notes are not among them.
 FACT_FIELDS = ("arch", "cpu", "kvm_mode", "kvm_xics", "kvm_xive", "platform", "xive_backend", "kvm_hv_nested",
-               "kvm_caps", "guest_machine_options")
+               "kvm_caps", "guest_machine_options", "nested_api", "guest_append")
 
 
 def digest(value: Any) -> str:

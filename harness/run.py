@@ -120,7 +120,8 @@ class Run:
             build = self.facts(peer_host).build(peer_build)
             if build is None:
                 raise ConfigError(str(self.store.run_file), "hosts", f"no probed build {peer_build} on {peer_host}")
-            peer = Site(make_host(self.specs[peer_host]), build, kit, self.facts(peer_host).guest_machine_options)
+            peer = Site(make_host(self.specs[peer_host]), build, kit, self.facts(peer_host).guest_machine_options,
+                        self.facts(peer_host).guest_append)
         return CellContext(cell, facts, host, kit, self.store, self.id, {**TIMEOUT_KEYS, **self.record["timeouts"]},
                            self.opts.worker, self.known_issues, self.record.get("migration_max_bandwidth"), peer,
                            {name: s.migration_address for name, s in self.specs.items()},

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/klog.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 #include <linux/kvm.h>
 
@@ -192,23 +193,33 @@ static void print_platform(void)
     fclose(f);
 }
 
-/* The XIVE driver's own kernel lines ("xive: ..."): which backend it runs on (native on
- * bare metal with OPAL, spapr under a hypervisor). Read from the kernel log buffer directly,
- * so that no dmesg program is needed. */
-static void print_xive_lines(void)
+/* Kernel lines that say what the probe cannot ask KVM: the XIVE driver's ("xive: ...", which
+ * backend it runs on: native on bare metal with OPAL, spapr under a hypervisor) and the PAPR
+ * nested API's (Linux 6.7+ logs "nestedv2 get capabilities hcall failed, falling back to
+ * nestedv1" when the hypervisor has no v2, and "KVM-NESTEDv2: ..." while it runs L2s on v2).
+ * Read from the kernel log buffer directly, so that no dmesg program is needed. */
+static void print_kernel_lines(void)
 {
     static char buf[1 << 20];
+    static const struct { const char *needle, *key; } want[] = {
+        {"xive: ", "xive"}, {"nestedv", "nested"}, {"NESTEDv", "nested"},
+    };
+    int count[2] = {0, 0};
     int n = klogctl(3 /* SYSLOG_ACTION_READ_ALL */, buf, sizeof(buf) - 1);
-    int count = 0;
     if (n < 0) {
         print_err("dmesg", errno);
         return;
     }
     buf[n] = 0;
     for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
-        char *x = strstr(line, "xive: ");
-        if (x)
-            printf("dmesg.xive.%d=%s\n", count++, x);
+        for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+            char *x = strstr(line, want[i].needle);
+            int k = i == 0 ? 0 : 1;
+            if (x && count[k] < 20) {  /* KVM-NESTEDv2 repeats per L2: the first ones say it */
+                printf("dmesg.%s.%d=%s\n", want[i].key, count[k]++, i == 0 ? x : line);
+                break;
+            }
+        }
     }
 }
 
@@ -220,7 +231,14 @@ int main(void)
     print_file("kvm_hv.nested", "/sys/module/kvm_hv/parameters/nested");
     printf("module.kvm_hv=%d\n", access("/sys/module/kvm_hv", F_OK) == 0);
     printf("module.kvm_pr=%d\n", access("/sys/module/kvm_pr", F_OK) == 0);
-    print_xive_lines();
+    print_kernel_lines();
+    /* The host's page size: HV KVM backs a guest's HPT pages with host pages, so a 4 KiB host
+     * cannot give an L2 64 KiB pages (QEMU: "Can't support 64 kiB guest pages with 4 kiB host
+     * pages with this KVM implementation"). Debian's 6.12 ppc64el kernel uses 4 KiB pages. */
+    printf("page_size=%ld\n", sysconf(_SC_PAGESIZE));
+    struct utsname u;
+    if (uname(&u) == 0)
+        printf("kernel=%s\n", u.release);
 
     int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
     if (kvm < 0) {

@@ -73,6 +73,11 @@ class L1Kind:
     # -machine options a pseries L2 needs under this host's KVM (its cap-* defaults ask for
     # mitigations an emulated CPU does not report, and KVM refuses a level it cannot provide).
     l2_machine_options: tuple[str, ...] = ()
+    kernel_suite: str | None = None  # the Debian suite of the L1's kernel; None: the guest kit's
+    # Kernel command line for every L2: TCG starves an L2's vCPUs for tens of seconds on a loaded
+    # machine (measured on nested-papr: "soft lockup - CPU#1 stuck for 23s", and it went on), so
+    # the soft-lockup watchdog (2 x watchdog_thresh) waits 2 minutes rather than 20 s.
+    l2_append: str = "watchdog_thresh=60"
 
 
 SPECTRE_CAPS = ("cap-cfpc=broken", "cap-sbbc=broken", "cap-ibs=broken", "cap-ccf-assist=off")
@@ -81,6 +86,8 @@ KINDS = {
     "nested-hv": L1Kind("nested-hv", "l1-nested-hv.argv.j2", None, memory_mib=3072, smp=2),
     "powernv9": L1Kind("powernv9", "l1-powernv9.argv.j2", "bookworm-backports", memory_mib=3072, smp=2,
                        l2_machine_options=SPECTRE_CAPS),
+    "nested-papr": L1Kind("nested-papr", "l1-nested-papr.argv.j2", "bookworm-backports", memory_mib=3072, smp=2,
+                          kernel_suite="bookworm-backports"),
 }
 
 
@@ -274,7 +281,8 @@ class EmulatedHost:
             old = L1State.load(self.name)
             if old is not None and old.status in ("booting", "up") and running(old):
                 raise HostError(f"emulated host {self.name} is already running (pid {old.pid}, port {old.port})")
-            return self._up_locked(image or l1image.build(log=log), port, timeout, log)
+            return self._up_locked(image or l1image.build(log=log, kernel_suite=self.kind.kernel_suite), port,
+                                   timeout, log)
 
     def _up_locked(self, image: l1image.Image, port: int | None, timeout: float, log) -> L1State:
         initrd = l1image.host_initrd(image, self.identity(), self.dir / "initrd")

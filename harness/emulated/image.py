@@ -4,7 +4,8 @@ An emulated host is a ppc64 Linux guest that runs QEMU and KVM (Kernel-based Vir
 for guests of its own ("L2"), and that caskit reaches over SSH like any remote host. Its root
 filesystem is an initramfs made here from Debian's ppc64el packages:
 
-- Debian's kernel (the candidate of the same `linux-image-powerpc64le` as the guest kit) with the
+- Debian's kernel (the candidate of the same `linux-image-powerpc64le` as the guest kit, or of
+  another suite's, e.g. bookworm-backports' 6.12 for nested API v2; a parameter of the recipe) with the
   modules for KVM HV (the hypervisor mode of KVM: `kvm`, `kvm-hv`) and the virtio NIC, in
   dependency order read from each module's own `.modinfo` (Debian ships no modules.dep to us);
 - QEMU (`qemu-system-ppc64`), OpenSSH's server, python3 (the fallback socket
@@ -111,12 +112,14 @@ def _l1_files() -> dict[str, bytes]:
     return {str(p.relative_to(L1_DIR)): p.read_bytes() for p in sorted(L1_DIR.rglob("*")) if p.is_file()}
 
 
-def recipe_key(packages: dict[str, Resolved], files: dict[str, bytes] | None = None) -> str:
+def recipe_key(packages: dict[str, Resolved], files: dict[str, bytes] | None = None,
+               kernel_suite: str | None = None) -> str:
     """The image's cache key (pure): the recipe, every file under l1/, and the exact packages of
     the closure (versions and SHA-256s), so an archive update makes a new image."""
     files = files if files is not None else _l1_files()
     h = hashlib.sha256()
-    h.update(json.dumps({"format": IMAGE_FORMAT, "arch": ARCH, "suite": debian_codename(),
+    recipe = {"kernel_suite": kernel_suite} if kernel_suite else {}  # the default keeps its old keys
+    h.update(json.dumps({**recipe, "format": IMAGE_FORMAT, "arch": ARCH, "suite": debian_codename(),
                          "packages": {n: [r.version, r.sha256] for n, r in sorted(packages.items())},
                          "roots": ROOTS, "take": TAKE, "modules": MODULES, "zstd": ZSTD_LEVEL},
                         sort_keys=True).encode())
@@ -143,26 +146,41 @@ def _apt() -> "ClosureApt":
     return ClosureApt(cache_root() / "apt" / ARCH, ARCH, [codename, f"{codename}-updates", f"{codename}-security"])
 
 
-def resolve_packages(apt: "ClosureApt", log=print, refresh: bool = False) -> dict[str, Resolved]:
+def _kernel_apt(suite: str | None) -> "ClosureApt | None":
+    """The apt state the kernel comes from when it is another suite's than the closure's: that
+    suite alone (the kernel package and its meta package are both in it), preferred."""
+    if suite is None:
+        return None
+    return ClosureApt(cache_root() / "apt" / f"{ARCH}-{suite}", ARCH, [suite], default_release=suite)
+
+
+def resolve_packages(apt: "ClosureApt", log=print, refresh: bool = False,
+                     kernel_suite: str | None = None) -> dict[str, Resolved]:
     """The closure's packages and the kernel, as the index (refreshed when a day old) resolves them."""
     apt.ensure_index(force=refresh, log=log)
     pkgs = apt.closure(ROOTS)
-    k = kernel_package(apt)
+    kapt = _kernel_apt(kernel_suite)
+    if kapt is not None:
+        kapt.ensure_index(force=refresh, log=log)
+    k = kernel_package(kapt or apt)
+    if kernel_suite and kernel_suite.endswith("backports") and "bpo" not in k.version:
+        raise KitError(f"{kernel_suite} has no {ARCH} kernel (the candidate is {k.name} {k.version})")
     pkgs[k.name] = k
     return pkgs
 
 
-def current_key(log=print) -> str:
+def current_key(log=print, kernel_suite: str | None = None) -> str:
     """The key of the image `build()` would return now (an L1 booted from another is stale)."""
-    return recipe_key(resolve_packages(_apt(), log))
+    return recipe_key(resolve_packages(_apt(), log, kernel_suite=kernel_suite), kernel_suite=kernel_suite)
 
 
-def build(refresh: bool = False, log=print) -> Image:
+def build(refresh: bool = False, log=print, kernel_suite: str | None = None) -> Image:
     """The image for today's packages: from the cache, or built (needs the package registry;
-    `refresh` refreshes the package index now rather than when it is a day old)."""
+    `refresh` refreshes the package index now rather than when it is a day old). `kernel_suite`:
+    the Debian suite whose kernel the image boots; None, the guest kit's."""
     apt = _apt()
-    packages = resolve_packages(apt, log, refresh)
-    key = recipe_key(packages)
+    packages = resolve_packages(apt, log, refresh, kernel_suite)
+    key = recipe_key(packages, kernel_suite=kernel_suite)
     if img := load_cached(key):
         return img
     (cache_dir() / "images").mkdir(parents=True, exist_ok=True)
@@ -170,7 +188,7 @@ def build(refresh: bool = False, log=print) -> Image:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time; the others then find it cached
         if img := load_cached(key):
             return img
-        return _build_locked(key, apt, packages, log)
+        return _build_locked(key, apt, packages, log, kernel_suite)
 
 
 # -- the package closure ------------------------------------------------------------------------
@@ -392,17 +410,24 @@ def _zstd(data: bytes) -> bytes:
     return p.stdout
 
 
-def _build_locked(key: str, apt: "ClosureApt", pkgs: dict[str, Resolved], log) -> Image:
+def _build_locked(key: str, apt: "ClosureApt", pkgs: dict[str, Resolved], log,
+                  kernel_suite: str | None = None) -> Image:
     t0 = time.monotonic()
     root = cache_root()
     kpkg = next(n for n in pkgs if n.startswith("linux-image-"))
-    log(f"l1: {len(pkgs)} packages in the closure of {', '.join(ROOTS)} and {kpkg} {pkgs[kpkg].version}")
+    log(f"l1: {len(pkgs)} packages in the closure of {', '.join(ROOTS)} and {kpkg} {pkgs[kpkg].version}"
+        + (f" from {kernel_suite}" if kernel_suite else ""))
     (root / "kits").mkdir(parents=True, exist_ok=True)
+    kapt = _kernel_apt(kernel_suite)
     with open(root / "kits" / ".lock", "w") as kit_lock:
         # The kit's own lock: its builder and this one share the private .deb directory.
         fcntl.flock(kit_lock, fcntl.LOCK_EX)
         t_resolve = time.monotonic()
-        debs = apt.fetch_all(pkgs)
+        if kapt is None:
+            debs = apt.fetch_all(pkgs)
+        else:
+            debs = {**apt.fetch_all({n: r for n, r in pkgs.items() if n != kpkg}),
+                    **kapt.fetch_all({kpkg: pkgs[kpkg]})}
     for n, deb in debs.items():
         if pkgs[n].sha256 and sha256_file(deb) != pkgs[n].sha256:
             raise KitError(f"{deb}: SHA-256 is not the index's {pkgs[n].sha256} (a partial or stale download?)")
@@ -414,9 +439,8 @@ def _build_locked(key: str, apt: "ClosureApt", pkgs: dict[str, Resolved], log) -
     kroot = unpacked.pop(kpkg)
     vmlinux, kver, moddir = vmlinux_in(kroot, kpkg)
     plan = plan_modules(moddir, MODULES, kver)
-    if plan.builtin or plan.absent:
-        raise KitError(f"{kpkg} has no module {', '.join(plan.builtin + plan.absent)} as a file "
-                       f"(the image loads them at boot)")
+    if plan.absent:  # built in is as good: there is nothing to load
+        raise KitError(f"{kpkg} has no module {', '.join(plan.absent)}, neither as a file nor built in")
 
     tree = compose(unpacked)
     files = _l1_files()
@@ -458,6 +482,7 @@ def _build_locked(key: str, apt: "ClosureApt", pkgs: dict[str, Resolved], log) -
         "format": IMAGE_FORMAT,
         "arch": ARCH,
         "suite": debian_codename(),
+        "kernel_suite": kernel_suite or debian_codename(),
         "kernel_release": kver,
         "kernel_package": kpkg,
         "modules": [m.file_name for m in plan.load],

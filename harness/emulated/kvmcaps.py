@@ -34,19 +34,45 @@ class KvmCaps:
     xics_device: bool = False  # KVM_CREATE_DEVICE(XICS) worked on a VM
     xive_device: bool = False  # KVM_CREATE_DEVICE(XIVE) worked on a VM
     errors: dict[str, str] = field(default_factory=dict)  # what failed, as `NAME:errno`
+    page_size: int | None = None  # the host kernel's page size in bytes
+    kernel: str | None = None  # the host kernel's release
+    nested_lines: tuple[str, ...] = ()  # the kernel's lines about the PAPR nested API
+
+    @property
+    def nested_api(self) -> tuple[str | None, str]:
+        """Which PAPR nested API KVM HV uses under a hypervisor, with its evidence: "v1" (the
+        hypervisor runs L2s for it with H_ENTER_NESTED, as QEMU's cap-nested-hv does) or "v2"
+        (the hypervisor keeps the L2's state, H_GUEST_*: PowerVM since FW1060.10, QEMU's
+        cap-nested-papr). None on bare metal or without HV KVM. Linux 6.7+ asks for v2 when
+        kvm_hv loads and logs "nestedv2 get capabilities hcall failed, falling back to
+        nestedv1" when the hypervisor has none (measured on caskit's nested-hv L0 with Debian's
+        6.12); older kernels have only v1 (arch/powerpc/kvm/book3s_hv_nestedv2.c is from 6.7)."""
+        if not (self.kvm_hv and self.hv_vm) or self.opal or self.platform == "PowerNV":
+            return None, "not HV KVM under a hypervisor"
+        if fell := next((l for l in self.nested_lines if "falling back to nestedv1" in l), None):
+            return "v1", f"kernel log: {_klog_text(fell)!r}"
+        if used := next((l for l in self.nested_lines if "KVM-NESTEDv2" in l), None):
+            return "v2", f"kernel log: {_klog_text(used)!r}"
+        release = _release(self.kernel)
+        if release is None:
+            return None, "the kernel's release is unknown and its log names no nested API"
+        if release < (6, 7):
+            return "v1", f"kernel {self.kernel} predates nested API v2 (Linux 6.7)"
+        return "v2", (f"kernel {self.kernel} (6.7+) loaded kvm_hv and did not log 'falling back to nestedv1'")
 
     def cap(self, name: str) -> int | None:
         return self.caps.get(name if name.startswith("KVM_CAP_") else f"KVM_CAP_{name}")
 
     @property
     def kvm_mode(self) -> str:
-        """hv (bare metal), hv-nested (HV inside a pseries guest), pr, or tcg-only."""
+        """hv (bare metal), hv-nested (HV inside a pseries guest, nested API v1), hv-nested-papr
+        (the same on nested API v2: KVM in a PowerVM LPAR), pr, or tcg-only."""
         if not self.dev_kvm:
             return "tcg-only"
         if self.kvm_hv and self.hv_vm:
             if self.opal or self.platform == "PowerNV":
                 return "hv"
-            return "hv-nested"
+            return "hv-nested-papr" if self.nested_api[0] == "v2" else "hv-nested"
         if self.kvm_pr:
             return "pr"
         return "tcg-only"
@@ -60,6 +86,16 @@ class KvmCaps:
     def in_kernel_xive(self) -> bool:
         """KVM offers the XIVE native device: what QEMU checks (KVM_CAP_PPC_IRQ_XIVE) and it works."""
         return bool(self.cap("PPC_IRQ_XIVE")) and self.xive_device
+
+
+def _klog_text(line: str) -> str:
+    """A kernel log line without its `<level>[ time]` prefix (pure)."""
+    return re.sub(r"^(<\d+>)?\[\s*[\d.]+\]\s*", "", line)
+
+
+def _release(kernel: str | None) -> tuple[int, int] | None:
+    m = re.match(r"(\d+)\.(\d+)", kernel or "")
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def _flag(v: str | None) -> bool:
@@ -99,4 +135,7 @@ def parse(text: str) -> KvmCaps:
         xics_device=raw.get("device.xics.create") == "ok",
         xive_device=raw.get("device.xive.create") == "ok",
         errors=errors,
+        page_size=int(raw["page_size"]) if re.fullmatch(r"\d+", raw.get("page_size", "")) else None,
+        kernel=raw.get("kernel"),
+        nested_lines=tuple(v for k, v in raw.items() if k.startswith("dmesg.nested.")),
     )

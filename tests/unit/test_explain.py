@@ -66,4 +66,4 @@ def test_the_fallback_warning_is_predicted():
 def test_render_marks_the_guest_as_booted():
     p = explain.parse_argv(["q", "-M", "pseries", "-append", "xive=off"])
     text = explain.render(p, explain.predict_all(p, make_build()), "off")
-    assert "* tcg-only   guest xive=off" in text and "  tcg-only   guest default" in text
+    assert "* tcg-only        guest xive=off" in text and "  tcg-only        guest default" in text

@@ -321,6 +321,7 @@ EXAMPLES = [
     (make_cell(accel="kvm"), HV_HOST),
     (make_cell(accel="kvm", kernel_irqchip="on"), NESTED_HOST),
     (make_cell(accel="kvm"), NESTED_HOST),
+    (make_cell(accel="kvm", cpu="POWER10"), NESTED_HOST),  # a POWER10 guest on a POWER9 HV host
 ]
 
 
