@@ -154,6 +154,9 @@ class HostFacts:
     nested_api: str | None = None
     nested_api_evidence: str | None = None
     page_size: int | None = None  # the host kernel's page size, bytes
+    # The processor's own PVR (Processor Version Register, /proc/cpuinfo `revision`): the real
+    # generation, where `cpu` says "POWER9 (architected)" for a POWER10 in POWER9 compatibility.
+    cpu_pvr: str | None = None
     # Options the host's KVM forced on every guest, each with QEMU's words asking for it (probed,
     # never from the host's name); the inventory's machine_options replace them.
     forced_options: tuple[tuple[str, str], ...] = ()

@@ -51,9 +51,14 @@ RULES: dict[str, Rule] = {r.name: r for r in (
        "ic-mode=xive with a CPU or max-cpu-compat below POWER9 is refused at start"),
     _r("compat-above-cpu", "target/ppc/compat.c ppc_set_compat(); measured on 7.2" + P10,
        "max-cpu-compat above the CPU model is refused at start"),
-    _r("kvm-hv-cpu-is-host", "target/ppc/kvm.c kvm_arch_init_vcpu(); measured on caskit's nested-papr host "
-       "(POWER10, QEMU 7.2 in the L1), 2026-12-07: -cpu POWER9 refused with 'Register sync failed... If you're using "
-       "kvm-hv.ko, only \"-cpu host\" is possible'; -cpu POWER10 and -cpu host start",
+    _r("cpu-host-needs-kvm", "target/ppc/kvm.c (the host CPU class exists under KVM only); measured on QEMU 7.2.22 "
+       "and 10.0.2 under TCG, 2026-12-07: 'unable to find CPU model 'host''",
+       "-cpu host is the host's own processor under KVM (its generation from the probed PVR); TCG refuses it"),
+    _r("kvm-hv-cpu-is-host", "target/ppc/kvm.c kvm_arch_init_vcpu(); measured with QEMU 7.2 in caskit's L1s, "
+       "2026-12-07: on nested-papr (POWER10) -cpu POWER9 refused with 'Register sync failed... If you're using "
+       "kvm-hv.ko, only \"-cpu host\" is possible', -cpu POWER10 and host start; on nested-papr-p9 (POWER10 in "
+       "POWER9 compatibility, cpuinfo 'POWER9 (architected)') the same: the PVR decides; on nested-hv (POWER9) "
+       "-cpu POWER10 and POWER8 refused alike",
        "under HV KVM the guest's CPU model must be the host's own (a POWER9 guest on a POWER10 host is "
        "max-cpu-compat=power9); PR KVM emulates other models"),
     _r("legacy-machine-no-ic-mode", "hw/ppc/spapr_irq.c spapr_irq_check(); measured on pseries-3.0",
@@ -92,9 +97,19 @@ RULES: dict[str, Rule] = {r.name: r for r in (
 COMPAT_PVR = {"power8": "0x0f000004", "power9": "0x0f000005", "power10": "0x0f000006"}
 
 
+# PVR version (its upper half) -> processor generation (arch/powerpc/include/asm/reg.h PVR_*).
+PVR_LEVEL = {0x004B: 8, 0x004C: 8, 0x004D: 8, 0x004E: 9, 0x0080: 10, 0x0082: 11}
+
+
 def host_cpu_level(facts: HostFacts) -> int | None:
-    """The host's processor generation from its /proc/cpuinfo line ("POWER10 (architected), ..."),
-    None when it names none (an x86 host, or unknown)."""
+    """The host's processor generation: from its PVR where probed (a POWER10 LPAR in POWER9
+    compatibility mode says "POWER9 (architected)" in /proc/cpuinfo, yet KVM HV runs only
+    POWER10 vCPUs there: measured on nested-papr-p9), else from its /proc/cpuinfo line; None
+    when neither names one (an x86 host, or unknown)."""
+    if facts.cpu_pvr:
+        level = PVR_LEVEL.get(int(facts.cpu_pvr, 16) >> 16)
+        if level:
+            return level
     m = re.match(r"\s*POWER(\d+)", facts.cpu or "", re.I)
     return int(m.group(1)) if m else None
 
@@ -123,7 +138,14 @@ def predict(cell: Cell, facts: HostFacts) -> Expected:
         why = build.error if build else "not probed on this host"
         return _expected("qemu-build-usable", notes, mode=None,
                          blocked=f"QEMU build {a['qemu']!r} on host {facts.name} cannot run: {why}")
-    if build.cpu_models and a["cpu"] not in build.cpu_models:
+    if a["cpu"] == "host":
+        # The host's own CPU: what farms run under KVM; TCG has no such model.
+        if accel != "kvm":
+            return _fail("cpu-host-needs-kvm", notes, Stage.QEMU_START, r"unable to find CPU model 'host'")
+        if host_cpu_level(facts) is None:
+            return _expected("cpu-host-needs-kvm", notes, mode=None,
+                             skip=f"host {facts.name}: its probe named no POWER generation for -cpu host")
+    elif build.cpu_models and a["cpu"] not in build.cpu_models:
         return _expected("cpu-model-known", notes, mode=None, skip=f"{build.name} QEMU has no CPU model {a['cpu']}")
 
     # Refusals at QEMU start, in the order QEMU checks them.
@@ -144,7 +166,7 @@ def predict(cell: Cell, facts: HostFacts) -> Expected:
                              skip=f"{build.name} QEMU: the probe could not read the default ic-mode")
         ic_mode = build.default_ic_mode
         notes.append("ic-mode-default")
-    cpu_level = CPU_LEVEL[str(a["cpu"])]
+    cpu_level = host_cpu_level(facts) or 9 if a["cpu"] == "host" else CPU_LEVEL[str(a["cpu"])]
     compat = a["cpu_compat"]
     compat_level = COMPAT_LEVEL.get(str(compat), cpu_level)
     # spapr_irq_check() asks whether the CPU can run ISA 3.00 within max-cpu-compat.

@@ -102,7 +102,8 @@ def ensure_emulated_up(spec: HostSpec, log=print) -> bool:
 
     if emulated.is_up(spec.name):
         st = next(s for s in emulated.list_states() if s.name == spec.name)
-        if (current := l1image.current_key(log=log)) != st.image:
+        kernel_suite = emulated.KINDS[str(spec.emulated_kind)].kernel_suite
+        if (current := l1image.current_key(log=log, kernel_suite=kernel_suite)) != st.image:
             # Not rebooted under whoever started it; said, and recorded by `caskit hosts list`.
             log(f"caskit: warning: emulated host {spec.name} runs image {st.image}, built from packages that have "
                 f"since changed (today's image is {current}): `caskit hosts down {spec.name}` to boot the new one")
@@ -119,6 +120,14 @@ def missing_kvm(spec: HostSpec, facts: HostFacts) -> HostFacts:
         why = "an emulated KVM host" if spec.kind == "emulated" else "the inventory says `kvm: true`"
         return replace(facts, error=f"host {spec.name} must offer KVM ({why}), but its probe found none"
                                     + (f": {facts.kvm_note}" if facts.kvm_note else ""))
+    if spec.kind == "emulated" and not facts.error and facts.kvm_mode != "tcg-only":
+        want = emulated.KINDS[str(spec.emulated_kind)].kvm_mode
+        if facts.kvm_mode != want:
+            # An emulated host stands for one KVM mode in the report; facts of another (a v2 L0
+            # whose kernel fell back to nested API v1, say) would publish cells under a wrong column.
+            evidence = f" ({facts.nested_api_evidence})" if facts.nested_api_evidence else ""
+            return replace(facts, error=f"host {spec.name} is an emulated {spec.emulated_kind} host (KVM mode {want}), "
+                                        f"but its probe found KVM mode {facts.kvm_mode}{evidence}")
     return facts
 
 
@@ -298,7 +307,8 @@ def pin_cells(p: RunPlan, facts: dict[str, HostFacts]) -> tuple[list[Cell], dict
         pin = pins[(m.domain, str(c.axis("cpu")))]
         a = c.axes_dict
         # Never above the cell's own CPU model: QEMU refuses a compat level the CPU lacks.
-        compat = min(pin.cpu_compat, f"power{CPU_LEVEL[str(a['cpu'])]}", key=lambda x: COMPAT_LEVEL[x])
+        level = CPU_LEVEL.get(str(a["cpu"]))  # -cpu host: the domain's pin already fits its members
+        compat = min(pin.cpu_compat, f"power{level}", key=lambda x: COMPAT_LEVEL[x]) if level else pin.cpu_compat
         a.update(ic_mode=pin.ic_mode, kernel_irqchip=pin.kernel_irqchip, cpu_compat=compat)
         caps = [f"{k}={v}" for k, v in sorted(pin.caps.items())]
         peer: tuple[str, ...] = ()

@@ -17,7 +17,7 @@ from .cell import HostFacts, QemuBuild
 from .specs import HostSpec, QemuBuildSpec
 from .connect import guest_append, guest_machine_options, make_host
 from .emulated import kvmcaps
-from .errors import CaskitError, LaunchFailure
+from .errors import CaskitError
 from .hosts import Host, LocalHost
 from .machine import GuestMachine, MachineFiles
 from .qemu_builds import suite_build
@@ -153,10 +153,10 @@ def kvm_guest_options(host: Host, spec: QemuBuildSpec, log_dir: Path, tag: str) 
             with _paused(host, spec, log_dir / f"kvm-trial-{i}", tag, "host", accel="kvm",
                          machine=tuple(o for o, _ in forced)):
                 return tuple(forced), None
-        except LaunchFailure as e:
-            stderr = e.stderr or ""
-        except CaskitError as e:
-            return tuple(forced), str(e)[:300]
+        except CaskitError as e:  # refused at start (QemuRefused, LaunchFailure), with QEMU's stderr
+            stderr = getattr(e, "stderr", None) or ""
+            if not stderr:
+                return tuple(forced), str(e)[:300]
         found = forced_option(stderr)
         if found is None or found[0] in {o for o, _ in forced}:
             return tuple(forced), (stderr.strip().splitlines() or ["(no words)"])[-1][:300]
@@ -216,6 +216,7 @@ test -e /dev/kvm && echo dev_kvm=1
 for m in kvm_hv kvm_pr; do test -d /sys/module/$m && echo "module=$m"; done
 grep -m1 -iE '^(model name|cpu)[[:space:]]*:' /proc/cpuinfo | sed 's/^[^:]*:[[:space:]]*/cpu=/'
 grep -m1 -iE '^platform[[:space:]]*:' /proc/cpuinfo | sed 's/^[^:]*:[[:space:]]*/platform=/'
+grep -m1 -iE '^revision[[:space:]]*:.*pvr' /proc/cpuinfo | sed 's/.*pvr[[:space:]]*\([0-9a-fA-F]*\)[[:space:]]*\([0-9a-fA-F]*\).*/pvr=0x\1\2/'
 if command -v kvmcaps >/dev/null 2>&1; then echo "@@kvmcaps"; kvmcaps 2>&1; echo "@@kvmcaps-end"; fi
 """
 
@@ -246,7 +247,9 @@ def probe_remote(host: Host, spec: HostSpec, log_dir: Path, builds: set[str] | N
     if kvm["kvm_mode"] != "tcg-only" and spec.machine_options is None and installed is not None:
         forced, refusal = kvm_guest_options(host, installed, log_dir / f"probe-{spec.name}-kvm", tag)
         trial = dict(forced_options=forced, kvm_guest_refusal=refusal)
-    return HostFacts(spec.name, arch, kv.get("cpu", [""])[0], slots=spec.slots, qemu=probed, **kvm, **trial)
+    pvr = kv.get("pvr", [None])[0]
+    return HostFacts(spec.name, arch, kv.get("cpu", [""])[0], slots=spec.slots, qemu=probed, **kvm, **trial,
+                     cpu_pvr=pvr if pvr and re.fullmatch(r"0x[0-9a-fA-F]{8}", pvr) else None)
 
 
 def kvm_facts(name: str, arch: str, kv: dict[str, list[str]], caps_text: str | None) -> dict:

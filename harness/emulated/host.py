@@ -78,16 +78,23 @@ class L1Kind:
     # machine (measured on nested-papr: "soft lockup - CPU#1 stuck for 23s", and it went on), so
     # the soft-lockup watchdog (2 x watchdog_thresh) waits 2 minutes rather than 20 s.
     l2_append: str = "watchdog_thresh=60"
+    kvm_mode: str = "hv-nested"  # what its probe must find; a host whose facts disagree is ERROR
 
 
 SPECTRE_CAPS = ("cap-cfpc=broken", "cap-sbbc=broken", "cap-ibs=broken", "cap-ccf-assist=off")
 
 KINDS = {
-    "nested-hv": L1Kind("nested-hv", "l1-nested-hv.argv.j2", None, memory_mib=3072, smp=2),
+    "nested-hv": L1Kind("nested-hv", "l1-nested-hv.argv.j2", None, memory_mib=3072, smp=2, kvm_mode="hv-nested"),
     "powernv9": L1Kind("powernv9", "l1-powernv9.argv.j2", "bookworm-backports", memory_mib=3072, smp=2,
-                       l2_machine_options=SPECTRE_CAPS),
+                       l2_machine_options=SPECTRE_CAPS, kvm_mode="hv"),
     "nested-papr": L1Kind("nested-papr", "l1-nested-papr.argv.j2", "bookworm-backports", memory_mib=3072, smp=2,
-                          kernel_suite="bookworm-backports"),
+                          kernel_suite="bookworm-backports", kvm_mode="hv-nested-papr"),
+    # The same LPAR in POWER9 compatibility mode (a POWER10 partition an administrator pinned to
+    # POWER9 for migration): the situation of linuxppc issue 498, where the L1 asks the L0 for
+    # L2 elements above its compatibility level.
+    "nested-papr-p9": L1Kind("nested-papr-p9", "l1-nested-papr.argv.j2", "bookworm-backports", memory_mib=3072,
+                             smp=2, machine_options=("max-cpu-compat=power9",), kernel_suite="bookworm-backports",
+                             kvm_mode="hv-nested-papr"),
 }
 
 

@@ -24,13 +24,32 @@ def filters(cells: list[dict], kvm_of) -> list[dict]:
     return [{"key": k, "label": label, "values": list(dict.fromkeys(a[k] for a in attrs))} for k, label in FILTERS]
 
 
-def host_summary(cells: list[dict], kvm_of) -> list[dict]:
-    """Per host (and KVM mode): cells, verdict counts, the time its cells took."""
+def host_needs(facts: dict | None) -> str:
+    """What every guest on a host got because of the host (pure): the -machine options its KVM
+    forced (with QEMU's words) or the inventory set, the kernel command line the emulation needs,
+    and the PAPR nested API its KVM uses."""
+    f = facts or {}
+    forced = {o: why for o, why in f.get("forced_options") or ()}
+    parts = [f"-machine {o}" + (f" (QEMU under this KVM: {forced[o]!r})" if o in forced else " (inventory)")
+             for o in f.get("guest_machine_options") or ()]
+    if f.get("guest_append"):
+        parts.append(f"guest command line {f['guest_append']} (the emulation starves vCPUs)")
+    if f.get("nested_api"):
+        parts.append(f"nested API {f['nested_api']}: {f.get('nested_api_evidence') or ''}".rstrip(": "))
+    if f.get("kvm_guest_refusal"):
+        parts.append(f"QEMU still refused a guest under KVM: {f['kvm_guest_refusal']}")
+    return "; ".join(parts)
+
+
+def host_summary(cells: list[dict], kvm_of, hosts: dict | None = None) -> list[dict]:
+    """Per host (and KVM mode): cells, verdict counts, the time its cells took, and what the
+    host forced on its guests (`hosts`: run.json's probed facts by host name)."""
     out: dict[tuple[str, str], dict] = {}
     for c in cells:
         key = (str(c.get("ran_on") or c.get("host")), kvm_of(c))
         row = out.setdefault(key, {"host": key[0], "kvm": key[1], "cells": 0, "seconds": 0.0,
-                                   "counts": {v: 0 for v in VERDICTS}})
+                                   "counts": {v: 0 for v in VERDICTS},
+                                   "needs": host_needs((hosts or {}).get(key[0]))})
         row["cells"] += 1
         row["seconds"] += float(c.get("duration_s") or 0)
         v = c.get("verdict", "ERROR")

@@ -66,7 +66,7 @@ def html_report(results: dict) -> str:
                        dattrs={c["id"]: overview.filter_attrs(c, kvm_of(c)) for c in cells},
                        labels={c["id"]: outcome(c).split()[0] for c in cells},
                        filters=overview.filters(cells, kvm_of), verdicts=overview.VERDICTS,
-                       host_summary=overview.host_summary(cells, kvm_of),
+                       host_summary=overview.host_summary(cells, kvm_of, results["run"].get("hosts")),
                        pool_health=overview.pool_health(results),
                        overview_charts=figures.overview_charts(results, kvm_of))
 

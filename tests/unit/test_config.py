@@ -138,7 +138,7 @@ def test_unknown_axis(tmp_path):
 @pytest.mark.parametrize("axes, key, bad, allowed", [
     ("{ic_mode: [dual, xivee]}", "axes.ic_mode", "'xivee'", "default, dual, xics, xive"),
     ("{kernel_irqchip: [split]}", "axes.kernel_irqchip", "'split'", "default, on, off"),
-    ("{cpu: [POWER11]}", "axes.cpu", "'POWER11'", "POWER8, POWER9, POWER10"),
+    ("{cpu: [POWER11]}", "axes.cpu", "'POWER11'", "POWER8, POWER9, POWER10, host"),
     ("{cpu_compat: [power7]}", "axes.cpu_compat", "'power7'", "default, power8, power9, power10"),
     ("{guest_xive: [on]}", "axes.guest_xive", "'on'", "default, off"),
     ("{firmware: [uefi]}", "axes.firmware", "'uefi'", "slof, vof"),

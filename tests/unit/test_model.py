@@ -322,6 +322,7 @@ EXAMPLES = [
     (make_cell(accel="kvm", kernel_irqchip="on"), NESTED_HOST),
     (make_cell(accel="kvm"), NESTED_HOST),
     (make_cell(accel="kvm", cpu="POWER10"), NESTED_HOST),  # a POWER10 guest on a POWER9 HV host
+    (make_cell(cpu="host"), TCG_HOST),  # -cpu host under TCG
 ]
 
 

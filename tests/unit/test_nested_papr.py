@@ -119,6 +119,16 @@ def test_hv_kvm_runs_the_hosts_cpu_model_only():
                                                     (BUILD,))).rule != "kvm-hv-cpu-is-host"
 
 
+def test_the_pvr_decides_the_hosts_generation_not_the_compatibility_mode():
+    from dataclasses import replace
+    compat = replace(P10_HOST, cpu="POWER9 (architected), altivec supported", cpu_pvr="0x00801200")
+    assert model.host_cpu_level(compat) == 10
+    assert model.predict(_cell("POWER9"), compat).rule == "kvm-hv-cpu-is-host"
+    assert model.predict(_cell("POWER10", "power9"), compat).mode == "xive"
+    assert model.host_cpu_level(replace(P10_HOST, cpu="POWER9 (raw)", cpu_pvr="0x004e1200")) == 9
+    assert model.host_cpu_level(replace(P10_HOST, cpu="Intel Xeon", cpu_pvr=None)) is None
+
+
 def test_explain_shows_five_kvm_modes_and_the_papr_host_runs_its_own_cpu():
     assert list(explain.KVM_MODES) == ["tcg-only", "hv", "hv-nested", "hv-nested-papr", "pr"]
     p = explain.parse_argv(["qemu-system-ppc64", "-M", "pseries,ic-mode=dual", "-accel", "kvm"])
@@ -138,3 +148,27 @@ def test_the_nested_papr_kind_boots_a_power10_lpar_on_qemu_10_with_the_backports
     assert argv[argv.index("-machine") + 1] == "pseries,cap-nested-papr=on,x-vof=on"
     assert argv[argv.index("-cpu") + 1] == "POWER10"
     assert all(kind.l2_append == "watchdog_thresh=60" for kind in emulated.KINDS.values())
+
+
+def test_cpu_host_is_the_hosts_own_processor_under_kvm_and_refused_under_tcg():
+    from dataclasses import replace
+    e = model.predict(_cell("host"), P10_HOST)
+    assert (e.mode, e.irqchip) == ("xive", "emulated")
+    assert model.predict(_cell("host", "power8", "xive"), P10_HOST).rule == "xive-needs-power9"
+    tcg = replace(P10_HOST, kvm_mode="tcg-only", cpu="Intel Xeon")
+    assert model.predict(replace(_cell("host"), axes=tuple((k, "tcg" if k == "accel" else v)
+                                                           for k, v in _cell("host").axes)), tcg).rule == "cpu-host-needs-kvm"
+
+
+def test_the_report_says_what_a_host_forced_on_its_guests():
+    from harness.report.overview import host_needs
+    facts = {"guest_machine_options": ["cap-sbbc=broken", "cap-hpt-max-page-size=4k"],
+             "forced_options": [["cap-sbbc=broken", "Requested safe bounds check capability level not supported by KVM"],
+                                ["cap-hpt-max-page-size=4k", "Can't support 64 kiB guest pages with 4 kiB host pages"]],
+             "guest_append": "watchdog_thresh=60", "nested_api": "v2", "nested_api_evidence": "kernel 6.12 (6.7+) ..."}
+    text = host_needs(facts)
+    assert "-machine cap-sbbc=broken (QEMU under this KVM: 'Requested safe bounds check" in text
+    assert "-machine cap-hpt-max-page-size=4k (QEMU under this KVM" in text
+    assert "watchdog_thresh=60" in text and "nested API v2: kernel 6.12" in text
+    assert host_needs({"guest_machine_options": ["cap-ibs=broken"]}) == "-machine cap-ibs=broken (inventory)"
+    assert host_needs(None) == ""
