@@ -379,7 +379,7 @@ def cmd_hosts_emulated(a) -> int:
         today = current.get(emulated.KINDS[str(h.emulated_kind)].kernel_suite)
         state = "down" if n not in up else f"{st.status}, pid {st.pid}, port {st.port}, image {st.image}" + (
             f" (stale: today's image is {today})" if st.image != today else "")
-        print(f"{n:<16} emulated  {h.emulated_kind:<10} slots {h.slots}  {state}")
+        print(f"{n:<16} emulated  {h.emulated_kind:<14} slots {h.slots}  {state}")
     return EXIT_OK
 
 
