@@ -38,8 +38,9 @@ KVM_MODES: dict[str, dict] = {
     "hv-nested-papr": {"kvm_mode": "hv-nested-papr", "kvm_xics": True, "kvm_xive": False, "cpu": "POWER10",
                        "what": "kvm_hv in a PowerVM LPAR on POWER10/11 (PAPR nested API v2, FW1060.10+): no "
                                "in-kernel XIVE; the guest's CPU is the host's (POWER9 guests: max-cpu-compat=power9)"},
-    "pr": {"kvm_mode": "pr", "kvm_xics": False, "kvm_xive": False,
-           "what": "kvm_pr: neither in-kernel controller (modelled, not measured)"},
+    "pr": {"kvm_mode": "pr", "kvm_xics": True, "kvm_xive": False,
+           "what": "kvm_pr (PR KVM, hash MMU): in-kernel XICS, no in-kernel XIVE, SLOF only (measured by hand in an "
+                   "emulated PR L1, 2026-12-07, docs/hosts.md; no pr host kind ships yet)"},
 }
 
 

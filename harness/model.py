@@ -40,6 +40,10 @@ RULES: dict[str, Rule] = {r.name: r for r in (
        "a cell asking for KVM on a host without it is SKIP"),
     _r("pr-kvm-untestable", "cas-rules.md section 5: Debian's kernel has no kvm_pr",
        "PR KVM cells need a host whose kernel has kvm_pr"),
+    _r("vof-not-under-pr", "measured in an emulated PR KVM L1 (Debian 6.1 source with kvm_pr, POWER9 hash MMU, "
+       "QEMU 7.2), 2026-12-07: with x-vof=on the guest never prints; the L1 logs 'Couldn't emulate instruction "
+       "0x00000000' and 'kvmppc_exit_pr_progint: emulation at 0 failed'",
+       "VOF does not run under PR KVM: a PR host's cells use SLOF"),
     _r("qemu-build-usable", "caskit: hosts.yaml qemu builds, probed",
        "a QEMU build the inventory names that is missing, not executable or whose probe fails is the "
        "host's failure: its cells are ERROR with the probe's words"),
@@ -87,7 +91,8 @@ RULES: dict[str, Rule] = {r.name: r for r in (
        "in-kernel on powernv9, XICS in-kernel on both",
        "KVM with the in-kernel device for the negotiated mode uses it"),
     _r("kvm-irqchip-required", "hw/intc/spapr_xive_kvm.c kvmppc_xive_connect(); measured on caskit's emulated hosts (nested-hv, powernv9), 2026-11-30: all 36 cells of ic-mode x kernel-irqchip x guest xive=off as predicted: on nested-hv, ic-mode=xive "
-       "refused at start, dual refused when the guest asks for XIVE at CAS",
+       "refused at start, dual refused when the guest asks for XIVE at CAS; the same under PR KVM in an emulated PR "
+       "L1 and on nested-papr, 2026-12-07",
        "kernel-irqchip=on without the in-kernel device fails"),
     _r("kvm-fallback-emulated", "hw/ppc/spapr_irq.c spapr_irq_init_kvm(); measured on caskit's emulated hosts (nested-hv, powernv9), 2026-11-30: all 36 cells of ic-mode x kernel-irqchip x guest xive=off as predicted: nested-hv dual and xive, with "
        "the 'allowed but unavailable' warning",
@@ -133,6 +138,9 @@ def predict(cell: Cell, facts: HostFacts) -> Expected:
         return _expected("host-has-kvm", notes, mode=None, skip=f"host {facts.name} has no KVM{why}")
     if accel == "kvm" and facts.kvm_mode == "pr" and not facts.kvm_xics and not facts.kvm_xive:
         notes.append("pr-kvm-untestable")
+    if accel == "kvm" and facts.kvm_mode == "pr" and a["firmware"] == "vof":
+        return _expected("vof-not-under-pr", notes, mode=None,
+                         skip=f"host {facts.name} runs PR KVM, under which VOF does not run (measured): use firmware slof")
     build = facts.build(str(a["qemu"]))
     if build is None or build.error:
         why = build.error if build else "not probed on this host"

@@ -25,11 +25,12 @@ class KvmCaps:
     platform: str | None = None  # PowerNV | pSeries
     opal: bool = False
     kvm_hv: bool = False  # the module is loaded
-    kvm_pr: bool = False
+    kvm_pr: bool = False  # /sys/module/kvm_pr: missing when kvm_pr is built in, so pr_vm decides
     nested_param: bool | None = None  # /sys/module/kvm_hv/parameters/nested, when kvm_hv is there
     xive_backend: str | None = None  # native (bare metal) | spapr (under a hypervisor) | None (XICS)
     dev_kvm: bool = False
     hv_vm: bool = False  # an HV VM could be created
+    pr_vm: bool = False  # a PR VM (KVM_VM_PPC_PR) could be created: kvm_pr works
     caps: dict[str, int] = field(default_factory=dict)  # the VM's answers, else /dev/kvm's
     xics_device: bool = False  # KVM_CREATE_DEVICE(XICS) worked on a VM
     xive_device: bool = False  # KVM_CREATE_DEVICE(XIVE) worked on a VM
@@ -73,7 +74,7 @@ class KvmCaps:
             if self.opal or self.platform == "PowerNV":
                 return "hv"
             return "hv-nested-papr" if self.nested_api[0] == "v2" else "hv-nested"
-        if self.kvm_pr:
+        if self.pr_vm or self.kvm_pr:
             return "pr"
         return "tcg-only"
 
@@ -112,7 +113,11 @@ def parse(text: str) -> KvmCaps:
         raw[k] = v
     errors = {k: v.removeprefix("error:") for k, v in raw.items() if v.startswith("error:")}
     caps: dict[str, int] = {}
-    for prefix in ("sys.", "vm."):  # the VM's answer wins: QEMU asks the VM
+    # The VM's answers win over /dev/kvm's (QEMU asks the VM), of the type QEMU would create:
+    # HV where it works, else PR (measured: an HV VM is EINVAL in a PR-only L1).
+    hv_vm, pr_vm = raw.get("vm.hv") == "ok", raw.get("vm.pr") == "ok"
+    vm, dev = ("vm_pr.", "device_pr.") if pr_vm and not hv_vm else ("vm.", "device.")
+    for prefix in ("sys.", vm):
         for k, v in raw.items():
             if k.startswith(prefix + "KVM_CAP_") and re.fullmatch(r"-?\d+", v):
                 caps[k.removeprefix(prefix)] = int(v)
@@ -130,10 +135,11 @@ def parse(text: str) -> KvmCaps:
         nested_param=None if nested in (None, "missing") else nested == "Y",
         xive_backend=backend,
         dev_kvm=raw.get("dev_kvm") == "ok",
-        hv_vm=raw.get("vm.hv") == "ok",
+        hv_vm=hv_vm,
+        pr_vm=pr_vm,
         caps=caps,
-        xics_device=raw.get("device.xics.create") == "ok",
-        xive_device=raw.get("device.xive.create") == "ok",
+        xics_device=raw.get(f"{dev}xics.create") == "ok",
+        xive_device=raw.get(f"{dev}xive.create") == "ok",
         errors=errors,
         page_size=int(raw["page_size"]) if re.fullmatch(r"\d+", raw.get("page_size", "")) else None,
         kernel=raw.get("kernel"),

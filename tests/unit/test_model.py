@@ -65,7 +65,7 @@ def test_cpu_model_the_build_lacks_is_skip():
 
 
 def test_pr_host_without_in_kernel_devices_is_noted():
-    e = predict(make_cell(accel="kvm", ic_mode="xics"), PR_BARE_HOST)
+    e = predict(make_cell(accel="kvm", ic_mode="xics", firmware="slof"), PR_BARE_HOST)
     assert "pr-kvm-untestable" in e.notes
     assert (e.mode, e.irqchip) == ("xics", "emulated")
 
@@ -243,14 +243,14 @@ def test_nested_hv_xics_is_in_kernel(ic_mode, guest_xive, kirq):
 
 
 def test_xics_required_but_unavailable_matches_qemus_xics_message():
-    e = predict(make_cell(accel="kvm", ic_mode="xics", kernel_irqchip="on"), PR_BARE_HOST)
+    e = predict(make_cell(accel="kvm", ic_mode="xics", kernel_irqchip="on", firmware="slof"), PR_BARE_HOST)
     assert_refused(e, "kvm-irqchip-required", Stage.QEMU_START, KVM_XICS_REQUIRED)
 
 
 @pytest.mark.parametrize("guest_xive", ["default", "off"])
 def test_dual_without_in_kernel_xics_fails_at_start_when_required(guest_xive):
     # hw/ppc/spapr_irq.c spapr_irq_update_active_intc(), called by spapr_irq_reset() at start.
-    e = predict(make_cell(accel="kvm", ic_mode="dual", guest_xive=guest_xive, kernel_irqchip="on"), PR_BARE_HOST)
+    e = predict(make_cell(accel="kvm", ic_mode="dual", guest_xive=guest_xive, kernel_irqchip="on", firmware="slof"), PR_BARE_HOST)
     assert e.stage == Stage.QEMU_START.value
 
 
@@ -305,7 +305,7 @@ def test_every_tcg_combination_matches_the_measured_table(cpu, compat, ic_mode, 
 
 EXAMPLES = [
     (make_cell(accel="kvm"), TCG_HOST),
-    (make_cell(accel="kvm", ic_mode="xics"), PR_BARE_HOST),
+    (make_cell(accel="kvm", ic_mode="xics", firmware="slof"), PR_BARE_HOST),
     (make_cell(qemu="nope"), TCG_HOST),
     (make_cell(cpu="POWER10"), make_facts(builds=(make_build(cpu_models=("POWER9",)),))),
     (make_cell(smp=9999), TCG_HOST),
@@ -323,6 +323,7 @@ EXAMPLES = [
     (make_cell(accel="kvm"), NESTED_HOST),
     (make_cell(accel="kvm", cpu="POWER10"), NESTED_HOST),  # a POWER10 guest on a POWER9 HV host
     (make_cell(cpu="host"), TCG_HOST),  # -cpu host under TCG
+    (make_cell(accel="kvm", firmware="vof"), PR_BARE_HOST),  # VOF under PR KVM
 ]
 
 

@@ -172,3 +172,16 @@ def test_the_report_says_what_a_host_forced_on_its_guests():
     assert "watchdog_thresh=60" in text and "nested API v2: kernel 6.12" in text
     assert host_needs({"guest_machine_options": ["cap-ibs=broken"]}) == "-machine cap-ibs=broken (inventory)"
     assert host_needs(None) == ""
+
+
+def test_a_pr_only_host_is_pr_with_in_kernel_xics_from_its_pr_vm():
+    """kvmcaps as it printed in an L1 whose kernel has kvm_pr built in (Debian's 6.1 source, a
+    small pseries config, POWER9 hash MMU; measured 2026-12-07): the HV VM is EINVAL, the PR VM
+    works, /sys/module/kvm_pr is missing. The PR VM's answers decide."""
+    from pathlib import Path
+    text = (Path(__file__).parent / "data" / "kvmcaps-pr-l1.txt").read_text()
+    c = kvmcaps.parse(text)
+    assert (c.kvm_mode, c.pr_vm, c.hv_vm, c.kvm_pr) == ("pr", True, False, False)
+    assert c.in_kernel_xics and not c.in_kernel_xive
+    assert c.cap("PPC_IRQ_XIVE") == 0 and c.cap("IRQ_XICS") == 1 and c.cap("PPC_MMU_RADIX") == 0
+    assert c.nested_api == (None, "not HV KVM under a hypervisor")
