@@ -8,6 +8,13 @@ use (getrusage of the children this script waits for) is the controller's own.
 
     .venv/bin/python bench/bench_pool.py --repeat 2
 
+`--fixed-marginal`: the one-host plan also with one cell; the controller's fixed cost per run and
+its marginal cost per cell are then the intercept and the slope between 1 and 12 cells (issue 23).
+`--repo DIR[,DIR...]`: run these checkouts' caskit (each with its own harness on PYTHONPATH), side
+by side, the order alternating in every repeat: an old commit against this one
+(`git worktree add /tmp/old COMMIT`). A warm-up run (not counted) first sends the guest kit to
+both hosts, so that no counted run pays for the transfer.
+
 `--smoke`: one cell (dual, guest XIVE) on the pool, once (not the one-host plan: the same code
 with another host name); exit 1 unless it passed and the figures were taken. The figures go to
 bench/results/pool.json (with --smoke a temporary file; --json FILE either way).
@@ -16,6 +23,7 @@ bench/results/pool.json (with --smoke a temporary file; --json FILE either way).
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import subprocess
@@ -42,12 +50,13 @@ FULL = {"ic_mode": "[dual, xics, xive]", "guest_xive": '[default, "off"]', "cpu_
 SMOKE = {"ic_mode": "[dual]", "guest_xive": "[default]", "cpu_compat": "[default]"}
 
 
-def run(matrix: Path, inventory: Path, out: Path) -> tuple[float, float, int, float, dict]:
-    """(wall s, controller CPU s, cells, cell phase s, results) of one `caskit run -n 2`."""
+def run(matrix: Path, inventory: Path, out: Path, repo: Path = REPO) -> tuple[float, float, int, float, dict]:
+    """(wall s, controller CPU s, cells, cell phase s, results) of one `caskit run -n 2` of `repo`."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     p = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(matrix), "--hosts", str(inventory),
-                        "-n", "2", "--out", str(out), "--db", "off"], cwd=REPO, capture_output=True, text=True)
+                        "-n", "2", "--out", str(out), "--db", "off"], cwd=repo, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(repo)})
     wall = time.monotonic() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -67,14 +76,21 @@ def run(matrix: Path, inventory: Path, out: Path) -> tuple[float, float, int, fl
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--fixed-marginal", action="store_true",
+                    help="also the one-host plan with one cell: fixed cost per run and marginal cost per cell")
+    ap.add_argument("--repo", default=str(REPO), help="checkouts to run, comma-separated (default: this one)")
     _smoke.add_args(ap, "pool")
     a = ap.parse_args()
     jpath = _smoke.json_path(a.json, a.smoke, "pool")
     _smoke.sigterm_unwinds()
-    plans = {"pool (2 members, 1 slot each)": "pool:p9", "one host (1 slot)": "hosta"}
+    repos = [Path(r).resolve() for r in a.repo.split(",")]
+    plans = {"pool (2 members, 1 slot each)": ("pool:p9", FULL), "one host (1 slot)": ("hosta", FULL)}
+    if a.fixed_marginal:
+        plans["one host, 1 cell"] = ("hosta", SMOKE)
     if a.smoke:
-        a.repeat, plans = 1, dict(list(plans.items())[:1])
+        a.repeat, plans = 1, {"pool (2 members, 1 slot each)": ("pool:p9", SMOKE)}
     rows, run_ids, problems, leftovers = [], [], [], []
+    fm: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="caskit-bench-pool-") as tmp:
         d = Path(tmp)
         th = sshhosts.start(d / "hosts")
@@ -82,21 +98,36 @@ def main() -> int:
             inv = th.inventory(slots=1)
             inv["pools"] = {"p9": {"hosts": ["hosta", "hostb"]}}
             (d / "hosts.yaml").write_text(yaml.safe_dump(inv))
-            for label, hosts in plans.items():
-                m = d / f"{hosts.replace(':', '-')}.yaml"
-                m.write_text(MATRIX.format(name=hosts.replace(":", "-"), hosts=hosts, **(SMOKE if a.smoke else FULL)))
-                figures = []
-                for i in range(a.repeat):
-                    f = run(m, d / "hosts.yaml", d / f"out-{hosts.replace(':', '-')}-{i}")
-                    figures.append(f)
-                    run_ids.append(f[4]["run"]["id"])
-                    problems += [f"{label}: {c['id']}: {c['verdict']}: {c.get('reason')}" for c in f[4]["cells"]
-                                 if a.smoke and c["verdict"] != "PASS"]
-                walls = [f[0] for f in figures]
-                cells = figures[0][2]
-                per_min = [cells / f[3] * 60 for f in figures]
-                cpu_cell = [f[1] / cells for f in figures]
-                rows.append((label, cells, statistics.median(walls), statistics.median(per_min), statistics.median(cpu_cell)))
+            if len(repos) > 1 or a.fixed_marginal:  # the kit onto both hosts, before anything is counted
+                m = d / "warm-up.yaml"
+                m.write_text(MATRIX.format(name="warm-up", hosts="pool:p9", **SMOKE))
+                run_ids.append(run(m, d / "hosts.yaml", d / "out-warm-up", repos[0])[4]["run"]["id"])
+            figures: dict = {}
+            for i in range(a.repeat):
+                for label, (hosts, axes) in plans.items():
+                    m = d / f"{label.split(' (')[0].replace(' ', '-').replace(',', '')}.yaml"
+                    m.write_text(MATRIX.format(name=hosts.replace(":", "-"), hosts=hosts, **axes))
+                    for k, repo in enumerate(repos if i % 2 == 0 else repos[::-1]):
+                        f = run(m, d / "hosts.yaml", d / f"out-{m.stem}-{repo.name}-{i}", repo)
+                        figures.setdefault((label, repo), []).append(f)
+                        run_ids.append(f[4]["run"]["id"])
+                        problems += [f"{label}: {c['id']}: {c['verdict']}: {c.get('reason')}" for c in f[4]["cells"]
+                                     if a.smoke and c["verdict"] != "PASS"]
+            for (label, repo), fs in figures.items():
+                walls = [f[0] for f in fs]
+                cells = fs[0][2]
+                per_min = [cells / f[3] * 60 for f in fs]
+                cpu_cell = [f[1] / cells for f in fs]
+                name = label if len(repos) == 1 else f"{label} [{repo}]"
+                rows.append((name, cells, statistics.median(walls), statistics.median(per_min), statistics.median(cpu_cell)))
+            for repo in repos if a.fixed_marginal else []:
+                one = statistics.median(f[1] for f in figures[("one host, 1 cell", repo)])
+                full = figures[("one host (1 slot)", repo)]
+                n = full[0][2]
+                many = statistics.median(f[1] for f in full)
+                marginal = (many - one) / (n - 1)
+                fm.append({"repo": str(repo), "cpu_1_cell_s": one, f"cpu_{n}_cells_s": many,
+                           "marginal_s_per_cell": marginal, "fixed_s_per_run": one - marginal})
         finally:
             th.close()
             # What is still there (sshds, namespaces, mounts), what close() had to kill, our QEMUs.
@@ -105,12 +136,15 @@ def main() -> int:
     print(f"{'plan':32} {'cells':>5} {'run wall s':>10} {'cells/min (cell phase)':>23} {'controller CPU s/cell':>22}")
     for label, cells, wall, pm, cpu in rows:
         print(f"{label:32} {cells:>5} {wall:>10.1f} {pm:>23.2f} {cpu:>22.2f}")
+    for x in fm:
+        print(f"controller CPU, one host: fixed {x['fixed_s_per_run']:.2f} s per run, marginal "
+              f"{x['marginal_s_per_cell']:.3f} s per cell ({x['repo']})")
     if not rows or not all(r[2] > 0 and r[3] > 0 and r[4] > 0 for r in rows):
         problems.append(f"figures missing or not above 0: {rows}")
     if leftovers:
         problems.append(f"left running: {leftovers}")
     _smoke.write(jpath, {"smoke": a.smoke, "repeat": a.repeat, "netns": th.netns, "run_ids": run_ids,
-                         "problems": problems, "rows": [{"plan": label, "cells": cells, "run_wall_s": wall, "cells_per_min": pm,
+                         "problems": problems, "fixed_marginal": fm, "rows": [{"plan": label, "cells": cells, "run_wall_s": wall, "cells_per_min": pm,
                                    "controller_cpu_per_cell_s": cpu} for label, cells, wall, pm, cpu in rows]})
     return _smoke.status(problems, a.smoke)
 

@@ -193,7 +193,13 @@ def cmd_run(a) -> int:
         return EXIT_USAGE
     # rootdir: the directory holding the package (the checkout, or site-packages), so a cell's
     # node id is harness/celltest.py::... either way.
-    args = ["-p", "no:cacheprovider", "-o", "addopts=", "-q",
+    # The controller's CPU is the farm's limit (issue 23; bench/README.md, "Controller CPU per
+    # cell"): every one of the run's pytest processes (the controller and each xdist worker) would
+    # otherwise rewrite the asserts of every harness module it imports (pytest marks an entry-point
+    # plugin's whole distribution for rewriting; without a bytecode cache that is an AST pass per
+    # module per process) and import hypothesis for its plugin. A cell's verdict is caskit's,
+    # never an assert's message, and no cell uses hypothesis.
+    args = ["-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--assert=plain", "-o", "addopts=", "-q",
             "--rootdir", str(Path(__file__).resolve().parent.parent), "--caskit-out", str(out), "--caskit-run-id", run_id,
             "--junitxml", str(out / "pytest-junit.xml")]
     for m in a.matrices:
@@ -218,7 +224,8 @@ def cmd_run(a) -> int:
     if a.workers not in ("0", "1"):
         args += ["-n", a.workers]
     if not a.verbose:
-        args += ["--tb=no", "-p", "no:warnings"]
+        # unraisableexception: warnings of its own, and five gc.collect() passes per process at exit.
+        args += ["--tb=no", "-p", "no:warnings", "-p", "no:unraisableexception"]
     rc = pytest.main(args, plugins=[])
     if rc in (pytest.ExitCode.USAGE_ERROR,):
         return EXIT_USAGE

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pexpect
+import pexpect.expect
 import pexpect.fdpexpect
 
 from .errors import GuestPanic, GuestTimeout, ObserveError, QemuDied
@@ -30,6 +31,41 @@ READY_RE = re.compile(rb"CASKIT-READY kit=(\S+) cpus=(\d+)")
 # Kernel messages that mean the guest will never reach the command loop.
 PANIC_RE = re.compile(rb"Kernel panic - not syncing:[^\r\n]*")
 MAX_COMMAND = 3000  # the guest tty's canonical line limit is 4095 bytes
+
+
+# One read takes whatever the socket holds, up to this: a burst of console output (a boot log
+# that arrived while the controller was busy) is one read and one search, not 2000-byte pieces.
+MAXREAD = 65536
+
+
+class _LineSearcher(pexpect.expect.searcher_re):
+    """pexpect's regex searcher, searching only what a new chunk can complete.
+
+    pexpect searches its whole buffer again for every chunk that arrives; until a boot's ready
+    marker that buffer is the whole boot log, so reading it cost time quadratic in its size (the
+    controller's CPU per cell, issue 23). Every pattern the console waits for matches within one
+    line (it may begin with that line's newline and end with the next), so a match that the new
+    bytes complete starts at or after the last newline before them: the search starts there. The
+    bytes scanned are counted in `scanned` (a test checks that reading a boot log is linear)."""
+
+    def __init__(self, patterns):
+        super().__init__(patterns)
+        self.scanned = 0
+
+    def search(self, buffer, freshlen, searchwindowsize=None):
+        old = len(buffer) - min(freshlen, len(buffer))
+        start = max(buffer.rfind(b"\n", 0, old), 0) if old else 0
+        first = None
+        for index, s in self._searches:
+            self.scanned += len(buffer) - start
+            m = s.search(buffer, start)
+            if m is not None and (first is None or m.start() < first[1].start()):
+                first = (index, m)
+        if first is None:
+            return -1
+        index, self.match = first
+        self.start, self.end = self.match.start(), self.match.end()
+        return index
 
 
 class FrameError(ObserveError):
@@ -69,13 +105,14 @@ class Console:
         self.log: BinaryIO = open(transcript, "ab")
         # Every byte sent to the guest, with the wall time, so a run can prove when it sent nothing.
         self.sent_log = open(transcript.with_name("console-sent.jsonl"), "a")
-        self.child = pexpect.fdpexpect.fdspawn(sock.fileno(), timeout=30, logfile=None)
+        self.child = pexpect.fdpexpect.fdspawn(sock.fileno(), timeout=30, maxread=MAXREAD, logfile=None)
         self.child.logfile_read = self.log
         self.nonce = secrets.token_hex(3)
         self.counter = 0
         # What the console showed of the latest boot, up to the ready marker: the kernel's own
         # lines until /init took its messages off the console (see ck-kmsg).
         self.boot_text: str | None = None
+        self.scanned = 0  # bytes the searches of every wait so far went over (a test reads it)
 
     def close(self) -> None:
         try:
@@ -97,15 +134,19 @@ class Console:
         """pexpect's expect, with the socket's own errors (ECONNRESET, EPIPE: QEMU, the console's
         other end, went away) raised as QemuDied, which the machine then explains by how QEMU
         ended: a crash (FAIL) or a kill (ERROR), never a harness error."""
+        searcher = _LineSearcher(self.child.compile_pattern_list(patterns))
         try:
-            return self.child.expect(patterns, timeout=timeout)
+            return self.child.expect_loop(searcher, timeout)
         except OSError as e:
             raise QemuDied(f"console lost while waiting for {what} ({e.strerror or e})", None, self.tail()) from e
+        finally:
+            self.scanned += searcher.scanned
 
     def expect(self, patterns: list, timeout: float, what: str) -> int:
-        """The index of the first of `patterns` (compiled bytes regexes, pexpect.EOF, pexpect.TIMEOUT)
-        to show up; `match` and `seen()` say what it was and what came before it. For consoles that
-        are not the kit's (an emulated host's), whose markers are their own."""
+        """The index of the first of `patterns` (compiled bytes regexes that match within one line,
+        which may begin with its newline; pexpect.EOF, pexpect.TIMEOUT) to show up; `match` and
+        `seen()` say what it was and what came before it. For consoles that are not the kit's (an
+        emulated host's), whose markers are their own."""
         return self._expect(patterns, timeout, what)
 
     @property
