@@ -55,6 +55,11 @@ RULES: dict[str, Rule] = {r.name: r for r in (
        "ic-mode=xive with a CPU or max-cpu-compat below POWER9 is refused at start"),
     _r("compat-above-cpu", "target/ppc/compat.c ppc_set_compat(); measured on 7.2" + P10,
        "max-cpu-compat above the CPU model is refused at start"),
+    _r("kvm-no-hpt-in-nested", "hw/ppc/spapr.c spapr_reallocate_hpt(); measured on caskit's nested-papr host, "
+       "2026-12-07: max-cpu-compat=power8 with ic-mode dual and xics refused with 'HPT not supported in nested "
+       "guests', and on nested-hv the same (both probe KVM_CAP_PPC_MMU_HASH_V3 = 0; powernv9's is 1)",
+       "a guest that can only use the hashed page table (POWER8 CPU or compat) is refused at start where HV KVM "
+       "has no HPT for its guests (KVM_CAP_PPC_MMU_HASH_V3 = 0: HV under a hypervisor)"),
     _r("cpu-host-needs-kvm", "target/ppc/kvm.c (the host CPU class exists under KVM only); measured on QEMU 7.2.22 "
        "and 10.0.2 under TCG, 2026-12-07: 'unable to find CPU model 'host''",
        "-cpu host is the host's own processor under KVM (its generation from the probed PVR); TCG refuses it"),
@@ -187,6 +192,10 @@ def predict(cell: Cell, facts: HostFacts) -> Expected:
     host_level = host_cpu_level(facts)
     if accel == "kvm" and facts.kvm_mode.startswith("hv") and host_level and cpu_level != host_level:
         return _fail("kvm-hv-cpu-is-host", notes, Stage.QEMU_START, r'only "-cpu host" is possible')
+    if (accel == "kvm" and facts.kvm_mode.startswith("hv") and not isa300
+            and dict(facts.kvm_caps).get("KVM_CAP_PPC_MMU_HASH_V3") == 0):
+        # Radix needs ISA 3.00; below it the guest has only the HPT, which such a KVM cannot give.
+        return _fail("kvm-no-hpt-in-nested", notes, Stage.QEMU_START, r"HPT not supported in nested guests")
 
     # What the platform offers in ibm,arch-vec-5-platform-support byte 23.
     if ic_mode == "xics":

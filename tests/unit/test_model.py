@@ -3,6 +3,8 @@ outcomes measured on QEMU 7.2 (cas-rules.md sections 1-3)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import itertools
 from collections import Counter
 
@@ -324,6 +326,8 @@ EXAMPLES = [
     (make_cell(accel="kvm", cpu="POWER10"), NESTED_HOST),  # a POWER10 guest on a POWER9 HV host
     (make_cell(cpu="host"), TCG_HOST),  # -cpu host under TCG
     (make_cell(accel="kvm", firmware="vof"), PR_BARE_HOST),  # VOF under PR KVM
+    # A POWER8-compat guest where HV KVM has no HPT (nested: KVM_CAP_PPC_MMU_HASH_V3 = 0).
+    (make_cell(accel="kvm", cpu_compat="power8"), replace(NESTED_HOST, kvm_caps=(("KVM_CAP_PPC_MMU_HASH_V3", 0),))),
 ]
 
 

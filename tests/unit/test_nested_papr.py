@@ -185,3 +185,14 @@ def test_a_pr_only_host_is_pr_with_in_kernel_xics_from_its_pr_vm():
     assert c.in_kernel_xics and not c.in_kernel_xive
     assert c.cap("PPC_IRQ_XIVE") == 0 and c.cap("IRQ_XICS") == 1 and c.cap("PPC_MMU_RADIX") == 0
     assert c.nested_api == (None, "not HV KVM under a hypervisor")
+
+
+def test_a_guest_with_only_the_hpt_is_refused_where_hv_kvm_has_none():
+    from dataclasses import replace
+    nested = replace(P10_HOST, kvm_caps=(("KVM_CAP_PPC_MMU_HASH_V3", 0), ("KVM_CAP_PPC_MMU_RADIX", 1)))
+    e = model.predict(_cell("host", "power8", "dual"), nested)
+    assert (e.rule, e.stage, e.error) == ("kvm-no-hpt-in-nested", "qemu-start", "HPT not supported in nested guests")
+    assert model.predict(_cell("host", "power8", "xive"), nested).rule == "xive-needs-power9"  # QEMU checks it first
+    assert model.predict(_cell("host", "power9", "dual"), nested).mode == "xive"  # radix: fine
+    bare = replace(nested, kvm_mode="hv", kvm_caps=(("KVM_CAP_PPC_MMU_HASH_V3", 1),))
+    assert model.predict(_cell("host", "power8", "dual"), bare).mode == "xics"
