@@ -344,14 +344,22 @@ def test_a_hangs_host_side_shows_where_each_thread_of_the_process_waits(pair, in
     channel (a stuck monitor is a main thread in a KVM ioctl) and the end of the host's kernel log."""
     from harness.machine import PROCESS_STATE
 
+    import time
+
     h = host(pair, inventory, "hosta")
     p = h.spawn(["python3", "-c", "import threading, time; threading.Thread(target=time.sleep, args=(120,)).start(); "
                                   "time.sleep(120)"], tmp_path / "o", tmp_path / "e")
     try:
-        code, out, err = h.run(["sh", "-c", PROCESS_STATE, "sh", str(p.pid), "5"], timeout=30)
-        assert code == 0, err
-        threads = [ln for ln in out.splitlines() if ln.startswith("thread ")]
-        assert len(threads) == 2 and all("(python3): S (sleeping), wchan " in t for t in threads), out
+        # Sampled until both threads are seen asleep, within 30 s: the first sample can come
+        # before python3 has started its second thread or put it to sleep.
+        deadline = time.monotonic() + 30
+        while True:
+            code, out, err = h.run(["sh", "-c", PROCESS_STATE, "sh", str(p.pid), "5"], timeout=30)
+            assert code == 0, err
+            threads = [ln for ln in out.splitlines() if ln.startswith("thread ")]
+            if len(threads) == 2 and all("(python3): S (sleeping), wchan " in t for t in threads):
+                break
+            assert time.monotonic() < deadline, out
         assert "## the host's kernel log (last 5 lines)" in out
     finally:
         p.kill()
