@@ -179,7 +179,7 @@ def predict(cell: Cell, facts: HostFacts) -> Expected:
                              skip=f"{build.name} QEMU: the probe could not read the default ic-mode")
         ic_mode = build.default_ic_mode
         notes.append("ic-mode-default")
-    cpu_level = host_cpu_level(facts) or 9 if a["cpu"] == "host" else CPU_LEVEL[str(a["cpu"])]
+    cpu_level = (host_cpu_level(facts) or 9) if a["cpu"] == "host" else CPU_LEVEL[str(a["cpu"])]
     compat = a["cpu_compat"]
     compat_level = COMPAT_LEVEL.get(str(compat), cpu_level)
     # spapr_irq_check() asks whether the CPU can run ISA 3.00 within max-cpu-compat.

@@ -142,7 +142,8 @@ def forced_option(stderr: str) -> tuple[str, str] | None:
     return None
 
 
-def kvm_guest_options(host: Host, spec: QemuBuildSpec, log_dir: Path, tag: str) -> tuple[tuple[str, ...], str | None]:
+def kvm_guest_options(host: Host, spec: QemuBuildSpec, log_dir: Path,
+                      tag: str) -> tuple[tuple[tuple[str, str], ...], str | None]:
     """The -machine options every pseries guest needs under this host's KVM, found by asking its
     QEMU: a paused machine with `-accel kvm -cpu host`, and each refusal that names what it
     needs adds that option for the next try. Returns (("option", "QEMU's words"), ...) and the
