@@ -356,9 +356,9 @@ def cmd_hosts_emulated(a) -> int:
         # One image per kernel the kinds boot: the named host's, else every kind's.
         kinds = [emulated.KINDS[str(spec.emulated_kind)]] if spec else list(emulated.KINDS.values())
         out = {}
-        for suite in dict.fromkeys(k.kernel_suite for k in kinds):
-            img = l1image.build(refresh=a.refresh, log=log, kernel_suite=suite)
-            out[suite or "default"] = {"key": img.key, "kernel": str(img.kernel), "initrd": str(img.initrd),
+        for k in {tuple(k.image_recipe.items()): k for k in kinds}.values():
+            img = l1image.build(refresh=a.refresh, log=log, **k.image_recipe)
+            out[k.kernel_build or k.kernel_suite or "default"] = {"key": img.key, "kernel": str(img.kernel), "initrd": str(img.initrd),
                                        "kernel_release": img.manifest.get("kernel_release"),
                                        "packages": len(img.manifest.get("packages", {}))}
         print(json.dumps(out if len(out) > 1 else next(iter(out.values())), indent=2))
@@ -375,15 +375,15 @@ def cmd_hosts_emulated(a) -> int:
     states = {s.name: s for s in emulated.list_states()}
     up = {n: st for n, st in states.items() if emulated.running(st)}
     # An L1 booted from an image whose packages have since changed in the archive is stale.
-    current = {s: l1image.current_key(log=log, kernel_suite=s) for s in
-               dict.fromkeys(emulated.KINDS[str(hosts[n].emulated_kind)].kernel_suite for n in up if n in hosts
-                             and hosts[n].kind == "emulated")}
+    recipes = {tuple(k.image_recipe.items()): k for k in (emulated.KINDS[str(hosts[n].emulated_kind)] for n in up
+                                                          if n in hosts and hosts[n].kind == "emulated")}
+    current = {r: l1image.current_key(log=log, **k.image_recipe) for r, k in recipes.items()}
     for n, h in sorted(hosts.items()):
         if h.kind != "emulated":
             print(f"{n:<16} {h.kind:<9} slots {h.slots}")
             continue
         st = states.get(n)
-        today = current.get(emulated.KINDS[str(h.emulated_kind)].kernel_suite)
+        today = current.get(tuple(emulated.KINDS[str(h.emulated_kind)].image_recipe.items()))
         state = "down" if n not in up else f"{st.status}, pid {st.pid}, port {st.port}, image {st.image}" + (
             f" (stale: today's image is {today})" if st.image != today else "")
         print(f"{n:<16} emulated  {h.emulated_kind:<14} slots {h.slots}  {state}")

@@ -39,7 +39,7 @@ HOST_KEYS = {
     "emulated": ("kind", "emulated_kind", "slots", "port", "machine_options"),
 }
 HOST_KINDS = tuple(HOST_KEYS)
-MATRIX_KEYS = ("name", "hosts", "axes", "exclude", "workloads", "migration", "timeouts", "kit", "append", "migration_max_bandwidth", "domain", "description")
+MATRIX_KEYS = ("name", "hosts", "axes", "host_axes", "exclude", "workloads", "migration", "timeouts", "kit", "append", "migration_max_bandwidth", "domain", "description")
 
 # Upper bounds on what a file may give. Each is far above any real use and low enough that a typo
 # fails here, naming its key, instead of hours later in QEMU, in a timer or in a loop.
@@ -95,21 +95,34 @@ def _hosts_of(path: str, raw: Any, known_hosts: set[str] | None) -> list[str]:
     return hosts
 
 
-def _axes_of(path: str, raw: Any) -> dict[str, tuple]:
-    raw = checks.mapping(path, "axes", raw, "a mapping of axis name to a list of values")
+def _axes_of(path: str, raw: Any, where: str = "axes", defaults: bool = True) -> dict[str, tuple]:
+    raw = checks.mapping(path, where, raw, "a mapping of axis name to a list of values")
     axes: dict[str, tuple] = {}
     for k, v in raw.items():
         if k not in AXIS_BY_NAME:
-            raise ConfigError(path, checks.child("axes", k), f"unknown axis; allowed axes: {checks.fmt(AXIS_NAMES)}")
-        key = f"axes.{k}"
+            raise ConfigError(path, checks.child(where, k), f"unknown axis; allowed axes: {checks.fmt(AXIS_NAMES)}")
+        key = f"{where}.{k}"
         vals = []
         for i, x in enumerate(checks.list_of(path, key, v, "values")):
             checks.scalar(path, checks.item(key, v, i), x, f"one {k} value")
             vals.append(_axis_value(path, key, k, x))
         axes[k] = tuple(dict.fromkeys(vals))  # keep order, drop repeats
-    for a in AXES:
-        axes.setdefault(a.name, (a.default,))
+        if not axes[k]:
+            raise ConfigError(path, key, "needs at least one value")
+    if defaults:
+        for a in AXES:
+            axes.setdefault(a.name, (a.default,))
     return axes
+
+
+def _host_axes_of(path: str, raw: Any, hosts: list[str]) -> dict[str, dict[str, tuple]]:
+    """Per host, the axes whose values replace the matrix's for that host's cells."""
+    out = {}
+    for h, v in checks.mapping(path, "host_axes", raw, "a mapping of host name to axes").items():
+        if h not in hosts:
+            raise ConfigError(path, checks.child("host_axes", h), f"not one of the matrix's hosts ({checks.fmt(hosts)})")
+        out[h] = _axes_of(path, v, checks.child("host_axes", h), defaults=False)
+    return out
 
 
 def _exclude_of(path: str, raw: Any) -> list[dict]:
@@ -225,13 +238,14 @@ def parse_matrix(data: Any, path: str, known_hosts: set[str] | None = None,
 
     hosts = _hosts_of(path, data.get("hosts", ["local"]), known_hosts)
     axes = _axes_of(path, data.get("axes"))
+    host_axes = _host_axes_of(path, data.get("host_axes"), hosts)
     excl = _exclude_of(path, data.get("exclude"))
     workloads = _workloads_of(path, data.get("workloads"))
     migration = _migration_of(path, data.get("migration", ["none"]))
-    if (n := _cell_count(hosts, axes, migration)) > MAX_CELLS:
+    if (n := sum(_cell_count([h], {**axes, **host_axes.get(h, {})}, migration) for h in hosts)) > MAX_CELLS:
         raise ConfigError(path, "axes", f"{n} combinations of hosts, axes and migration plans: at most {MAX_CELLS} "
                                         "in one matrix; split it")
-    if _every_cell_excluded(axes, excl):
+    if all(_every_cell_excluded({**axes, **host_axes.get(h, {})}, excl) for h in hosts):
         raise ConfigError(path, "exclude", "excludes every combination of the axes: no cell is left to run")
     timeouts = _timeouts_of(path, data.get("timeouts"))
     kit = _kit_of(path, data.get("kit"))
@@ -251,6 +265,9 @@ def parse_matrix(data: Any, path: str, known_hosts: set[str] | None = None,
         for a in ("ic_mode", "kernel_irqchip", "cpu_compat"):
             if axes[a] != (DEFAULT,):
                 raise ConfigError(path, f"axes.{a}", f"the domain {domain!r} pins it; leave it out")
+            for h, ha in host_axes.items():
+                if ha.get(a, (DEFAULT,)) != (DEFAULT,):
+                    raise ConfigError(path, f"host_axes.{h}.{a}", f"the domain {domain!r} pins it; leave it out")
     for m in migration:
         if PLANS[m].needs_domain and domain is None:
             raise ConfigError(path, "migration", f"plan {m!r} migrates between members of a migration domain; "
@@ -262,7 +279,7 @@ def parse_matrix(data: Any, path: str, known_hosts: set[str] | None = None,
                                                  "host; plan 'cross-host' would need shared storage between hosts")
 
     return Matrix(name, path, tuple(hosts), axes, tuple(excl), tuple(workloads), tuple(migration), timeouts, kit,
-                  append.strip(), bw, domain)
+                  append.strip(), bw, domain, host_axes)
 
 
 def _exists(p: Path) -> bool:

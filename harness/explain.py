@@ -39,8 +39,8 @@ KVM_MODES: dict[str, dict] = {
                        "what": "kvm_hv in a PowerVM LPAR on POWER10/11 (PAPR nested API v2, FW1060.10+): no "
                                "in-kernel XIVE; the guest's CPU is the host's (POWER9 guests: max-cpu-compat=power9)"},
     "pr": {"kvm_mode": "pr", "kvm_xics": True, "kvm_xive": False,
-           "what": "kvm_pr (PR KVM, hash MMU): in-kernel XICS, no in-kernel XIVE, SLOF only (measured by hand in an "
-                   "emulated PR L1, 2026-12-07, docs/hosts.md; no pr host kind ships yet)"},
+           "what": "kvm_pr (PR KVM, hash MMU): in-kernel XICS, no in-kernel XIVE, SLOF only (measured on caskit's "
+                   "pr host, docs/pr-kvm.md)"},
 }
 
 

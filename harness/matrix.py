@@ -23,7 +23,8 @@ def expand(m: Matrix) -> list[Cell]:
     seen: set[str] = set()
     for host in m.hosts:
         for plan in m.migration:
-            for combo in itertools.product(*(m.axes[n] for n in AXIS_NAMES)):
+            axes_here = m.axes_for(host)
+            for combo in itertools.product(*(axes_here[n] for n in AXIS_NAMES)):
                 axes = dict(zip(AXIS_NAMES, combo))
                 if _excluded(axes, m.exclude):
                     continue

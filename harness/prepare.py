@@ -102,8 +102,8 @@ def ensure_emulated_up(spec: HostSpec, log=print) -> bool:
 
     if emulated.is_up(spec.name):
         st = next(s for s in emulated.list_states() if s.name == spec.name)
-        kernel_suite = emulated.KINDS[str(spec.emulated_kind)].kernel_suite
-        if (current := l1image.current_key(log=log, kernel_suite=kernel_suite)) != st.image:
+        recipe = emulated.KINDS[str(spec.emulated_kind)].image_recipe
+        if (current := l1image.current_key(log=log, **recipe)) != st.image:
             # Not rebooted under whoever started it; said, and recorded by `caskit hosts list`.
             log(f"caskit: warning: emulated host {spec.name} runs image {st.image}, built from packages that have "
                 f"since changed (today's image is {current}): `caskit hosts down {spec.name}` to boot the new one")

@@ -25,6 +25,12 @@ class Matrix:
     append: str = ""  # extra guest kernel command line
     migration_max_bandwidth: int | None = None  # bytes/s for every hop (a slow link)
     domain: str | None = None  # run every cell with this migration domain's pinned options
+    # host -> axis -> values that replace `axes` for that host's cells (a host where one value of
+    # an axis cannot run at all, e.g. VOF under PR KVM, gets the value that can)
+    host_axes: dict[str, dict[str, tuple]] = field(default_factory=dict)
+
+    def axes_for(self, host: str) -> dict[str, tuple]:
+        return {**self.axes, **self.host_axes.get(host, {})}
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian 12 machine for caskit: Debian packages (only those missing), a
 # virtualenv in .venv, and the project installed into it. Idempotent: a second run only checks.
+# --suite: also what the test suite needs once per machine, which the main job does not: the PR
+# KVM host's L1 kernel, built from Debian's source (minutes on 2 cores, with progress; cached by
+# content, so a second run only checks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+suite=0
+for arg in "$@"; do
+  case "$arg" in
+    --suite) suite=1 ;;
+    *) echo "bootstrap: unknown argument $arg (allowed: --suite)" >&2; exit 2 ;;
+  esac
+done
 
-debs=(qemu-system-ppc qemu-utils cpio xz-utils zstd dpkg-dev iproute2 openssh-server openssh-client gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross postgresql chromium)
+# make .. libssl-dev: building the PR KVM host's L1 kernel from Debian's linux-source (`--suite`).
+debs=(qemu-system-ppc qemu-utils cpio xz-utils zstd dpkg-dev iproute2 openssh-server openssh-client gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross postgresql chromium make bc flex bison libelf-dev libssl-dev)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -29,4 +40,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e '.[test]'  # with the test suite's extras (hypothesis)
   echo "$want" > "$stamp"
+fi
+
+if ((suite)); then
+  echo "bootstrap: the pr emulated host's image (its L1 kernel is built once from Debian's linux-source)"
+  .venv/bin/caskit hosts build pr > /dev/null
 fi

@@ -51,7 +51,8 @@ from ..errors import CaskitError, LaunchFailure
 from ..observe import guest_view, host_view
 from ..qemu_cmd import qemu_argv
 
-READY_RE = re.compile(rb"CASKIT-L1-READY name=(\S*) kind=(\S*) image=(\S+) kvm=(\d) kvm_hv=(\d) uptime=([\d.]+)")
+READY_RE = re.compile(rb"CASKIT-L1-READY name=(?P<name>\S*) kind=(?P<kind>\S*) image=(?P<image>\S+) kvm=(?P<kvm>\d) "
+                      rb"kvm_hv=(?P<kvm_hv>\d) kvm_pr=(?P<kvm_pr>\d) uptime=(?P<uptime>[\d.]+)")
 FAIL_RE = re.compile(rb"(CASKIT-L1-FAIL[^\r\n]*|Kernel panic - not syncing:[^\r\n]*)")
 WARN_RE = re.compile(rb"CASKIT-L1-WARN[^\r\n]*")
 TAG_PREFIX = "caskit-l1:"  # not "caskit:": a run's cleanup must never stop a host it did not start
@@ -74,11 +75,19 @@ class L1Kind:
     # mitigations an emulated CPU does not report, and KVM refuses a level it cannot provide).
     l2_machine_options: tuple[str, ...] = ()
     kernel_suite: str | None = None  # the Debian suite of the L1's kernel; None: the guest kit's
+    # A kernel caskit builds from Debian's source (l1/kernels/<name>.config), where no Debian
+    # kernel has what the mode needs; None: a Debian package's.
+    kernel_build: str | None = None
     # Kernel command line for every L2: TCG starves an L2's vCPUs for tens of seconds on a loaded
     # machine (measured on nested-papr: "soft lockup - CPU#1 stuck for 23s", and it went on), so
     # the soft-lockup watchdog (2 x watchdog_thresh) waits 2 minutes rather than 20 s.
     l2_append: str = "watchdog_thresh=60"
     kvm_mode: str = "hv-nested"  # what its probe must find; a host whose facts disagree is ERROR
+
+    @property
+    def image_recipe(self) -> dict:
+        """What tells its image apart: the arguments of image.build() and image.current_key()."""
+        return {"kernel_suite": self.kernel_suite, "kernel_build": self.kernel_build}
 
 
 SPECTRE_CAPS = ("cap-cfpc=broken", "cap-sbbc=broken", "cap-ibs=broken", "cap-ccf-assist=off")
@@ -95,6 +104,12 @@ KINDS = {
     "nested-papr-p9": L1Kind("nested-papr-p9", "l1-nested-papr.argv.j2", "bookworm-backports", memory_mib=3072,
                              smp=2, machine_options=("max-cpu-compat=power9",), kernel_suite="bookworm-backports",
                              kvm_mode="hv-nested-papr"),
+    # PR KVM: kvm_pr built into a kernel of caskit's own (no Debian kernel has it) in a POWER9
+    # pseries L1 whose MMU is the hashed page table: PR refuses to create a VM under radix
+    # (measured: EINVAL, no message, /dev/kvm still there; docs/pr-kvm.md). The L0 offers no
+    # nested HV: the L1 runs its guests in problem state.
+    "pr": L1Kind("pr", "l1-pr.argv.j2", None, memory_mib=3072, smp=2, cmdline="console=hvc0 disable_radix",
+                 kernel_build="pr", kvm_mode="pr"),
 }
 
 
@@ -288,7 +303,7 @@ class EmulatedHost:
             old = L1State.load(self.name)
             if old is not None and old.status in ("booting", "up") and running(old):
                 raise HostError(f"emulated host {self.name} is already running (pid {old.pid}, port {old.port})")
-            return self._up_locked(image or l1image.build(log=log, kernel_suite=self.kind.kernel_suite), port,
+            return self._up_locked(image or l1image.build(log=log, **self.kind.image_recipe), port,
                                    timeout, log)
 
     def _up_locked(self, image: l1image.Image, port: int | None, timeout: float, log) -> L1State:
@@ -342,11 +357,11 @@ class EmulatedHost:
             finally:
                 m.detach()
             state.ready_s = round(time.monotonic() - t0, 2)
-            state.guest_uptime_s = float(marker.group(6))
+            state.guest_uptime_s = float(marker.group("uptime"))
             state.warnings = warnings
-            if marker.group(3).decode() != image.key:
-                raise HostError(f"emulated host {self.name} booted image {marker.group(3).decode()}, not {image.key}")
-            if (missing := missing_kvm(marker)):
+            if marker.group("image").decode() != image.key:
+                raise HostError(f"emulated host {self.name} booted image {marker.group('image').decode()}, not {image.key}")
+            if (missing := missing_kvm(marker, self.kind.kvm_mode)):
                 raise HostError(f"emulated host {self.name} came up without {missing} (its ready line: "
                                 f"{marker.group(0).decode(errors='replace')}): an emulated KVM host without KVM "
                                 f"is the host's failure; its console is in {console_log}")
@@ -451,9 +466,11 @@ class _PortTaken(Exception):
     pass
 
 
-def missing_kvm(marker: re.Match) -> str | None:
-    """What of KVM the L1's ready line says is missing (pure): /dev/kvm, or the kvm_hv module."""
-    missing = [what for what, g in (("/dev/kvm", 4), ("kvm_hv", 5)) if marker.group(g) != b"1"]
+def missing_kvm(marker: re.Match, kvm_mode: str = "hv") -> str | None:
+    """What of KVM the L1's ready line says is missing for its kind's mode (pure): /dev/kvm, the
+    kvm_hv module, or for PR a VM that kvm_pr creates."""
+    mode = ("kvm_pr", "kvm_pr") if kvm_mode == "pr" else ("kvm_hv", "kvm_hv")
+    missing = [what for what, g in (("/dev/kvm", "kvm"), mode) if marker.group(g) != b"1"]
     return " and ".join(missing) or None
 
 

@@ -51,6 +51,7 @@ from ..elf import elf_info
 from ..errors import KitError
 from ..kit import cache_root
 from ..resources import ROOT
+from . import kernel_build as kernel_builds
 
 IMAGE_FORMAT = 1
 ARCH = "ppc64el"
@@ -109,16 +110,20 @@ def cache_dir() -> Path:
 def _l1_files() -> dict[str, bytes]:
     if not L1_DIR.is_dir():
         raise KitError(f"{L1_DIR} is missing: the L1 image's own files (init, kvmcaps.c) are not installed")
-    return {str(p.relative_to(L1_DIR)): p.read_bytes() for p in sorted(L1_DIR.rglob("*")) if p.is_file()}
+    # l1/kernels/ holds the recipes of kernels caskit builds: their build's own key covers them.
+    return {rel: p.read_bytes() for p in sorted(L1_DIR.rglob("*"))
+            if p.is_file() and not (rel := str(p.relative_to(L1_DIR))).startswith("kernels/")}
 
 
 def recipe_key(packages: dict[str, Resolved], files: dict[str, bytes] | None = None,
-               kernel_suite: str | None = None) -> str:
+               kernel_suite: str | None = None, kernel_key: str | None = None) -> str:
     """The image's cache key (pure): the recipe, every file under l1/, and the exact packages of
     the closure (versions and SHA-256s), so an archive update makes a new image."""
     files = files if files is not None else _l1_files()
     h = hashlib.sha256()
     recipe = {"kernel_suite": kernel_suite} if kernel_suite else {}  # the default keeps its old keys
+    if kernel_key:  # a kernel caskit built (kernel_build.py): its key covers source, config, compiler
+        recipe["kernel_build"] = kernel_key
     h.update(json.dumps({**recipe, "format": IMAGE_FORMAT, "arch": ARCH, "suite": debian_codename(),
                          "packages": {n: [r.version, r.sha256] for n, r in sorted(packages.items())},
                          "roots": ROOTS, "take": TAKE, "modules": MODULES, "zstd": ZSTD_LEVEL},
@@ -155,10 +160,13 @@ def _kernel_apt(suite: str | None) -> "ClosureApt | None":
 
 
 def resolve_packages(apt: "ClosureApt", log=print, refresh: bool = False,
-                     kernel_suite: str | None = None) -> dict[str, Resolved]:
-    """The closure's packages and the kernel, as the index (refreshed when a day old) resolves them."""
+                     kernel_suite: str | None = None, with_kernel: bool = True) -> dict[str, Resolved]:
+    """The closure's packages and the kernel, as the index (refreshed when a day old) resolves them.
+    `with_kernel=False`: the image boots a kernel caskit builds, not a Debian package."""
     apt.ensure_index(force=refresh, log=log)
     pkgs = apt.closure(ROOTS)
+    if not with_kernel:
+        return pkgs
     kapt = _kernel_apt(kernel_suite)
     if kapt is not None:
         kapt.ensure_index(force=refresh, log=log)
@@ -169,18 +177,25 @@ def resolve_packages(apt: "ClosureApt", log=print, refresh: bool = False,
     return pkgs
 
 
-def current_key(log=print, kernel_suite: str | None = None) -> str:
+def current_key(log=print, kernel_suite: str | None = None, kernel_build: str | None = None) -> str:
     """The key of the image `build()` would return now (an L1 booted from another is stale)."""
-    return recipe_key(resolve_packages(_apt(), log, kernel_suite=kernel_suite), kernel_suite=kernel_suite)
+    apt = _apt()
+    packages = resolve_packages(apt, log, kernel_suite=kernel_suite, with_kernel=kernel_build is None)
+    kkey = kernel_builds.current_key(apt, kernel_build) if kernel_build else None
+    return recipe_key(packages, kernel_suite=kernel_suite, kernel_key=kkey)
 
 
-def build(refresh: bool = False, log=print, kernel_suite: str | None = None) -> Image:
+def build(refresh: bool = False, log=print, kernel_suite: str | None = None,
+          kernel_build: str | None = None) -> Image:
     """The image for today's packages: from the cache, or built (needs the package registry;
     `refresh` refreshes the package index now rather than when it is a day old). `kernel_suite`:
-    the Debian suite whose kernel the image boots; None, the guest kit's."""
+    the Debian suite whose kernel the image boots; None, the guest kit's. `kernel_build`: boot
+    the kernel of that recipe under l1/kernels/ instead, built from Debian's source (minutes,
+    once per recipe key)."""
     apt = _apt()
-    packages = resolve_packages(apt, log, refresh, kernel_suite)
-    key = recipe_key(packages, kernel_suite=kernel_suite)
+    packages = resolve_packages(apt, log, refresh, kernel_suite, with_kernel=kernel_build is None)
+    kernel = kernel_builds.build(apt, kernel_build, log) if kernel_build else None
+    key = recipe_key(packages, kernel_suite=kernel_suite, kernel_key=kernel.key if kernel else None)
     if img := load_cached(key):
         return img
     (cache_dir() / "images").mkdir(parents=True, exist_ok=True)
@@ -188,7 +203,7 @@ def build(refresh: bool = False, log=print, kernel_suite: str | None = None) -> 
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time; the others then find it cached
         if img := load_cached(key):
             return img
-        return _build_locked(key, apt, packages, log, kernel_suite)
+        return _build_locked(key, apt, packages, log, kernel_suite, kernel)
 
 
 # -- the package closure ------------------------------------------------------------------------
@@ -411,19 +426,24 @@ def _zstd(data: bytes) -> bytes:
 
 
 def _build_locked(key: str, apt: "ClosureApt", pkgs: dict[str, Resolved], log,
-                  kernel_suite: str | None = None) -> Image:
+                  kernel_suite: str | None = None, kernel: "kernel_builds.BuiltKernel | None" = None) -> Image:
     t0 = time.monotonic()
     root = cache_root()
-    kpkg = next(n for n in pkgs if n.startswith("linux-image-"))
-    log(f"l1: {len(pkgs)} packages in the closure of {', '.join(ROOTS)} and {kpkg} {pkgs[kpkg].version}"
-        + (f" from {kernel_suite}" if kernel_suite else ""))
+    kpkg = next((n for n in pkgs if n.startswith("linux-image-")), None)
+    if kernel is not None:
+        log(f"l1: {len(pkgs)} packages in the closure of {', '.join(ROOTS)}, and caskit's {kernel.name} kernel "
+            f"{kernel.release} ({kernel.key})")
+    else:
+        assert kpkg is not None
+        log(f"l1: {len(pkgs)} packages in the closure of {', '.join(ROOTS)} and {kpkg} {pkgs[kpkg].version}"
+            + (f" from {kernel_suite}" if kernel_suite else ""))
     (root / "kits").mkdir(parents=True, exist_ok=True)
     kapt = _kernel_apt(kernel_suite)
     with open(root / "kits" / ".lock", "w") as kit_lock:
         # The kit's own lock: its builder and this one share the private .deb directory.
         fcntl.flock(kit_lock, fcntl.LOCK_EX)
         t_resolve = time.monotonic()
-        if kapt is None:
+        if kapt is None or kpkg is None:
             debs = apt.fetch_all(pkgs)
         else:
             debs = {**apt.fetch_all({n: r for n, r in pkgs.items() if n != kpkg}),
@@ -436,11 +456,16 @@ def _build_locked(key: str, apt: "ClosureApt", pkgs: dict[str, Resolved], log,
         unpacked = dict(zip(debs, pool.map(lambda d: unpacked_once(d, root / "unpacked"), debs.values())))
     t_unpack = time.monotonic()
 
-    kroot = unpacked.pop(kpkg)
-    vmlinux, kver, moddir = vmlinux_in(kroot, kpkg)
-    plan = plan_modules(moddir, MODULES, kver)
-    if plan.absent:  # built in is as good: there is nothing to load
-        raise KitError(f"{kpkg} has no module {', '.join(plan.absent)}, neither as a file nor built in")
+    if kernel is not None:  # everything built in: nothing to load
+        vmlinux, kver, plan = kernel.vmlinux, kernel.release, None
+    else:
+        assert kpkg is not None
+        kroot = unpacked.pop(kpkg)
+        vmlinux, kver, moddir = vmlinux_in(kroot, kpkg)
+        plan = plan_modules(moddir, MODULES, kver)
+        if plan.absent:  # built in is as good: there is nothing to load
+            raise KitError(f"{kpkg} has no module {', '.join(plan.absent)}, neither as a file nor built in")
+    loads = plan.load if plan is not None else ()
 
     tree = compose(unpacked)
     files = _l1_files()
@@ -452,9 +477,9 @@ def _build_locked(key: str, apt: "ClosureApt", pkgs: dict[str, Resolved], log,
     tree.add(cpio.file("etc/hostname", b"caskit-l1\n"), "l1")
     pyc = _pyc(tree, log)
 
-    for m in plan.load:  # /init reads them at /lib/modules/caskit-l1 (lib is a link to usr/lib)
+    for m in loads:  # /init reads them at /lib/modules/caskit-l1 (lib is a link to usr/lib)
         tree.add(cpio.file(f"usr/lib/modules/caskit-l1/{m.file_name}", m.data), kpkg)
-    tree.add(cpio.file("usr/lib/modules/caskit-l1/order", "".join(f"{m.file_name}\n" for m in plan.load).encode()),
+    tree.add(cpio.file("usr/lib/modules/caskit-l1/order", "".join(f"{m.file_name}\n" for m in loads).encode()),
              "l1")
 
     for d in MERGED:
@@ -484,8 +509,9 @@ def _build_locked(key: str, apt: "ClosureApt", pkgs: dict[str, Resolved], log,
         "suite": debian_codename(),
         "kernel_suite": kernel_suite or debian_codename(),
         "kernel_release": kver,
-        "kernel_package": kpkg,
-        "modules": [m.file_name for m in plan.load],
+        "kernel_package": kpkg if kernel is None else None,
+        "kernel_build": kernel.manifest if kernel is not None else None,
+        "modules": [m.file_name for m in loads],
         "roots": list(ROOTS),
         "packages": {n: {"version": pkgs[n].version, "deb": debs[n].name, "sha256": sha256_file(debs[n])} for n in sorted(debs)},
         "used_packages": sorted(p for p in by_pkg if p in pkgs),

@@ -369,7 +369,11 @@ def test_wait_exit_follows_any_process(tmp_path):
         p.wait()
 
 
-@pytest.mark.parametrize("kvm,hv,missing", [(1, 1, None), (1, 0, "kvm_hv"), (0, 0, "/dev/kvm and kvm_hv")])
-def test_an_l1_ready_line_without_kvm_names_what_is_missing(kvm, hv, missing):
-    line = f"CASKIT-L1-READY name=nested-hv kind=nested-hv image=abc kvm={kvm} kvm_hv={hv} uptime=4.2".encode()
-    assert emulated.missing_kvm(emulated.READY_RE.search(line)) == missing
+@pytest.mark.parametrize("mode,kvm,hv,pr,missing", [
+    ("hv-nested", 1, 1, 0, None), ("hv-nested", 1, 0, 0, "kvm_hv"), ("hv", 0, 0, 0, "/dev/kvm and kvm_hv"),
+    ("pr", 1, 0, 1, None), ("pr", 1, 0, 0, "kvm_pr"), ("pr", 0, 0, 0, "/dev/kvm and kvm_pr"),
+    ("hv-nested", 1, 0, 1, "kvm_hv"),  # a PR VM is no HV host
+])
+def test_an_l1_ready_line_without_kvm_names_what_is_missing(mode, kvm, hv, pr, missing):
+    line = f"CASKIT-L1-READY name=h kind=k image=abc kvm={kvm} kvm_hv={hv} kvm_pr={pr} uptime=4.2".encode()
+    assert emulated.missing_kvm(emulated.READY_RE.search(line), mode) == missing

@@ -121,3 +121,35 @@ def test_a_cell_survives_the_results_store_round_trip():
 def test_host_facts_survive_the_run_record_round_trip():
     facts = make_facts("hv-nested", kvm_xics=True, builds=(make_build(), make_build("b", firmware_dir="/fw")))
     assert HostFacts.from_dict(json.loads(json.dumps(facts.to_dict()))) == facts
+
+
+def test_host_axes_replace_an_axis_for_that_hosts_cells_only():
+    # A host where one value cannot run at all (VOF under PR KVM) gets the one that can.
+    m = matrix({"ic_mode": ["dual", "xics"], "firmware": ["vof"]}, hosts=("farm1", "farm2"),
+               host_axes={"farm2": {"firmware": ["slof"]}})
+    assert [(c.host, c.axis("ic_mode"), c.axis("firmware")) for c in expand(m)] == [
+        ("farm1", "dual", "vof"), ("farm1", "xics", "vof"), ("farm2", "dual", "slof"), ("farm2", "xics", "slof")]
+
+
+@pytest.mark.parametrize("host_axes,key,words", [
+    ({"farm9": {"firmware": ["slof"]}}, "host_axes.farm9", "not one of the matrix's hosts"),
+    ({"farm1": {"colour": ["red"]}}, "host_axes.farm1.colour", "unknown axis"),
+    ({"farm1": {"firmware": ["uboot"]}}, "host_axes.farm1.firmware", "uboot"),
+    ({"farm1": ["slof"]}, "host_axes.farm1", "mapping of axis name"),
+])
+def test_host_axes_that_cannot_apply_name_their_key(host_axes, key, words):
+    from harness.errors import ConfigError
+    with pytest.raises(ConfigError) as e:
+        matrix({}, hosts=("farm1",), host_axes=host_axes)
+    assert e.value.key == key and words in str(e.value), str(e.value)
+
+
+def test_the_shipped_kvm_modes_matrix_boots_pr_hosts_with_slof_and_the_others_with_vof():
+    from harness.config import load_matrix
+    cells = expand(load_matrix("kvm-modes"))
+    by_host: dict[str, set] = {}
+    for c in cells:
+        by_host.setdefault(c.host, set()).add(c.axis("firmware"))
+    assert by_host.pop("pr") == {"slof"}
+    assert by_host == {h: {"vof"} for h in ("nested-hv", "powernv9", "nested-papr", "nested-papr-p9")}
+    assert len([c for c in cells if c.host == "pr"]) == 54

@@ -1,0 +1,123 @@
+"""PR KVM for real: caskit's `pr` host (a hash-MMU POWER9 pseries L1 under QEMU 7.2 whose kernel
+caskit built from Debian's linux-source with kvm_pr; `bootstrap.sh --suite` builds it once)
+booted once, probed over SSH, and given a reduced matrix. What it shows, measured
+(docs/pr-kvm.md):
+
+- the probe finds PR KVM from a PR VM it creates (kvm_pr built in has no /sys/module entry), with
+  in-kernel XICS and without in-kernel XIVE (KVM_CAP_PPC_IRQ_XIVE = 0, as the original XIVE work
+  asks of PR), and finds from QEMU's own refusals under this KVM the options every L2 needs;
+- an L2 with SLOF boots with in-kernel XICS; a dual L2 gets emulated XIVE with QEMU's fallback
+  warning, takes IPIs on two vCPUs and both kinds of NIC interrupts, and migrates inside the L1
+  and back; XIVE required in the kernel is refused at start, as the model predicts.
+
+The L1 is stopped at the end by PID and no QEMU of ours may be left."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from conftest import run_cli, write_matrix
+from harness.emulated import host as emulated, image as l1image
+from harness.probe import probe_remote
+from integration.helpers import assert_no_qemu_left, pid_alive
+
+pytestmark = pytest.mark.guest
+
+FALLBACK = "kernel_irqchip allowed but unavailable: IRQ_XIVE capability must be present for KVM"
+REFUSAL = "IRQ_XIVE capability must be present for KVM"
+
+
+@pytest.fixture(scope="module")
+def l1():
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    kind = emulated.KINDS["pr"]
+    name = "it-pr"
+    emulated.down(name, log=lambda m: None)  # a host a crashed earlier run left, by its PID
+    h = emulated.EmulatedHost(name, kind.name)
+    st = h.up(l1image.build(log=log, **kind.image_recipe), timeout=240, log=log)
+    yield h, st
+    h.down(log=lambda m: None)
+    assert not pid_alive(st.pid), f"L1 {name} (pid {st.pid}) still running"
+
+
+def test_the_probe_finds_pr_kvm_from_a_pr_vm_and_what_qemu_needs_under_it(l1, tmp_path):
+    h, st = l1
+    f = probe_remote(h.ssh(), h.spec(st.port), tmp_path, builds=set(), log=lambda m: None)
+    assert (f.kvm_mode, f.kvm_xics, f.kvm_xive, f.platform) == ("pr", True, False, "pSeries")
+    caps = dict(f.kvm_caps)
+    assert caps["KVM_CAP_PPC_IRQ_XIVE"] == 0 and caps["KVM_CAP_IRQ_XICS"] == 1
+    forced = dict(f.forced_options)
+    assert {"cap-fwnmi=off", "cap-large-decr=off"} <= forced.keys(), forced
+    assert "FWNMI" in forced["cap-fwnmi=off"]
+    assert f.kvm_guest_refusal is None  # with those, QEMU starts a guest under PR KVM
+
+
+MATRIX = """
+name: {name}
+hosts: [{host}]
+axes: {{accel: [kvm], ic_mode: [{ic}], kernel_irqchip: [{kirq}], cpu: [host], smp: [{smp}], firmware: [slof]}}
+timeouts: {{boot: 300, command: 90, liveness: 10}}
+"""
+CELLS = {"xics": ("xics", "default", 1, ""),  # in-kernel XICS
+         # No in-kernel XIVE: emulated, with QEMU's fallback warning; IPIs, both NIC interrupt
+         # kinds, and a migration inside the L1 and back, in one boot (each PR boot is a minute).
+         "dual": ("dual", "default", 2, "workloads: [ipi, virtio-net]\nmigration: [roundtrip]\n"),
+         "xive-on": ("xive", '"on"', 1, "")}  # refused at start: no in-kernel XIVE
+
+
+@pytest.fixture(scope="module")
+def run(l1, kit, tmp_path_factory):
+    h, _ = l1
+    d = tmp_path_factory.mktemp("run-pr")
+    inv = d / "hosts.yaml"
+    inv.write_text(f"hosts:\n  {h.name}: {{kind: emulated, emulated_kind: pr}}\n")
+    files = [write_matrix(d / f"{n}.yaml", MATRIX.format(name=n, host=h.name, ic=ic, kirq=kirq, smp=smp) + extra)
+             for n, (ic, kirq, smp, extra) in CELLS.items()]
+    r = run_cli(["run", *map(str, files), "--hosts", str(inv)], d / "out", timeout=1200)
+    assert (d / "out" / "results.json").exists(), r.stderr[-3000:]
+    return h, r
+
+
+def _cell(r, matrix):
+    (c,) = [c for c in r.results["cells"] if c["matrix"] == matrix]
+    return c
+
+
+def test_a_pr_run_is_green_and_names_its_kvm_mode(run):
+    h, r = run
+    assert r.rc == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    facts = r.results["run"]["hosts"][h.name]
+    assert (facts["kvm_probe"], facts["kvm_mode"], facts["kvm_xics"], facts["kvm_xive"]) == ("kvmcaps", "pr", True, False)
+    assert {"cap-fwnmi=off", "cap-large-decr=off"} <= set(facts["guest_machine_options"])
+    assert 'class="group">KVM mode: pr' in (r.out / "report.html").read_text()
+    run_id = json.loads((r.out / "run.json").read_text())["id"]
+    assert_no_qemu_left(run_id)
+
+
+def test_xics_is_in_the_kernel_and_xive_is_emulated_with_the_fallback_warning(run):
+    h, r = run
+    xics, dual = _cell(r, "xics"), _cell(r, "dual")
+    assert (xics["verdict"], xics["observed"]["mode"], xics["observed"]["host"]["irqchip"]) == ("PASS", "xics", "in-kernel")
+    assert (dual["verdict"], dual["observed"]["mode"], dual["observed"]["host"]["irqchip"]) == ("PASS", "xive", "emulated")
+    assert any(FALLBACK in w for w in dual["observed"]["qemu_warnings"])
+
+
+def test_interrupts_flow_in_an_l2_and_it_migrates_inside_the_l1(run):
+    h, r = run
+    c = _cell(r, "dual")
+    assert c["verdict"] == "PASS", c["reason"]
+    by = {w["name"]: w for w in c["workloads"]}
+    assert by["ipi"]["metrics"]["ipi_delta"]["1"] > 0
+    assert by["virtio-net"]["metrics"]["msix"]["received"] == by["virtio-net"]["metrics"]["msix"]["sent"] > 0
+    assert by["virtio-net"]["metrics"]["lsi"]["received"] == by["virtio-net"]["metrics"]["lsi"]["sent"] > 0
+    assert [x["verdict"] for x in c["migration"]["hops"]] == ["PASS", "PASS"]
+
+
+def test_xive_required_in_the_kernel_is_refused_at_start_as_predicted(run):
+    h, r = run
+    c = _cell(r, "xive-on")
+    assert (c["verdict"], c["expected"]["rule"], c["observed"]["stage"]) == ("XFAIL", "kvm-irqchip-required", "qemu-start")
+    assert REFUSAL in c["observed"]["error"]
