@@ -221,8 +221,19 @@ def cmd_run(a) -> int:
     for opt in ("kernel", "initrd", "modules", "qemu"):
         if getattr(a, opt):
             args += [f"--caskit-{opt}", str(Path(getattr(a, opt)).expanduser().resolve())]
-    if a.workers not in ("0", "1"):
-        args += ["-n", a.workers]
+    if a.workers == "auto":
+        requested = os.cpu_count() or 1
+    elif a.workers.isdigit():
+        requested = int(a.workers)
+    else:
+        print(f"caskit: config error: command line: -n {a.workers!r}: a number of workers, or auto", file=sys.stderr)
+        return EXIT_USAGE
+    workers = prepare.useful_workers(plan, requested)
+    if workers < requested:
+        print(f"caskit: -n {a.workers}: {workers} worker{'s' if workers != 1 else ''} (the plan's {len(plan.cells)} "
+              "cells and its hosts' slots allow no more at once)", file=sys.stderr)
+    if workers > 1:
+        args += ["-n", str(workers)]
     if not a.verbose:
         # unraisableexception: warnings of its own, and five gc.collect() passes per process at exit.
         args += ["--tb=no", "-p", "no:warnings", "-p", "no:unraisableexception"]

@@ -42,6 +42,21 @@ class RunPlan:
     all_cells: list[Cell] = field(default_factory=list)  # the whole plan, every shard's cells
 
 
+def useful_workers(plan: RunPlan, requested: int) -> int:
+    """How many of the `requested` workers can ever run a cell at once (pure): no more than the
+    slots of the hosts the cells use (a pool's members all count) and no more than the cells.
+    A worker beyond those only waits for a lease, and each costs the controller an interpreter's
+    start-up and imports (issue 23: about 0.45 s of CPU here) and idle polling."""
+    used: set[str] = set()
+    for c in plan.cells:
+        if c.host.startswith(POOL_PREFIX) and (pool := plan.pools.get(c.host[len(POOL_PREFIX):])) is not None:
+            used.update(pool.hosts)
+        else:
+            used.add(c.host)
+    slots = sum(plan.hosts[h].slots for h in used if h in plan.hosts)
+    return max(1, min(requested, slots, len(plan.cells)))
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
 

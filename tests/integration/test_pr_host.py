@@ -7,8 +7,13 @@ booted once, probed over SSH, and given a reduced matrix. What it shows, measure
   in-kernel XICS and without in-kernel XIVE (KVM_CAP_PPC_IRQ_XIVE = 0, as the original XIVE work
   asks of PR), and finds from QEMU's own refusals under this KVM the options every L2 needs;
 - an L2 with SLOF boots with in-kernel XICS; a dual L2 gets emulated XIVE with QEMU's fallback
-  warning, takes IPIs on two vCPUs and both kinds of NIC interrupts, and migrates inside the L1
-  and back; XIVE required in the kernel is refused at start, as the model predicts.
+  warning and takes IPIs on two vCPUs and both kinds of NIC interrupts; XIVE required in the
+  kernel is refused at start, as the model predicts;
+- a migration inside the L1 does not survive: the destination QEMU dies of SIGSEGV right after
+  `completed` (emulated XIVE; an in-kernel XICS guest panics there instead: "Aiee, killing
+  interrupt handler!"), every run measured here (docs/pr-kvm.md). caskit calls that FAIL, the
+  system under test's, with the hop's evidence; if a newer QEMU or kernel fixes it, this test
+  says so.
 
 The L1 is stopped at the end by PID and no QEMU of ours may be left."""
 
@@ -86,9 +91,10 @@ def _cell(r, matrix):
     return c
 
 
-def test_a_pr_run_is_green_and_names_its_kvm_mode(run):
+def test_a_pr_run_names_its_kvm_mode_and_fails_only_by_its_migration(run):
     h, r = run
-    assert r.rc == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert r.rc == 1, r.stdout[-3000:] + r.stderr[-2000:]  # FAIL (the migration), never ERROR
+    assert [c["matrix"] for c in r.results["cells"] if c["verdict"] not in ("PASS", "XFAIL")] == ["dual"]
     facts = r.results["run"]["hosts"][h.name]
     assert (facts["kvm_probe"], facts["kvm_mode"], facts["kvm_xics"], facts["kvm_xive"]) == ("kvmcaps", "pr", True, False)
     assert {"cap-fwnmi=off", "cap-large-decr=off"} <= set(facts["guest_machine_options"])
@@ -101,19 +107,23 @@ def test_xics_is_in_the_kernel_and_xive_is_emulated_with_the_fallback_warning(ru
     h, r = run
     xics, dual = _cell(r, "xics"), _cell(r, "dual")
     assert (xics["verdict"], xics["observed"]["mode"], xics["observed"]["host"]["irqchip"]) == ("PASS", "xics", "in-kernel")
-    assert (dual["verdict"], dual["observed"]["mode"], dual["observed"]["host"]["irqchip"]) == ("PASS", "xive", "emulated")
+    assert (dual["observed"]["mode"], dual["observed"]["host"]["irqchip"]) == ("xive", "emulated")
     assert any(FALLBACK in w for w in dual["observed"]["qemu_warnings"])
 
 
-def test_interrupts_flow_in_an_l2_and_it_migrates_inside_the_l1(run):
+def test_interrupts_flow_in_an_l2_and_its_migration_inside_the_l1_is_a_fail(run):
     h, r = run
     c = _cell(r, "dual")
-    assert c["verdict"] == "PASS", c["reason"]
     by = {w["name"]: w for w in c["workloads"]}
+    assert [by[w]["verdict"] for w in ("ipi", "virtio-net")] == ["PASS", "PASS"], c["reason"]
     assert by["ipi"]["metrics"]["ipi_delta"]["1"] > 0
     assert by["virtio-net"]["metrics"]["msix"]["received"] == by["virtio-net"]["metrics"]["msix"]["sent"] > 0
     assert by["virtio-net"]["metrics"]["lsi"]["received"] == by["virtio-net"]["metrics"]["lsi"]["sent"] > 0
-    assert [x["verdict"] for x in c["migration"]["hops"]] == ["PASS", "PASS"]
+    # The destination QEMU does not outlive the hop (measured: SIGSEGV); the source lives on.
+    (hop,) = c["migration"]["hops"]
+    assert (c["verdict"], hop["name"], hop["qmp"]["status"], hop["verdict"]) == ("FAIL", "B", "completed", "FAIL")
+    assert {"destination-crashed", "destination-exited"} & set(hop["unexplained"]), hop["problems"]
+    assert hop["source_alive"] and not hop["destination_alive"]
 
 
 def test_xive_required_in_the_kernel_is_refused_at_start_as_predicted(run):

@@ -22,3 +22,24 @@ def test_a_cell_that_ran_once_is_left_as_it_is():
 
 def test_health_checks_have_ids_of_their_own():
     assert pools.health_record_id("p9", "hosta", "hosta-tcg-x") == "health-p9-hosta-hosta-tcg-x"
+
+
+def test_workers_beyond_the_slots_or_the_cells_are_not_started(tmp_path):
+    # Each would only wait for a lease, at the cost of an interpreter (issue 23).
+    from harness import prepare
+    inv = tmp_path / "hosts.yaml"
+    inv.write_text("hosts:\n  local: {kind: local, slots: 2}\n  one: {kind: local, slots: 1}\n"
+                   "  three: {kind: local, slots: 3}\n"
+                   "pools:\n  farm: {hosts: [one, three]}\n")
+
+    def plan(hosts, ic_modes):
+        m = tmp_path / "m.yaml"
+        m.write_text(f"hosts: {hosts}\naxes: {{ic_mode: {ic_modes}}}\n")
+        return prepare.load_plan([str(m)], str(inv))
+
+    assert prepare.useful_workers(plan("[one]", "[dual, xics, xive]"), 2) == 1
+    assert prepare.useful_workers(plan("[local]", "[dual, xics, xive]"), 8) == 2
+    assert prepare.useful_workers(plan("[local]", "[dual]"), 2) == 1  # one cell
+    assert prepare.useful_workers(plan("[one, local]", "[dual, xics]"), 8) == 3
+    assert prepare.useful_workers(plan("[pool:farm]", "[dual, xics, xive, default]"), 8) == 4
+    assert prepare.useful_workers(plan("[local]", "[dual, xics]"), 0) == 1
