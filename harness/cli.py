@@ -97,6 +97,11 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--merge", nargs="+", metavar="DIR",
                      help="the run directories of one matrix's shards (caskit run --shard K/N), merged into -o DIR: "
                           "one run, every planned cell (a shard that never reported: its cells not run)")
+    rep.add_argument("--run-id", metavar="ID",
+                     help="a run from the results history (--db) into -o DIR; a shard's run brings every shard of "
+                          "its plan, merged (each shard by its latest run: a resumed one counts)")
+    rep.add_argument("--db", metavar="URL", help="with --run-id: the results history (default $CASKIT_DB, else "
+                                                 "reports/history.sqlite)")
     rep.add_argument("--baseline", help="an earlier run's directory to compare with")
     rep.add_argument("--format", choices=("markdown", "csv", "html", "kcidb"),
                      help="print the compatibility matrix in this format instead (for docs; kcidb: KCIDB I/O JSON "
@@ -407,6 +412,8 @@ def cmd_report(a) -> int:
 
     if a.merge:
         return _merge(a)
+    if a.run_id:
+        return _from_history(a)
     if not a.dir:
         print("caskit: error: report needs a run directory (or --merge DIR... -o DIR)", file=sys.stderr)
         return EXIT_USAGE
@@ -481,6 +488,58 @@ def _merge(a) -> int:
           + (f"; shards never reported: {', '.join(map(str, m['missing_shards']))}" if m["missing_shards"] else "")
           + (f"; {len(missing)} cells not run" if missing else ""), file=sys.stderr)
     return run_exit_status(merged)
+
+
+def _from_history(a) -> int:
+    """caskit report --run-id ID -o OUT: a run as the results history has it, written out as a
+    run (results.json, report.html, junit.xml); a shard's run with all its sibling shards merged,
+    so a farm's CI engine needs no shared directory, only the shared history."""
+    import json
+
+    from . import history, shard as shardmod
+    from .report import write_reports
+    from .results import atomic_write
+
+    if a.dir or a.merge or a.format or a.baseline or not a.output:
+        print("caskit: error: --run-id ID goes with -o DIR (and --db URL) only", file=sys.stderr)
+        return EXIT_USAGE
+    out = Path(a.output).resolve()
+    if out.exists() and any(out.iterdir()):
+        print(f"caskit: error: -o {a.output}: not empty; the run goes into a directory of its own", file=sys.stderr)
+        return EXIT_USAGE
+    url = history.resolve_url(a.db)
+    if url is None or not history.exists(url):
+        print(f"caskit: error: --run-id {a.run_id}: no results history at {history.redact(url) if url else '(off)'}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with history.connect(url) as db:
+            results = history.run_results(db, a.run_id)
+            siblings = history.sibling_shards(db, results["run"]["shard"]) \
+                if results is not None and results["run"].get("shard") else None
+    except CaskitError as e:
+        print(f"caskit: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    if results is None:
+        print(f"caskit: error: --run-id {a.run_id}: no such run in {history.redact(url)}", file=sys.stderr)
+        return EXIT_USAGE
+    if siblings is not None:
+        try:
+            results = shardmod.merge([(r["run"].get("out") or ".", r) for r in siblings], str(out))
+        except shardmod.MergeError as e:
+            print(f"caskit: error: --run-id {a.run_id}: {e}", file=sys.stderr)
+            return EXIT_USAGE
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "results.json", json.dumps(results, indent=1) + "\n")
+    write_reports(out, results)
+    missing = [c["id"] for c in results["cells"] if c.get("not_run")]
+    shards = results["run"].get("merged")
+    print(f"caskit: run {a.run_id} from {history.redact(url)} into {out}: {len(results['cells'])} cells"
+          + (f" of {len(siblings)} of {shards['of']} shards" if shards else "")
+          + (f"; shards never reported: {', '.join(map(str, shards['missing_shards']))}"
+             if shards and shards["missing_shards"] else "")
+          + (f"; {len(missing)} cells not run" if missing else ""), file=sys.stderr)
+    return run_exit_status(results)
 
 
 def _export_kcidb(results: dict, out_dir: Path, origin: str | None, base_url: str | None,

@@ -32,10 +32,10 @@ from urllib.parse import unquote, urlsplit
 from .errors import CaskitError, ConfigError
 from .results import planned_records, reports_dir
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Columns added after version 1, with the version that added them: ALTER TABLE brings older
 # databases up to date (both engines add a NULL column without rewriting the table).
-ADDED_COLUMNS = ((2, "runs", "planned", "TEXT"),)
+ADDED_COLUMNS = ((2, "runs", "planned", "TEXT"), (3, "runs", "shard", "TEXT"))
 DEFAULT_NAME = "history.sqlite"
 BUSY_TIMEOUT_S = 60.0  # a commit is milliseconds; a minute covers a busy farm controller's burst
 # A constant key for PostgreSQL's advisory lock around schema creation: two controllers creating
@@ -67,6 +67,9 @@ TABLES: dict[str, tuple[tuple[str, ...], ...]] = {
         # JSON: the planned cell ids in order, so a run read back from the history knows the
         # cells that never reported ("not run") as its results.json does.
         ("planned", "TEXT"),
+        # JSON {"index", "of", "plan": [every cell id of the whole plan], "plan_specs"} for a run of one shard
+        # (caskit run --shard K/N): `caskit report --run-id` finds its sibling shards by it.
+        ("shard", "TEXT"),
     ),
     "cells": (
         ("run_id", "TEXT NOT NULL REFERENCES runs(id)"),
@@ -341,6 +344,9 @@ def run_row(run: dict, out: Path | str | None = None) -> dict:
         "cells_planned": len(run["cell_order"]) if run.get("cell_order") is not None else None,
         "resumed_from": run.get("resumed_from"),
         "planned": json.dumps(run["cell_order"]) if run.get("cell_order") is not None else None,
+        # With plan_specs: a merge from the history alone places every cell, run or not.
+        "shard": json.dumps({k: run["shard"].get(k) for k in ("index", "of", "plan", "plan_specs")})
+        if run.get("shard") else None,
     }
 
 
@@ -515,8 +521,26 @@ def run_results(db: Db, run_id: str) -> dict | None:
             "hosts_summary": json.loads(r["hosts"] or "{}"), "from_history": redact(db.url)}
     if planned is not None:
         run_["cell_order"] = planned
+    if r.get("shard"):
+        run_["shard"] = json.loads(r["shard"])
+    run_["out"] = r["out"]
     # The same view as the run directory's: every planned cell, "not run" where none reported.
     return {"run": run_, "cells": planned_records(planned, cells)}
+
+
+def sibling_shards(db: Db, shard: dict) -> list[dict]:
+    """The runs of every shard of `shard`'s plan (the same plan, split the same N ways), one per
+    shard index: the latest started, so a shard resumed after it was killed counts by its
+    resumed run, which holds every cell of it. Results as run_results() gives them."""
+    latest: dict[int, tuple[str, str]] = {}
+    for rid, started, sh in db.query("SELECT id, started, shard FROM runs WHERE shard IS NOT NULL"):
+        s = json.loads(sh)
+        if (s.get("of"), s.get("plan")) != (shard["of"], shard["plan"]):
+            continue
+        k = int(s["index"])
+        if k not in latest or (started or "") > latest[k][0]:
+            latest[k] = (started or "", rid)
+    return [res for _, (_, rid) in sorted(latest.items()) if (res := run_results(db, rid)) is not None]
 
 
 def exists(url: str) -> bool:

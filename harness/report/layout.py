@@ -22,14 +22,15 @@ def matrix_layout(cells: list[dict], group_of=None) -> tuple[str | None, list, l
     groups = list(dict.fromkeys(group_of(c) for c in cells)) if group_of else []
     # A KVM run always says which KVM mode its columns are; a TCG-only run needs no group row.
     grouped = len(groups) > 1 or (len(groups) == 1 and groups[0] != "tcg-only")
-    varying = [a for a in AXIS_NAMES if len({str(c["axes"][a]) for c in cells}) > 1]
+    # A cell "not run" whose plan is not known (a run read back from an older history) has no axes.
+    varying = [a for a in AXIS_NAMES if len({str(c["axes"].get(a, "?")) for c in cells}) > 1]
     if len({c["host"] for c in cells}) > 1:
         varying.insert(0, "host")
     if grouped:
         varying = [a for a in varying if a not in ("host", "accel")]
 
     def val(c, a):
-        return str(c["host"] if a == "host" else c["axes"][a])
+        return str(c["host"] if a == "host" else c["axes"].get(a, "?"))
 
     col = next((a for a in COLUMN_PREFERENCE if a in varying), None)
     row_axes = [a for a in varying if a != col]

@@ -134,6 +134,12 @@ def test_three_shards_share_ssh_hosts_and_postgresql_one_killed_midway_resumes_t
             runs = {r.id: r for r in history.list_runs(h)}
         shard_ids = {json.loads((tmp_path / f"s{k}" / "run.json").read_text())["id"] for k in (1, 2, 3)}
         assert shard_ids <= set(runs) and [r.ended for i, r in runs.items() if f"caskit:{i}:" == tag] == [None]
+        # The same from the history alone, as a CI job that shares only the database would ask.
+        other = next(iter(shard_ids - {tag.split(":")[1]}))
+        hist = run_cli(["report", "--run-id", other, "--db", db, "-o", str(tmp_path / "hist-partial")])
+        assert hist.rc == 3, hist.stdout + hist.stderr
+        got = json.loads((tmp_path / "hist-partial" / "results.json").read_text())
+        assert {c["id"] for c in got["cells"] if c.get("not_run")} == missing
 
         resumed = run_cli(["run", str(m), "--hosts", str(inv), "--shard", f"{victim}/3", "--db", db, "--resume"], out)
         assert resumed.rc == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
@@ -148,5 +154,13 @@ def test_three_shards_share_ssh_hosts_and_postgresql_one_killed_midway_resumes_t
         {c["id"]: (c["verdict"], c["observed"]["mode"]) for c in whole.results["cells"]}
     d = run_cli(["diff", str(tmp_path / "whole"), str(tmp_path / "merged")])
     assert d.rc == 0 and "0 regression(s)" in d.stdout, d.stdout
+    # From the history: the resumed run stands for its shard; every view agrees with the merge.
+    hist = run_cli(["report", "--run-id", resumed.results["run"]["id"], "--db", db, "-o", str(tmp_path / "hist")])
+    assert hist.rc == 0, hist.stdout + hist.stderr
+    from_db = json.loads((tmp_path / "hist" / "results.json").read_text())
+    assert {c["id"]: c["verdict"] for c in from_db["cells"]} == {c["id"]: c["verdict"] for c in got["cells"]}
+    assert (tmp_path / "hist" / "report.html").stat().st_size > 0
+    nope = run_cli(["report", "--run-id", "no-such-run", "--db", db, "-o", str(tmp_path / "nope")])
+    assert nope.rc == 2 and "no-such-run" in nope.stderr
     for r in (resumed, whole):
         assert_no_qemu_left(r.results["run"]["id"])

@@ -207,12 +207,12 @@ def test_formatting():
     assert "(ran in r1)" in t and t.splitlines()[-1] == "2 run(s): FLAKY 1, PASS 1; duration min 3.5 s, max 7.5 s"
 
 
-def test_a_version_1_history_gains_the_planned_column(tmp_path):
+def test_a_version_1_history_gains_the_planned_and_shard_columns(tmp_path):
     import sqlite3
     path = tmp_path / "v1.sqlite"
     con = sqlite3.connect(path)
     for stmt in history.schema_sql():
-        con.execute(stmt.replace(", planned TEXT", ""))
+        con.execute(stmt.replace(", planned TEXT", "").replace(", shard TEXT", ""))
     con.execute("INSERT INTO caskit_meta (key, value) VALUES ('schema_version', '1')")
     con.commit()
     con.close()
@@ -220,3 +220,9 @@ def test_a_version_1_history_gains_the_planned_column(tmp_path):
         history.record_run(db, run("r1", "2026-01-01T00:00:00Z", cell_order=["c0"]), "/out/r1")
         assert [c["id"] for c in history.run_results(db, "r1")["cells"]] == ["c0"]  # not run, but known
         assert db.query("SELECT value FROM caskit_meta WHERE key = 'schema_version'") == [(str(history.SCHEMA_VERSION),)]
+        shard = {"index": 2, "of": 3, "plan": ["c0", "c1"], "plan_specs": [{"id": "c1", "host": "h", "axes": {}}]}
+        history.record_run(db, run("r2", "2026-01-01T00:01:00Z", cell_order=["c1"], shard=shard), "/out/r2")
+        history.record_run(db, run("r3", "2026-01-01T00:02:00Z", cell_order=["c1"], shard=shard), "/out/r3")
+        # A shard's latest run stands for it (a resumed one comes after the run it resumed).
+        (sib,) = history.sibling_shards(db, shard)
+        assert (sib["run"]["id"], sib["run"]["shard"], sib["run"]["out"]) == ("r3", shard, "/out/r3")
