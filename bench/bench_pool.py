@@ -51,7 +51,8 @@ SMOKE = {"ic_mode": "[dual]", "guest_xive": "[default]", "cpu_compat": "[default
 
 
 def run(matrix: Path, inventory: Path, out: Path, repo: Path = REPO) -> tuple[float, float, int, float, dict]:
-    """(wall s, controller CPU s, cells, cell phase s, results) of one `caskit run -n 2` of `repo`."""
+    """(wall s, controller CPU s, cells, cell phase s, results, largest process MiB so far) of one
+    `caskit run -n 2` of `repo`."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     p = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(matrix), "--hosts", str(inventory),
@@ -70,7 +71,25 @@ def run(matrix: Path, inventory: Path, out: Path, repo: Path = REPO) -> tuple[fl
     # The cell phase alone: from the first cell's start to the last one's end (the run's fixed
     # costs, probing and a pool's health checks, are in `wall`).
     phase = max(c["started_s"] + c["duration_s"] for c in cells) - min(c["started_s"] for c in cells)
-    return wall, cpu, len(cells), phase, results
+    # ru_maxrss of the children: the largest process this run left behind (the controller or a
+    # worker, each holding one cell at a time), in KiB; a high-water mark over this script's life.
+    return wall, cpu, len(cells), phase, results, after.ru_maxrss / 1024
+
+
+def in_flight(cells: list[dict], slots: int) -> tuple[float, float]:
+    """(mean cells in flight over the cell phase, share of the phase with every slot busy), from
+    each cell's start and duration (pure): how well the run keeps its hosts' slots filled."""
+    edges = sorted([(c["started_s"], 1) for c in cells] + [(c["started_s"] + c["duration_s"], -1) for c in cells])
+    t0, t_end = edges[0][0], edges[-1][0]
+    if t_end <= t0:
+        return 0.0, 0.0
+    busy = full = 0.0
+    n, prev = 0, t0
+    for t, d in edges:
+        busy += n * (t - prev)
+        full += (t - prev) if n >= slots else 0.0
+        n, prev = n + d, t
+    return busy / (t_end - t0), full / (t_end - t0)
 
 
 def main() -> int:
@@ -85,6 +104,7 @@ def main() -> int:
     _smoke.sigterm_unwinds()
     repos = [Path(r).resolve() for r in a.repo.split(",")]
     plans = {"pool (2 members, 1 slot each)": ("pool:p9", FULL), "one host (1 slot)": ("hosta", FULL)}
+    slots = {"pool:p9": 2, "hosta": 1}
     if a.fixed_marginal:
         plans["one host, 1 cell"] = ("hosta", SMOKE)
     if a.smoke:
@@ -119,7 +139,11 @@ def main() -> int:
                 per_min = [cells / f[3] * 60 for f in fs]
                 cpu_cell = [f[1] / cells for f in fs]
                 name = label if len(repos) == 1 else f"{label} [{repo}]"
-                rows.append((name, cells, statistics.median(walls), statistics.median(per_min), statistics.median(cpu_cell)))
+                flights = [in_flight([c for c in f[4]["cells"] if not c.get("health_check")], slots[plans[label][0]])
+                           for f in fs]
+                rows.append((name, cells, statistics.median(walls), statistics.median(per_min), statistics.median(cpu_cell),
+                             statistics.median(x[0] for x in flights), statistics.median(x[1] for x in flights),
+                             slots[plans[label][0]], max(f[5] for f in fs)))
             for repo in repos if a.fixed_marginal else []:
                 one = statistics.median(f[1] for f in figures[("one host, 1 cell", repo)])
                 full = figures[("one host (1 slot)", repo)]
@@ -133,19 +157,24 @@ def main() -> int:
             # What is still there (sshds, namespaces, mounts), what close() had to kill, our QEMUs.
             leftovers = th.leftovers() + [f"killed by close(): {x}" for x in th.stragglers]
             leftovers += [f"pid {p} (QEMU)" for p in _smoke.qemu_left([f"caskit:{r}:" for r in run_ids])]
-    print(f"{'plan':32} {'cells':>5} {'run wall s':>10} {'cells/min (cell phase)':>23} {'controller CPU s/cell':>22}")
-    for label, cells, wall, pm, cpu in rows:
-        print(f"{label:32} {cells:>5} {wall:>10.1f} {pm:>23.2f} {cpu:>22.2f}")
+    print(f"{'plan':32} {'cells':>5} {'run wall s':>10} {'cells/min (cell phase)':>23} {'controller CPU s/cell':>22} "
+          f"{'in flight / slots':>18} {'all slots busy':>15}")
+    for label, cells, wall, pm, cpu, fl, full, sl, _ in rows:
+        print(f"{label:32} {cells:>5} {wall:>10.1f} {pm:>23.2f} {cpu:>22.2f} {f'{fl:.2f} / {sl}':>18} {full:>14.0%}")
+    if rows:
+        print(f"largest controller process (controller or worker, one cell each): {max(r[8] for r in rows):.0f} MiB")
     for x in fm:
         print(f"controller CPU, one host: fixed {x['fixed_s_per_run']:.2f} s per run, marginal "
               f"{x['marginal_s_per_cell']:.3f} s per cell ({x['repo']})")
-    if not rows or not all(r[2] > 0 and r[3] > 0 and r[4] > 0 for r in rows):
+    if not rows or not all(r[2] > 0 and r[3] > 0 and r[4] > 0 and r[5] > 0 for r in rows):
         problems.append(f"figures missing or not above 0: {rows}")
     if leftovers:
         problems.append(f"left running: {leftovers}")
     _smoke.write(jpath, {"smoke": a.smoke, "repeat": a.repeat, "netns": th.netns, "run_ids": run_ids,
                          "problems": problems, "fixed_marginal": fm, "rows": [{"plan": label, "cells": cells, "run_wall_s": wall, "cells_per_min": pm,
-                                   "controller_cpu_per_cell_s": cpu} for label, cells, wall, pm, cpu in rows]})
+                                   "controller_cpu_per_cell_s": cpu, "mean_in_flight": fl, "all_slots_busy": full,
+                                   "slots": sl, "largest_process_mib": rss}
+                                  for label, cells, wall, pm, cpu, fl, full, sl, rss in rows]})
     return _smoke.status(problems, a.smoke)
 
 
