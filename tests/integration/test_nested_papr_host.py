@@ -10,7 +10,9 @@ and given a reduced matrix. What it shows, measured (docs/hosts.md, "nested-papr
 - an L2 boots to its ready marker, then never gets another console line in: its external
   interrupts do not arrive (the hvc console's interrupt stays at 0 where TCG counts 2). caskit
   calls that FAIL, a guest hang after ready, with the L1's side in the forensics and its known
-  noise classified there. If a newer QEMU or kernel fixes it, this test says so.
+  noise classified there. The cause (docs/hosts.md): since Linux 6.8 a nested-v2 L1 leaves the
+  delivery to the L0 through LPCR[MER], which QEMU's TCG does not implement. If a newer QEMU or
+  kernel fixes it, this test says so.
 
 The L1 is stopped at the end by PID and no QEMU of ours may be left."""
 
