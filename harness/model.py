@@ -60,6 +60,11 @@ RULES: dict[str, Rule] = {r.name: r for r in (
        "guests', and on nested-hv the same (both probe KVM_CAP_PPC_MMU_HASH_V3 = 0; powernv9's is 1)",
        "a guest that can only use the hashed page table (POWER8 CPU or compat) is refused at start where HV KVM "
        "has no HPT for its guests (KVM_CAP_PPC_MMU_HASH_V3 = 0: HV under a hypervisor)"),
+    _r("kvm-pr-no-compat", "target/ppc/compat.c ppc_set_compat() sets KVM_REG_PPC_ARCH_COMPAT, which PR KVM "
+       "(arch/powerpc/kvm/book3s_pr.c) does not implement; measured on caskit's pr host, 2026-12-07: every "
+       "max-cpu-compat=power9 and power8 cell of kvm-modes refused at start with 'Unable to set CPU "
+       "compatibility mode in KVM: Invalid argument'",
+       "under PR KVM a max-cpu-compat (even the host's own generation) is refused at start"),
     _r("cpu-host-needs-kvm", "target/ppc/kvm.c (the host CPU class exists under KVM only); measured on QEMU 7.2.22 "
        "and 10.0.2 under TCG, 2026-12-07: 'unable to find CPU model 'host''",
        "-cpu host is the host's own processor under KVM (its generation from the probed PVR); TCG refuses it"),
@@ -219,18 +224,22 @@ def predict(cell: Cell, facts: HostFacts) -> Expected:
 
     # Where the host runs the controller.
     kirq = a["kernel_irqchip"]
+    # KVM: which in-kernel device is connected when. A XIVE-only or XICS-only machine connects
+    # its one controller at init; a dual machine activates XICS at machine reset (during QEMU
+    # start, before any CAS) and switches to XIVE only when CAS picks it.
+    at_start = "xics" if ic_mode in ("dual", "xics") else "xive"
+    if accel == "kvm" and kirq == "on" and not _in_kernel(facts, at_start):
+        return _fail("kvm-irqchip-required", notes, Stage.QEMU_START, KVM_REQUIRED_ERROR[at_start])
+    if accel == "kvm" and facts.kvm_mode == "pr" and compat != DEFAULT:
+        # At machine reset, after the controllers' init above (measured: xive with
+        # kernel-irqchip=on is refused for XIVE first).
+        return _fail("kvm-pr-no-compat", notes, Stage.QEMU_START, r"Unable to set CPU compatibility mode in KVM")
     if accel == "tcg":
         notes.append("tcg-emulates")
         return _expected(rule, notes, mode=mode, byte23=byte23, irqchip="emulated")
     if kirq == "off":
         notes.append("kvm-irqchip-off")
         return _expected(rule, notes, mode=mode, byte23=byte23, irqchip="emulated")
-    # KVM: which in-kernel device is connected when. A XIVE-only or XICS-only machine connects
-    # its one controller at init; a dual machine activates XICS at machine reset (during QEMU
-    # start, before any CAS) and switches to XIVE only when CAS picks it.
-    at_start = "xics" if ic_mode in ("dual", "xics") else "xive"
-    if kirq == "on" and not _in_kernel(facts, at_start):
-        return _fail("kvm-irqchip-required", notes, Stage.QEMU_START, KVM_REQUIRED_ERROR[at_start])
     if kirq == "on" and not _in_kernel(facts, mode):
         return _fail("kvm-irqchip-required", notes, Stage.CAS, KVM_REQUIRED_ERROR[mode])
     if _in_kernel(facts, mode):

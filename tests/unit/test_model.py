@@ -326,6 +326,8 @@ EXAMPLES = [
     (make_cell(accel="kvm", cpu="POWER10"), NESTED_HOST),  # a POWER10 guest on a POWER9 HV host
     (make_cell(cpu="host"), TCG_HOST),  # -cpu host under TCG
     (make_cell(accel="kvm", firmware="vof"), PR_BARE_HOST),  # VOF under PR KVM
+    # A max-cpu-compat under PR KVM (no KVM_REG_PPC_ARCH_COMPAT there).
+    (make_cell(accel="kvm", cpu_compat="power9", firmware="slof"), replace(PR_BARE_HOST, kvm_xics=True)),
     # A POWER8-compat guest where HV KVM has no HPT (nested: KVM_CAP_PPC_MMU_HASH_V3 = 0).
     (make_cell(accel="kvm", cpu_compat="power8"), replace(NESTED_HOST, kvm_caps=(("KVM_CAP_PPC_MMU_HASH_V3", 0),))),
 ]
@@ -359,3 +361,20 @@ def test_explain(cell, starts):
 def test_matches_error_is_false_without_an_expected_error():
     e = predict(make_cell(), TCG_HOST)
     assert not matches_error(e, "anything")
+
+
+@pytest.mark.parametrize("ic_mode,kirq,compat,rule,stage", [
+    ("dual", "default", "power9", "kvm-pr-no-compat", "qemu-start"),
+    ("dual", "on", "power8", "kvm-pr-no-compat", "qemu-start"),  # before CAS could refuse XIVE
+    ("xics", "off", "power9", "kvm-pr-no-compat", "qemu-start"),
+    ("xive", "on", "power9", "kvm-irqchip-required", "qemu-start"),  # the controller's init comes first
+    ("xive", "default", "power8", "xive-needs-power9", "qemu-start"),
+    ("dual", "default", "default", "guest-picks-xive", None),
+])
+def test_pr_kvm_refuses_any_compat_mode_at_start_after_the_controllers_init(ic_mode, kirq, compat, rule, stage):
+    pr = replace(PR_BARE_HOST, kvm_xics=True)  # what caskit's pr host probes
+    e = predict(make_cell(accel="kvm", ic_mode=ic_mode, kernel_irqchip=kirq, cpu_compat=compat, firmware="slof"), pr)
+    assert (e.rule, e.stage) == (rule, stage)
+    if rule == "kvm-pr-no-compat":
+        assert matches_error(e, "qemu-system-ppc64: Unable to set CPU compatibility mode in KVM: Invalid argument")
+
