@@ -456,6 +456,16 @@ def _export(results: dict, fmt: str, output: str | None) -> int:
     return EXIT_OK
 
 
+def _fresh_dir(output: str) -> Path | None:
+    """-o DIR for a run written out (merged, or from the history): absent or empty, never over
+    another run's files; None, said, when it is not."""
+    out = Path(output).resolve()
+    if out.exists() and any(out.iterdir()):
+        print(f"caskit: error: -o {output}: not empty; the run goes into a directory of its own", file=sys.stderr)
+        return None
+    return out
+
+
 def _merge(a) -> int:
     """caskit report --merge DIR... -o OUT: the shards' runs as one run in OUT (results.json,
     report.html, junit.xml), its exit status that of the whole plan."""
@@ -468,10 +478,8 @@ def _merge(a) -> int:
     if a.dir or a.format or a.baseline or not a.output:
         print("caskit: error: --merge DIR... goes with -o DIR only", file=sys.stderr)
         return EXIT_USAGE
-    out = Path(a.output).resolve()
-    if out.exists() and any(out.iterdir()):
-        print(f"caskit: error: -o {a.output}: not empty; the merged run goes into a directory of its own",
-              file=sys.stderr)
+    out = _fresh_dir(a.output)
+    if out is None:
         return EXIT_USAGE
     runs = [(str(Path(d).resolve()), load_run(Path(d))) for d in a.merge]
     try:
@@ -503,23 +511,18 @@ def _from_history(a) -> int:
     if a.dir or a.merge or a.format or a.baseline or not a.output:
         print("caskit: error: --run-id ID goes with -o DIR (and --db URL) only", file=sys.stderr)
         return EXIT_USAGE
-    out = Path(a.output).resolve()
-    if out.exists() and any(out.iterdir()):
-        print(f"caskit: error: -o {a.output}: not empty; the run goes into a directory of its own", file=sys.stderr)
+    out = _fresh_dir(a.output)
+    if out is None:
         return EXIT_USAGE
     url = history.resolve_url(a.db)
     if url is None or not history.exists(url):
         print(f"caskit: error: --run-id {a.run_id}: no results history at {history.redact(url) if url else '(off)'}",
               file=sys.stderr)
         return EXIT_USAGE
-    try:
-        with history.connect(url) as db:
-            results = history.run_results(db, a.run_id)
-            siblings = history.sibling_shards(db, results["run"]["shard"]) \
-                if results is not None and results["run"].get("shard") else None
-    except CaskitError as e:
-        print(f"caskit: error: {e}", file=sys.stderr)
-        return EXIT_ERROR
+    with history.connect(url) as db:  # a history that cannot be read: main()'s error, exit 3
+        results = history.run_results(db, a.run_id)
+        siblings = history.sibling_shards(db, results["run"]["shard"]) \
+            if results is not None and results["run"].get("shard") else None
     if results is None:
         print(f"caskit: error: --run-id {a.run_id}: no such run in {history.redact(url)}", file=sys.stderr)
         return EXIT_USAGE
