@@ -126,6 +126,16 @@ class Console:
         self.log.write(f"\n#caskit# {text}\n".encode())
         self.log.flush()
 
+    def drain(self, timeout: float) -> None:
+        """Read what the socket still holds, into the transcript and `tail()`, until its other end
+        closes or `timeout`. A QEMU that died leaves its guest's last words (an oops printed right
+        after an incoming migration's `cont`) unread in the socket when nothing waited on the
+        console then."""
+        try:
+            self.child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=timeout)
+        except (OSError, ValueError):  # the socket is gone, or closed on our side: nothing to read
+            pass
+
     def tail(self, n: int = 2000) -> str:
         before = self.child.before if isinstance(self.child.before, bytes) else b""
         return before[-n:].decode(errors="replace")

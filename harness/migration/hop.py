@@ -26,6 +26,7 @@ from ..records import HopResult
 
 MIGRATE_TIMEOUT = 120.0
 STALL_S = 3.0  # 15 heartbeat periods of silence once beats have resumed
+DRAIN_S = 2.0  # a dead destination's console: its socket is at EOF at once, or soon after
 
 
 # The hop's record is typed in records.py (HopResult); here it is what a hop fills in.
@@ -161,6 +162,8 @@ def health(hop: Hop, dst: GuestMachine, *, window: float, timeout: float, since:
         # (the 7.2 defect is told by the destination's DECR in `info registers`).
         hop.forensics = str(dst.save_forensics(f"hop {hop.name}: the guest stopped after the hop "
                                                f"({'; '.join(hop.problems)})"))
+    if not hop.destination_alive and dst.console:
+        dst.console.drain(DRAIN_S)  # its guest's last words are still in the socket: read them
     hop.kernel_log = guestlog.findings(kernel_lines(dst, since))
     for f in hop.kernel_log:
         hop.flag(f"kernel:{f['kind']}", f"guest kernel log: {f['line']}")

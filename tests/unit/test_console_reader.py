@@ -113,3 +113,22 @@ def test_emulated_host_style_patterns_and_eof(console):
     i = c.expect([re.compile(rb"CASKIT-L1-READY"), fail, pexpect.EOF, pexpect.TIMEOUT], 10, "the L1")
     assert i == 1 and c.match.group(1) == b"CASKIT-L1-FAIL no kvm"
     assert c.expect([fail, pexpect.EOF, pexpect.TIMEOUT], 10, "more") == 1
+
+
+def test_a_dead_qemus_last_words_are_drained_into_the_transcript(console, tmp_path):
+    # A destination that died right after an incoming migration's `cont`: nothing waited on its
+    # console then, so its guest's oops is still in the socket (seen with PR KVM, docs/pr-kvm.md).
+    c, guest = console
+    guest.sendall(b"[   12.5] Oops: Kernel access of bad area, sig: 11 [#1]\r\nKernel panic - not syncing: Aiee\r\n")
+    guest.close()  # QEMU gone: its end of the socket closes
+    c.drain(5.0)
+    assert "Kernel panic - not syncing: Aiee" in c.tail(8000)
+    assert b"Oops: Kernel access of bad area" in (tmp_path / "console.log").read_bytes()
+    c.drain(5.0)  # at EOF already, or with the socket gone: nothing to read, no error
+
+
+def test_draining_a_console_whose_other_end_is_alive_stops_at_its_timeout(console):
+    c, guest = console
+    guest.sendall(b"still here\r\n")
+    c.drain(0.3)
+    assert "still here" in c.tail()
