@@ -106,18 +106,34 @@ def test_a_pr_run_names_its_kvm_mode_and_fails_only_by_its_migration(run):
     assert_no_qemu_left(run_id)
 
 
+def crashed(c) -> bool:
+    """QEMU 7.2 died of SIGSEGV by itself: h_confer's cpu_loop_exit() under KVM, reached when a
+    PR guest with two vCPUs confers on a contended lock, at any moment (measured at boot, as
+    the IPIs started, and after a migration; docs/pr-kvm.md). FAIL, the system under test's."""
+    return c["verdict"] == "FAIL" and "crashed (SIGSEGV)" in c["reason"]
+
+
 def test_xics_is_in_the_kernel_and_xive_is_emulated_with_the_fallback_warning(run):
     h, r = run
     xics, dual = _cell(r, "xics"), _cell(r, "dual")
     assert (xics["verdict"], xics["observed"]["mode"], xics["observed"]["host"]["irqchip"]) == ("PASS", "xics", "in-kernel")
-    assert (dual["observed"]["mode"], dual["observed"]["host"]["irqchip"]) == ("xive", "emulated")
-    assert any(FALLBACK in w for w in dual["observed"]["qemu_warnings"])
+    if (dual["observed"].get("host") or {}).get("irqchip"):  # it got as far as the observation
+        assert (dual["observed"]["mode"], dual["observed"]["host"]["irqchip"]) == ("xive", "emulated")
+        assert any(FALLBACK in w for w in dual["observed"]["qemu_warnings"])
+    else:
+        assert crashed(dual), dual["reason"]
 
 
 def test_interrupts_flow_in_an_l2_and_its_migration_inside_the_l1_is_a_fail(run):
     h, r = run
     c = _cell(r, "dual")
     by = {w["name"]: w for w in c["workloads"]}
+    if crashed(c) and not (c["migration"] or {}).get("hops"):
+        # QEMU died before the hop (h_confer, above): a FAIL of the system under test, with
+        # the workloads that ran before it PASS.
+        said = [c["observed"].get("error_kind") or ""] + [w.get("reason") or "" for w in c["workloads"]]
+        assert any("QemuCrashed" in x for x in said), c["reason"]
+        return
     assert [by[w]["verdict"] for w in ("ipi", "virtio-net")] == ["PASS", "PASS"], c["reason"]
     assert by["ipi"]["metrics"]["ipi_delta"]["1"] > 0
     assert by["virtio-net"]["metrics"]["msix"]["received"] == by["virtio-net"]["metrics"]["msix"]["sent"] > 0
