@@ -139,7 +139,7 @@ def write(out: Path, results: dict, cell: dict, dest: Path) -> Path:
         _add(tar, f"{top}/kit.json", (json.dumps({"key": kit.get("key"), "files": reproduce.kit_files(kit),
                                                   "manifest": kit.get("manifest")}, indent=2, default=str) + "\n").encode())
         _add(tar, f"{top}/run.json", (json.dumps({k: run.get(k) for k in ("id", "start", "end", "caskit_version",
-                                                                           "git_sha", "matrices", "timeouts")},
+                                                                           "git_sha", "matrices")},
                                                  indent=2, default=str) + "\n").encode())
         if cell_dir.is_dir():
             for p in sorted(cell_dir.rglob("*")):

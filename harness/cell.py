@@ -257,6 +257,10 @@ class Observed:
     # findings make the cell FAIL, warnings are recorded and shown.
     kernel_findings: list[dict] = field(default_factory=list)
     kernel_warnings: list[str] = field(default_factory=list)
+    # What the host's side of a hang proved ({kind, line}, machine.host_findings), and the known
+    # issue they and the rest of the evidence matched (known_issues.explain_boot), if any.
+    host_findings: list[dict] = field(default_factory=list)
+    known_issue: str | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -92,6 +92,7 @@ def _record(o: Observed, e: CaskitError) -> None:
     if excerpt:
         o.log_excerpt = excerpt[-2000:]
     o.forensics = getattr(e, "forensics", None) or o.forensics
+    o.host_findings = list(getattr(e, "host_findings", None) or o.host_findings)
 
 
 def _pinned_refusal(e: QemuRefused, cell: Cell, expected: Expected) -> CaskitError:
@@ -300,9 +301,16 @@ def run_cell(ctx: CellContext) -> dict:
         except Exception as e:  # a harness bug must not take the run down; it is an ERROR with its trace
             (log_dir / "harness-error.txt").write_text(traceback.format_exc())
             observed = Observed(error=f"harness error: {e!r} (see harness-error.txt)", infra=True)
-    verdict, reason = decide(expected, observed, found.workloads, found.migration, asked=cell.workloads,
-                             plan=cell.migration)
     build = ctx.facts.build(str(cell.axis("qemu")))
+    known_boot = None
+    if observed.error and not observed.infra and expected.error is None:
+        k, _ = known_issues.explain_boot(ctx.known_issues, accel=str(cell.axis("accel")), smp=int(cell.axis("smp")),
+                                                kvm_mode=ctx.facts.kvm_mode, build_version=build.version if build else None,
+                                                observed=observed.to_dict())
+        if k is not None:
+            observed.known_issue = known_boot = k.id
+    verdict, reason = decide(expected, observed, found.workloads, found.migration, asked=cell.workloads,
+                             plan=cell.migration, known_boot=known_boot)
     logs = {name: str(p.relative_to(ctx.store.out)) for name, p in (
         ("console", log_dir / "console.log"), ("qemu_stderr", log_dir / "qemu-stderr.log"),
         ("qmp", log_dir / "qmp.jsonl"), ("argv", log_dir / "qemu-argv.txt"),
@@ -314,7 +322,7 @@ def run_cell(ctx: CellContext) -> dict:
                         found.migration).to_dict()
     record["provenance"] = resume.provenance(
         cell, ctx.facts, ctx.peer.build.sha256 if ctx.peer is not None else None, ctx.known_issues,
-        list(found.migration.known_issues if found.migration else ()))
+        list(found.migration.known_issues if found.migration else ()) + ([observed.known_issue] if observed.known_issue else []))
     reproduce.write_for(ctx, record)  # a standalone reproducer beside the logs, named in record["logs"]
     ctx.store.write_cell(record)
     return record

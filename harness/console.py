@@ -213,4 +213,4 @@ class Console:
             raise self._panic(command)
         if i == 2:
             raise QemuDied(f"console closed while running {command!r}", None, self.tail())
-        raise GuestTimeout(f"the answer to {command!r}", timeout, self.tail())
+        raise GuestTimeout(f"answer to {command!r}", timeout, self.tail())

@@ -72,8 +72,10 @@ class GuestPanic(SutFailure):
 class GuestHang(SutFailure):
     """The guest's kernel started and QEMU is alive, but the guest stopped making progress."""
 
-    def __init__(self, message: str, tail: str = "", forensics: str | None = None):
+    def __init__(self, message: str, tail: str = "", forensics: str | None = None,
+                 host_findings: list[dict] | None = None):
         self.tail, self.forensics = tail, forensics
+        self.host_findings = host_findings or []  # what the host's side proved (machine.host_findings)
         super().__init__(message)
 
 

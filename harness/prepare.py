@@ -69,6 +69,12 @@ def load_plan(matrix_args: list[str], hosts_file: str | None, known_issues_file:
     hosts, domains, pools = inventory.hosts, inventory.domains, inventory.pools
     known = set(hosts) | {f"{POOL_PREFIX}{p}" for p in pools}
     matrices = [load_matrix(m, known, set(domains)) for m in (matrix_args or [DEFAULT_MATRIX])]
+    names: dict[str, str] = {}
+    for m in matrices:
+        # Cells, timeouts and migration bandwidth are looked up by the matrix's name.
+        if names.setdefault(m.name, m.path) != m.path:
+            raise ConfigError(m.path, "name", f"{m.name!r} is also the name of {names[m.name]}: "
+                                              "matrices of one run need names of their own")
     kits = {tuple(sorted(m.kit.items())) if m.kit else None for m in matrices}
     if len(kits) > 1:
         raise ConfigError(matrices[-1].path, "kit", "matrices of one run must use the same guest kit")
@@ -85,6 +91,13 @@ def load_plan(matrix_args: list[str], hosts_file: str | None, known_issues_file:
         hosts = patchmod.with_qemu(hosts, used, str(Path(patch.qemu).resolve()))
     mine = shardmod.select(cells, shard, {n for n, h in hosts.items() if h.kind == "emulated"})
     return RunPlan(matrices, hosts, mine, domains, pools, shard, cells)
+
+
+def matrices_record(matrices: list[Matrix]) -> list[dict]:
+    """run.json's matrices, each with its own timeouts and bandwidth for its cells (a cell two
+    matrices list is the first one's): a run of a quick matrix and a slow one keeps both."""
+    return [{"name": m.name, "path": m.path, "timeouts": m.timeouts,
+             "migration_max_bandwidth": m.migration_max_bandwidth} for m in matrices]
 
 
 def git_sha() -> str | None:
@@ -208,9 +221,7 @@ def prepare_run(p: RunPlan, out: Path, run_id: str, log=print, known_issues_file
         "git_sha": git_sha(),
         "controller": socket.gethostname(),
         "user": getpass.getuser(),
-        "matrices": [{"name": m.name, "path": m.path} for m in p.matrices],
-        "timeouts": m0.timeouts,
-        "migration_max_bandwidth": m0.migration_max_bandwidth,
+        "matrices": matrices_record(p.matrices),
         "known_issues_file": str(Path(known_issues_file).resolve()) if known_issues_file else None,
         "hosts": {h: f.to_dict() for h, f in facts.items()},
         "kit": kit,

@@ -137,3 +137,10 @@ class CellRecord:
             "workloads": [w.to_dict() for w in self.workloads],
             "migration": self.migration.to_dict() if self.migration else None,
         }
+
+
+def known_issues_of(record: dict) -> list[str]:
+    """Every known issue a cell's record was judged by: its boot's (observed.known_issue) and its
+    migration's hops'."""
+    boot = (record.get("observed") or {}).get("known_issue")
+    return ([boot] if boot else []) + list(((record.get("migration") or {}).get("known_issues")) or ())

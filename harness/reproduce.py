@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import guestlog
+from .records import known_issues_of
 from .qemu_exit import signal_name
+from .specs import matrix_settings
 from .templating import env
 
 SCRIPT = "reproduce.sh"
@@ -360,7 +362,7 @@ def render(record: dict, machines: dict[str, list[str]], kit: dict, *, run_id: s
         "workloads": record_workloads(record), "qmp_driven": sorted(set(record_workloads(record)) & QMP_DRIVEN),
         "boot_timeout": int(t["boot"]), "command_timeout": int(max(t["command"], 30)),
         "window": int(max(t["liveness"], 1)), "q": shlex.quote,
-        "known_issues": list((record.get("migration") or {}).get("known_issues") or []),
+        "known_issues": known_issues_of(record),
     }
     return env().get_template("reproduce.sh.j2").render(**ctx).rstrip("\n") + "\n"
 
@@ -432,5 +434,5 @@ def write_from_run(out: Path, run: dict, record: dict) -> Path:
     """reproduce.sh for a cell of an earlier run (one from before reproducers, for a bundle)."""
     cell_dir = Path(out) / "cells" / record["id"]
     text = script_for(record, cell_dir, run.get("kit") or {}, run_id=str(run.get("id", "")),
-                      timeouts=run.get("timeouts"), host=(run.get("hosts") or {}).get(record.get("host")))
+                      timeouts=matrix_settings(run, record.get("matrix"))[0], host=(run.get("hosts") or {}).get(record.get("host")))
     return _write(cell_dir, text)

@@ -22,7 +22,7 @@ from .cell import Cell, HostFacts, Verdict
 from .cell_machines import Site
 from .cellrun import CellContext, run_cell
 from .config import load_hosts
-from .specs import TIMEOUT_KEYS, HostSpec
+from .specs import HostSpec, matrix_settings
 from .connect import make_host
 from .emulated import host as emulated
 from .errors import CaskitError, ConfigError, SlotsBusy
@@ -122,8 +122,9 @@ class Run:
                 raise ConfigError(str(self.store.run_file), "hosts", f"no probed build {peer_build} on {peer_host}")
             peer = Site(make_host(self.specs[peer_host]), build, kit, self.facts(peer_host).guest_machine_options,
                         self.facts(peer_host).guest_append)
-        return CellContext(cell, facts, host, kit, self.store, self.id, {**TIMEOUT_KEYS, **self.record["timeouts"]},
-                           self.opts.worker, self.known_issues, self.record.get("migration_max_bandwidth"), peer,
+        timeouts, bandwidth = matrix_settings(self.record, cell.matrix)
+        return CellContext(cell, facts, host, kit, self.store, self.id, timeouts,
+                           self.opts.worker, self.known_issues, bandwidth, peer,
                            {name: s.migration_address for name, s in self.specs.items()},
                            kit_error=self.record["kit"].get("error"), pre_leased=pre_leased)
 

@@ -11,6 +11,15 @@ from dataclasses import dataclass, field
 TIMEOUT_KEYS = {"boot": 90.0, "command": 30.0, "shutdown": 10.0, "liveness": 10.0}
 
 
+def matrix_settings(run: dict, matrix: str | None) -> tuple[dict[str, float], int | None]:
+    """The timeouts and migration bandwidth of a cell's matrix, as run.json records them (each
+    matrix its own); a run recorded before that kept the first matrix's at the top level."""
+    for m in run.get("matrices") or []:
+        if m.get("name") == matrix and "timeouts" in m:
+            return {**TIMEOUT_KEYS, **m["timeouts"]}, m.get("migration_max_bandwidth")
+    return {**TIMEOUT_KEYS, **(run.get("timeouts") or {})}, run.get("migration_max_bandwidth")
+
+
 @dataclass(frozen=True)
 class Matrix:
     name: str
@@ -64,6 +73,9 @@ class HostSpec:
     # A file on the controller where the host's own console is logged (an emulated host's L1): what
     # its kernel said when it stops answering over SSH goes into a hang's forensics.
     console_log: str | None = None
+    # The QMP socket, on the controller, of the QEMU that emulates the host (an emulated host's
+    # L0): how its vCPUs look while a guest inside hangs goes into that hang's forensics.
+    monitor: str | None = None
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,16 @@ REFUSAL_KINDS = frozenset({"QemuRefused"})
 
 
 def decide(e: Expected, o: Observed, workloads: Sequence[WorkloadResult] = (), migration: MigrationResult | None = None,
-           *, asked: Sequence[str] = (), plan: str = "none") -> tuple[Verdict, str]:
+           *, asked: Sequence[str] = (), plan: str = "none",
+           known_boot: str | None = None) -> tuple[Verdict, str]:
     """The cell's verdict and reason. `asked` are the workloads the cell asked for and `plan` its
-    migration plan: asked for and absent is ERROR (never run is never green)."""
-    return _with_migration(_with_workloads(_boot(e, o), workloads, asked), migration, plan)
+    migration plan: asked for and absent is ERROR (never run is never green). `known_boot` is the
+    id of the known issue that known_issues.explain_boot found to explain all of a failed boot's
+    evidence (the host's findings are in the error's words): that boot is XFAIL."""
+    return _with_migration(_with_workloads(_boot(e, o, known_boot), workloads, asked), migration, plan)
 
 
-def _boot(e: Expected, o: Observed) -> tuple[Verdict, str]:
+def _boot(e: Expected, o: Observed, known_boot: str | None = None) -> tuple[Verdict, str]:
     """The boot and CAS negotiation against the model, with the guest kernel's findings."""
     if e.skip:
         return Verdict.SKIP, e.skip
@@ -48,6 +51,8 @@ def _boot(e: Expected, o: Observed) -> tuple[Verdict, str]:
                               f"but the guest booted in {o.mode or 'an undetermined mode'}")
 
     if o.error:
+        if known_boot is not None and not o.infra:
+            return Verdict.XFAIL, f"known issue {known_boot}: expected {e.mode} ({e.rule}), but it failed at {o.stage}: {o.error}"
         return Verdict.FAIL, f"expected {e.mode} ({e.rule}), but it failed at {o.stage}: {o.error}"
     g, h = o.guest, o.host
     if g is None or h is None:

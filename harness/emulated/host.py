@@ -268,7 +268,7 @@ class EmulatedHost:
         """The host as an inventory entry of kind ssh, pointing at the forwarded port."""
         return HostSpec(self.name, "ssh", self.slots, (QemuBuildSpec("system", "qemu-system-ppc64"),), "127.0.0.1",
                         SshSpec("127.0.0.1", port, SSH_USER, str(self.key_file), str(self.known_hosts)),
-                        console_log=str(self.dir / "console.log"))
+                        console_log=str(self.dir / "console.log"), monitor=str(self.dir / "qmp.sock"))
 
     def up_spec(self) -> HostSpec:
         """The SSH view of this host while it is up; the host's error when it is not."""

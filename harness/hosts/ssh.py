@@ -166,6 +166,7 @@ class SshHost:
             raise ValueError(f"host {spec.name} is not an ssh host")
         self.name, self.slots, self.spec, self.ssh = spec.name, spec.slots, spec, spec.ssh
         self.console_log = Path(spec.console_log) if spec.console_log else None
+        self.monitor = Path(spec.monitor) if spec.monitor else None
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
         self._kits: dict[str, Kit] = {}

@@ -1,6 +1,10 @@
 """Known defects as data (configs/known-issues.yaml): a failing hop that matches an entry is
 XFAIL with the entry's id, one that matches none is FAIL, and an entry whose conditions hold but
-whose symptom did not show is reported as no longer reproducing. Pure, apart from loading."""
+whose symptom did not show is reported as no longer reproducing. Pure, apart from loading.
+
+An entry with `host_findings` is about a cell's boot instead (a guest that hangs for a defect of
+its host, proved on the host's side): `explain_boot` holds such an entry against all of a failed
+boot's evidence at once."""
 
 from __future__ import annotations
 
@@ -12,13 +16,22 @@ from ..axes import AXIS_BY_NAME
 # The same value checks as matrix files and the inventory, so messages read alike.
 from .. import validate as checks
 from ..validate import MAX_PROSE, MAX_SMP, load_yaml
+from ..host_cpus import FINDING_KINDS as HOST_FINDINGS
 from .plans import PLANS
 from ..errors import ConfigError
 from ..resources import CONFIGS
 
 KNOWN_ISSUES = CONFIGS / "known-issues.yaml"
 MATCH_KEYS = {"qemu_version", "accel", "plans", "guest_state", "smp_min", "modes", "symptoms", "log_regex", "hops",
-              "error_regex", "source_version", "destination_version", "requires"}
+              "error_regex", "source_version", "destination_version", "requires",
+              "kvm_modes", "error_kinds", "host_findings"}
+# Keys of a boot entry (one with host_findings) and the keys only a hop can be judged by.
+BOOT_KEYS = ("kvm_modes", "error_kinds", "host_findings")
+HOP_ONLY_KEYS = ("plans", "guest_state", "modes", "symptoms", "log_regex", "hops", "error_regex", "source_version",
+                 "destination_version", "requires")
+KVM_MODES = ("hv", "hv-nested", "hv-nested-papr", "pr", "tcg-only")
+# How a boot fails when its host is the cause: the guest stops, QEMU and the host still up.
+BOOT_ERRORS = ("GuestHang", "QemuHung")
 
 
 def _clock(hop: dict) -> tuple[int, float, float]:
@@ -71,6 +84,9 @@ class KnownIssue:
     destination_version: str | None = None  # ... and on its destination build
     requires: tuple[str, ...] = ()  # CONDITIONS the hop's evidence must meet
     evidence: dict = field(default_factory=dict)
+    kvm_modes: tuple[str, ...] = ()  # boot entries: the host's KVM mode
+    error_kinds: tuple[str, ...] = ()  # ... how the boot failed (BOOT_ERRORS)
+    host_findings: tuple[str, ...] = ()  # ... what the host's side must have proved (every one)
 
 
 def _version(v: str) -> tuple[int, ...]:
@@ -178,15 +194,28 @@ def parse(data, path: str) -> list[KnownIssue]:
             smp_min = checks.whole(path, f"{mkey}.smp_min", smp_min, MAX_SMP, "as many vCPUs as a matrix may ask for")
         lists = {lk: _strings(path, f"{mkey}.{lk}", m[lk], allowed) if m.get(lk) not in (None, []) else ()
                  for lk, allowed in (("plans", tuple(PLANS)), ("modes", MODES), ("hops", None), ("symptoms", None),
-                                     ("requires", tuple(CONDITIONS)))}
-        if not lists["symptoms"] and not regexes["log_regex"] and not regexes["error_regex"]:
+                                     ("requires", tuple(CONDITIONS)), ("kvm_modes", KVM_MODES),
+                                     ("error_kinds", BOOT_ERRORS), ("host_findings", HOST_FINDINGS))}
+        if lists["host_findings"]:
+            for hk in HOP_ONLY_KEYS:
+                if m.get(hk) not in (None, [], "any"):
+                    raise ConfigError(path, f"{mkey}.{hk}", "a boot entry (with host_findings) is judged on a cell's "
+                                                            "boot, not on a migration hop: remove it")
+            if not lists["error_kinds"]:
+                raise ConfigError(path, f"{mkey}.error_kinds", f"a boot entry needs how the boot failed: "
+                                                               f"some of {', '.join(BOOT_ERRORS)}")
+        elif lists["kvm_modes"] or lists["error_kinds"]:
+            raise ConfigError(path, f"{mkey}.host_findings", "kvm_modes and error_kinds are for boot entries, "
+                                                             "which need host_findings: what the host proved")
+        elif not lists["symptoms"] and not regexes["log_regex"] and not regexes["error_regex"]:
             raise ConfigError(path, mkey, "needs symptoms, log_regex or error_regex: what the failure looks like")
         out.append(KnownIssue(
             id=ident, summary=summary, reference=reference, qemu_version=versions["qemu_version"], accel=accel,
             plans=lists["plans"], guest_state=state, smp_min=smp_min, modes=lists["modes"], hops=lists["hops"],
             symptoms=lists["symptoms"], log_regex=regexes["log_regex"], error_regex=regexes["error_regex"],
             source_version=versions["source_version"], destination_version=versions["destination_version"],
-            requires=lists["requires"], evidence=evidence or {}))
+            requires=lists["requires"], evidence=evidence or {}, kvm_modes=lists["kvm_modes"],
+            error_kinds=lists["error_kinds"], host_findings=lists["host_findings"]))
     ids = [k.id for k in out]
     dup = {x for x in ids if ids.count(x) > 1}
     if dup:
@@ -291,7 +320,7 @@ def shows(k: KnownIssue, hop: dict) -> bool:
 def classify(issues: list[KnownIssue], c: CellFacts, hops: list[dict]) -> dict:
     """The migration's verdict: PASS, FAIL, XFAIL (every failing hop wholly explained) or ERROR.
     A failing hop that no entry explains lists the signals the closest entry leaves unexplained."""
-    relevant = [k for k in issues if applies(k, c)]
+    relevant = [k for k in issues if applies(k, c) and not k.host_findings]
     failing = [h for h in hops if h["verdict"] == "FAIL"]
     for h in failing:
         match = next((k for k in relevant if shows(k, h)), None)
@@ -312,3 +341,34 @@ def classify(issues: list[KnownIssue], c: CellFacts, hops: list[dict]) -> dict:
     else:
         verdict = "PASS"
     return {"verdict": verdict, "known_issues": sorted(seen), "no_longer_reproduces": stale if verdict != "ERROR" else []}
+
+
+def explain_boot(issues: list[KnownIssue], *, accel: str, smp: int, kvm_mode: str, build_version: str | None,
+                 observed: dict) -> tuple[KnownIssue | None, str]:
+    """The boot entry that explains a failed boot, with what it says, or (None, why none does).
+    It must hold against all of the boot's evidence: the cell's accelerator, vCPUs and QEMU
+    version and the host's KVM mode, how the boot failed, every host finding the entry names
+    present, and nothing else wrong: a guest kernel finding or an infrastructure error is not
+    the host's known defect."""
+    o = observed
+    if not o.get("error") or o.get("infra"):
+        return None, "the boot did not fail, or failed for caskit or the host's infrastructure"
+    found = {f.get("kind"): f.get("line") for f in o.get("host_findings") or ()}
+    why = "no boot entry concerns this cell"
+    for k in issues:
+        if not k.host_findings:
+            continue
+        if ((k.accel is not None and k.accel != accel) or (k.smp_min is not None and smp < k.smp_min)
+                or (k.kvm_modes and kvm_mode not in k.kvm_modes)
+                or (k.qemu_version is not None and not (build_version and version_matches(k.qemu_version, build_version)))):
+            continue
+        missing = [h for h in k.host_findings if h not in found]
+        if o.get("error_kind") not in k.error_kinds:
+            why = f"{k.id} is about {', '.join(k.error_kinds)}, and this boot ended in {o.get('error_kind')}"
+        elif missing:
+            why = f"{k.id} needs the host to show {', '.join(missing)}, and it did not"
+        elif o.get("kernel_findings"):
+            why = f"{k.id} does not explain the guest kernel's {o['kernel_findings'][0].get('kind')}"
+        else:
+            return k, "; ".join(f"{h}: {found[h]}" for h in k.host_findings)
+    return None, why

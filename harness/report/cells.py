@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from . import cell_history, charts, figures
+from ..records import known_issues_of
 from ..results import atomic_write
 from ..templating import render_html
 
@@ -164,7 +165,7 @@ def cell_page(results: dict, record: dict, out: Path, kvm: str) -> str:
         hops=hop_views(cell_dir, record), forensics=forensics_sections(forensics) if forensics else [],
         workloads=[{**w, "rows": _flat(w.get("metrics") or {})} for w in record.get("workloads") or []
                    if isinstance(w, dict)],
-        known=list(mig.get("known_issues") or []), stale=list(mig.get("no_longer_reproduces") or []),
+        known=known_issues_of(record), stale=list(mig.get("no_longer_reproduces") or []),
         history=history_view(out, record), files=files,
         has_reproduce=(cell_dir / "reproduce.sh").exists())
 

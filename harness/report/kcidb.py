@@ -27,6 +27,7 @@ import re
 from pathlib import Path
 from urllib.parse import quote
 
+from ..records import known_issues_of
 from ..axes import AXIS_NAMES
 from .layout import kvm_mode
 
@@ -151,7 +152,7 @@ def _misc(results: dict, cell: dict) -> dict:
                   "observed_mode": o.get("mode"), "irqchip": (o.get("host") or {}).get("irqchip"),
                   "run": (results.get("run") or {}).get("id")}
     if cell.get("verdict") == "XFAIL":
-        known = list(((cell.get("migration") or {}).get("known_issues")) or ())
+        known = known_issues_of(cell)
         misc["known_issues"] = known
         if not known:
             misc["predicted_by"] = e.get("rule")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from ..records import known_issues_of
 from ..axes import AXIS_NAMES
 from ..results import atomic_write
 from ..templating import render_html
@@ -57,7 +58,7 @@ def html_report(results: dict) -> str:
     fixed = {a: str(cells[0]["axes"][a]) for a in AXIS_NAMES if cells and a not in row_axes and a != col
              and not (grouped and a == "accel")}
     migrations = [c for c in cells if isinstance(c.get("migration"), dict)]
-    known = [c for c in migrations if c["migration"].get("known_issues")]
+    known = [{"id": c["id"], "ids": known_issues_of(c)} for c in cells if known_issues_of(c)]
     stale = [c for c in migrations if c["migration"].get("no_longer_reproduces")]
     kvm_of = lambda c: kvm_mode(results, c)  # noqa: E731
     return render_html("report.html.j2", run=results["run"], summary=results.get("summary", {}), cells=cells,

@@ -362,6 +362,17 @@ ENTRY = {"id": "k1", "summary": "s", "reference": "r", "match": {"symptoms": ["n
     ({"match": {"log_regex": 5}}, "issues[0].match.log_regex", "must be a regular expression"),
     ({"match": {"log_regex": "(" * 900}}, "issues[0].match.log_regex", "not a regular expression"),
     ({"match": {"symptoms": ["x"], "guest_state": ["idle"]}}, "issues[0].match.guest_state", "must be one of"),
+    # Boot entries: judged on a cell's boot with what its host proved, never on a hop's signals.
+    ({"match": {"host_findings": ["undelivered-mer"]}}, "issues[0].match.error_kinds", "how the boot failed"),
+    ({"match": {"host_findings": ["mer"], "error_kinds": ["GuestHang"]}}, "issues[0].match.host_findings[0]",
+     "is not allowed"),
+    ({"match": {"host_findings": ["undelivered-mer"], "error_kinds": ["QemuCrashed"]}}, "issues[0].match.error_kinds[0]",
+     "is not allowed"),
+    ({"match": {"host_findings": ["undelivered-mer"], "error_kinds": ["GuestHang"], "symptoms": ["no-heartbeat"]}},
+     "issues[0].match.symptoms", "not on a migration hop"),
+    ({"match": {"host_findings": ["undelivered-mer"], "error_kinds": ["GuestHang"], "kvm_modes": ["kvm"]}},
+     "issues[0].match.kvm_modes[0]", "is not allowed"),
+    ({"match": {"symptoms": ["x"], "kvm_modes": ["hv"]}}, "issues[0].match.host_findings", "need host_findings"),
 ])
 def test_each_kind_of_bad_known_issue(change, key, words):
     with pytest.raises(ConfigError) as info:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from harness import pools
 
 DROPPED = {"id": "pool-p9-x", "verdict": "ERROR", "reason": "lost the connection to host hosta",
@@ -43,3 +45,30 @@ def test_workers_beyond_the_slots_or_the_cells_are_not_started(tmp_path):
     assert prepare.useful_workers(plan("[one, local]", "[dual, xics]"), 8) == 3
     assert prepare.useful_workers(plan("[pool:farm]", "[dual, xics, xive, default]"), 8) == 4
     assert prepare.useful_workers(plan("[local]", "[dual, xics]"), 0) == 1
+
+
+def test_each_matrix_of_a_run_keeps_its_own_timeouts_and_names_must_differ(tmp_path):
+    # A run of a CAS matrix and a workload matrix with longer command timeouts: the workload
+    # cells ran with the first matrix's 30 s (seen in CI as a guest "hung" under load).
+    from harness import prepare
+    from harness.errors import ConfigError
+    from harness.specs import matrix_settings
+    inv = tmp_path / "hosts.yaml"
+    inv.write_text("hosts:\n  local: {kind: local, slots: 1}\n")
+    cas, load = tmp_path / "cas.yaml", tmp_path / "load.yaml"
+    cas.write_text("name: cas\nhosts: [local]\naxes: {ic_mode: [xics]}\ntimeouts: {boot: 120}\n")
+    load.write_text("name: load\nhosts: [local]\naxes: {ic_mode: [dual]}\nworkloads: [ipi]\n"
+                    "timeouts: {command: 60}\nmigration_max_bandwidth: 1000000\n")
+    p = prepare.load_plan([str(cas), str(load)], str(inv))
+    run = {"matrices": prepare.matrices_record(p.matrices)}
+    by = {c.matrix: c for c in p.cells}
+    assert matrix_settings(run, by["cas"].matrix) == ({"boot": 120.0, "command": 30.0, "shutdown": 10.0,
+                                                       "liveness": 10.0}, None)
+    assert matrix_settings(run, by["load"].matrix) == ({"boot": 90.0, "command": 60.0, "shutdown": 10.0,
+                                                        "liveness": 10.0}, 1000000)
+    # A run.json from before kept the first matrix's settings at its top level.
+    assert matrix_settings({"matrices": [{"name": "load"}], "timeouts": {"command": 45}}, "load")[0]["command"] == 45
+    load.write_text("name: cas\nhosts: [local]\naxes: {ic_mode: [dual]}\n")
+    with pytest.raises(ConfigError, match="also the name of") as e:
+        prepare.load_plan([str(cas), str(load)], str(inv))
+    assert e.value.path == str(load) and e.value.key == "name"

@@ -1,0 +1,85 @@
+"""The L0's view of an emulated host's vCPUs (harness/host_cpus.py) and the boot entries of the
+known issues that stand on it (known_issues.explain_boot, verdict.decide): a hang is the known
+issue's XFAIL only with all of its evidence. Samples are QEMU's own `info registers -a` answers,
+saved from real hangs on the nested-papr host."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness import host_cpus, verdict
+from harness.cell import Expected, Observed, Verdict
+from harness.migration import known_issues
+
+DATA = Path(__file__).parent / "data"
+KNOWN = known_issues.load()
+MER_ID = "nested-papr-tcg-l0-drops-mer"
+
+
+def sample(name: str) -> list[host_cpus.VcpuState]:
+    return host_cpus.parse((DATA / name).read_text())
+
+
+def test_a_vcpu_with_mer_but_interrupts_off_proves_nothing():
+    # QEMU 11.1.3 with a 7.2 L1: the vCPU stuck in the L2's decrementer handler has MER set, but
+    # MSR[EE] is off there, so no interrupt is owed yet (docs/hosts.md: another defect).
+    cpus = sample("l0-registers-mer-ee-off.txt")
+    assert [(v.cpu, v.lpcr & host_cpus.LPCR_MER != 0, v.msr & host_cpus.MSR_EE != 0) for v in cpus] == \
+        [(0, False, False), (1, True, False)]
+    assert host_cpus.findings([cpus] * 30) == []
+
+
+def test_mer_with_interrupts_on_in_a_guest_is_an_undelivered_interrupt_seen_twice():
+    cpus = sample("l0-registers-mer-ee-on.txt")
+    owed = [v for v in cpus if v.undelivered_external]
+    assert len(owed) == 1 and not owed[0].msr & host_cpus.MSR_HV
+    assert host_cpus.findings([cpus]) == []  # once may be the instant before TCG takes it
+    (f,) = host_cpus.findings([cpus, cpus, sample("l0-registers-mer-ee-off.txt")])
+    assert f["kind"] == "undelivered-mer" and "in 2 of 3 samples" in f["line"]
+
+
+def test_an_answer_without_registers_parses_to_nothing():
+    assert host_cpus.parse("") == [] and host_cpus.parse("CPU#0\nno registers here\n") == []
+
+
+HANG = {"error": "the guest hung after it was ready: no answer to 'ck-observe' within 30s", "stage": "guest",
+        "error_kind": "GuestHang", "infra": False,
+        "host_findings": [{"kind": "undelivered-mer", "line": "the L0's vCPU 1 ran ..."}]}
+
+
+def explain(observed: dict, kvm_mode: str = "hv-nested-papr", accel: str = "kvm"):
+    return known_issues.explain_boot(KNOWN, accel=accel, smp=1, kvm_mode=kvm_mode, build_version="7.2.11",
+                                     observed=observed)
+
+
+def test_the_shipped_entry_explains_a_hang_only_with_all_of_its_evidence():
+    k, evidence = explain(HANG)
+    assert k is not None and k.id == MER_ID and "undelivered-mer" in evidence
+    assert explain({**HANG, "host_findings": []})[0] is None  # no proof from the L0
+    assert "did not" in explain({**HANG, "host_findings": []})[1]
+    assert explain(HANG, kvm_mode="hv-nested")[0] is None  # another host: not this defect
+    assert explain(HANG, accel="tcg")[0] is None
+    assert explain({**HANG, "error_kind": "QemuCrashed"})[0] is None  # a crash is QEMU's own
+    assert explain({**HANG, "infra": True})[0] is None
+    k, why = explain({**HANG, "kernel_findings": [{"kind": "oops", "line": "Oops: Kernel access"}]})
+    assert k is None and "oops" in why  # the guest's own trouble is not the host's
+
+
+def test_decide_makes_the_explained_hang_xfail_and_leaves_every_other_failure_fail():
+    e = Expected("xics", "default-xics", None)
+    o = Observed(**{k: v for k, v in HANG.items()})
+    v, reason = verdict.decide(e, o, known_boot=MER_ID)
+    assert v == Verdict.XFAIL and reason.startswith(f"known issue {MER_ID}: ") and HANG["error"] in reason
+    assert verdict.decide(e, o)[0] == Verdict.FAIL
+    # A predicted refusal that hung instead stays FAIL whatever the host showed.
+    refused = Expected(None, "kvm-irqchip-required", None, error="IRQ_XIVE", stage="qemu-start")
+    assert verdict.decide(refused, o, known_boot=MER_ID)[0] == Verdict.FAIL
+    assert verdict.decide(e, Observed(**{**HANG, "infra": True}), known_boot=MER_ID)[0] == Verdict.ERROR
+
+
+@pytest.mark.parametrize("kind", known_issues.BOOT_ERRORS)
+def test_every_boot_error_kind_is_a_failure_class_of_the_system_under_test(kind):
+    from harness import errors
+    assert issubclass(getattr(errors, kind), errors.SutFailure)  # never one of the infrastructure's
