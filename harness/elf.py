@@ -56,3 +56,24 @@ def elf_info(data: bytes) -> ElfInfo | None:
         elif name(s) == ".modinfo":
             modinfo = tuple(x.decode(errors="replace") for x in body(s).split(b"\0") if x)
     return ElfInfo(tuple(needed), interp, modinfo)
+
+
+def function_symbols(data: bytes) -> list[tuple[int, int, str]]:
+    """(address, size, name) of every function in a 64-bit little-endian ELF file's symbol table
+    (.symtab, STT_FUNC), sorted by address; [] when it has none (stripped) or is not ELF. What
+    names the code an emulated host's vCPUs run, from its own kernel (vmlinux)."""
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        return []
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3a)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    out = []
+    for s in sections:
+        if s[1] != 2:  # SHT_SYMTAB; its names are in the string table sh_link names
+            continue
+        strtab = sections[s[6]]
+        names = data[strtab[4]:strtab[4] + strtab[5]]
+        for st_name, st_info, _, _, st_value, st_size in struct.iter_unpack("<IBBHQQ", data[s[4]:s[4] + s[5]]):
+            if st_info & 0xF == 2 and st_value:  # STT_FUNC
+                out.append((st_value, st_size, names[st_name:names.index(b"\0", st_name)].decode(errors="replace")))
+    return sorted(out)

@@ -76,6 +76,9 @@ class HostSpec:
     # The QMP socket, on the controller, of the QEMU that emulates the host (an emulated host's
     # L0): how its vCPUs look while a guest inside hangs goes into that hang's forensics.
     monitor: str | None = None
+    # That host's own kernel (an ELF vmlinux) on the controller: its symbols name where the
+    # L0 found the host's vCPUs.
+    host_kernel: str | None = None
 
 
 @dataclass(frozen=True)

@@ -268,7 +268,14 @@ class EmulatedHost:
         """The host as an inventory entry of kind ssh, pointing at the forwarded port."""
         return HostSpec(self.name, "ssh", self.slots, (QemuBuildSpec("system", "qemu-system-ppc64"),), "127.0.0.1",
                         SshSpec("127.0.0.1", port, SSH_USER, str(self.key_file), str(self.known_hosts)),
-                        console_log=str(self.dir / "console.log"), monitor=str(self.dir / "qmp.sock"))
+                        console_log=str(self.dir / "console.log"), monitor=str(self.dir / "qmp.sock"),
+                        host_kernel=self._kernel())
+
+    def _kernel(self) -> str | None:
+        """The kernel this host booted (its `-kernel`), to name where its vCPUs are in a hang."""
+        st = L1State.load(self.name)
+        argv = st.argv if st is not None else []
+        return next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "-kernel"), None)
 
     def up_spec(self) -> HostSpec:
         """The SSH view of this host while it is up; the host's error when it is not."""

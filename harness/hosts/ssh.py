@@ -167,6 +167,7 @@ class SshHost:
         self.name, self.slots, self.spec, self.ssh = spec.name, spec.slots, spec, spec.ssh
         self.console_log = Path(spec.console_log) if spec.console_log else None
         self.monitor = Path(spec.monitor) if spec.monitor else None
+        self.host_kernel = Path(spec.host_kernel) if spec.host_kernel else None
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
         self._kits: dict[str, Kit] = {}

@@ -193,9 +193,28 @@ def test_what_each_kvm_mode_gives_a_dual_and_a_xics_machine(kvm_run):
         assert not dual["observed"]["qemu_warnings"]
 
 
+# powernv9's L1 hard-locks now and then while it runs an L2 on a loaded machine (its timebase
+# steps back under TCG: configs/known-issues.yaml, docs/hosts.md); caskit proves it from the L0.
+L1_LOCKUP = "powernv9-tcg-l1-timebase-steps-back"
+
+
+def _load_cell(r) -> dict:
+    (c,) = [c for c in r.results["cells"] if c["matrix"].startswith("load")]
+    return c
+
+
 def test_interrupts_flow_in_an_l2(kvm_run):
     h, r = kvm_run
-    (c,) = [c for c in r.results["cells"] if c["matrix"].startswith("load")]
+    c = _load_cell(r)
+    if h.kind.name == "powernv9" and c["verdict"] == "XFAIL":
+        # The L1 locked up under the L2: that is the known issue only with its proof, the L1's
+        # vCPU spinning in timekeeping in every sample the L0 took, and its own watchdog's word.
+        assert c["observed"]["known_issue"] == L1_LOCKUP, c["reason"]
+        assert [f["kind"] for f in c["observed"]["host_findings"]] == ["host-timekeeping-spin"]
+        forensics = (r.out / c["logs"]["forensics"]).read_text()
+        assert re.search(r"sample 30: .*\((second_overflow|timekeeping_advance)\+0x", forensics), forensics[-3000:]
+        assert "hard LOCKUP" in forensics.split(f"## host {h.name}'s own console", 1)[1]
+        return
     assert c["verdict"] == "PASS", c["reason"]
     by = {w["name"]: w for w in c["workloads"]}
     assert by["ipi"]["metrics"]["ipi_delta"]["1"] > 0
@@ -272,8 +291,12 @@ def _kill_when(pid: int, ready) -> None:
 
 
 @pytest.mark.parametrize("l1", ["powernv9"], indirect=True)  # nested-hv was killed hard above
-def test_down_from_another_process_powers_it_off(l1):
+def test_down_from_another_process_powers_it_off(l1, kvm_run, image):
     h, st = l1
+    if _load_cell(kvm_run[1])["observed"].get("known_issue") == L1_LOCKUP:
+        # That L1 hard-locked above (proven there): a clean power-off needs a live kernel.
+        h.down(log=lambda m: None)
+        st = h.up(image, timeout=240, log=lambda m: print(m, file=sys.stderr))
     p = subprocess.run([sys.executable, "-c", "import sys; from harness.emulated import host as emulated; "
                                               "print(emulated.down(sys.argv[1], log=lambda m: None))", h.name],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)

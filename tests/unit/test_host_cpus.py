@@ -5,11 +5,12 @@ saved from real hangs on the nested-papr host."""
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import pytest
 
-from harness import host_cpus, verdict
+from harness import elf, host_cpus, verdict
 from harness.cell import Expected, Observed, Verdict
 from harness.migration import known_issues
 
@@ -40,6 +41,57 @@ def test_mer_with_interrupts_on_in_a_guest_is_an_undelivered_interrupt_seen_twic
     assert f["kind"] == "undelivered-mer" and "in 2 of 3 samples" in f["line"]
 
 
+def symbols() -> host_cpus.Symbols:
+    rows = [ln.split() for ln in (DATA / "l1-powernv9-symbols.txt").read_text().splitlines() if not ln.startswith("#")]
+    return host_cpus.Symbols([(int(a, 16), int(size), name) for a, size, name in rows])
+
+
+def test_a_host_vcpu_spinning_in_timekeeping_with_interrupts_off_in_every_sample_is_a_finding():
+    # powernv9's L1 during its hard LOCKUP: CPU 0 idle, CPU 1 at second_overflow+0x180, both in
+    # hypervisor state (MSR 9000000000001033), EE off.
+    spin = sample("l0-registers-powernv9-timekeeping.txt")
+    syms = symbols()
+    assert [v.line(syms) for v in spin] == [
+        "CPU 0: NIP c000000000039be0 (isa300_idle_stop_mayloss+0x68) MSR 9000000000001033 LPCR 0040400001d2f012",
+        "CPU 1: NIP c0000000002332f0 (second_overflow+0x180) MSR 9000000000001033 LPCR 0040400001d2f012"]
+    (f,) = host_cpus.findings([spin] * 10, syms)
+    assert f["kind"] == "host-timekeeping-spin" and "vCPU 1" in f["line"] and "all 10 samples" in f["line"]
+    assert host_cpus.findings([spin] * 9, syms) == []  # too short to call a spin
+    assert host_cpus.findings([spin] * 10) == []  # without the kernel's symbols, nothing is named
+    # One sample out of timekeeping (the vCPU moved on) and it was no endless spin.
+    moved = [host_cpus.VcpuState(1, 0xc0000000002314a0 - 8, spin[1].msr, spin[1].lpcr)]
+    assert host_cpus.findings([spin] * 10 + [moved], syms) == []
+    # The same place with interrupts on, or in a guest (MSR[HV] off), is not the host's spin.
+    for msr in (spin[1].msr | host_cpus.MSR_EE, spin[1].msr & ~host_cpus.MSR_HV):
+        other = [host_cpus.VcpuState(1, spin[1].nip, msr, spin[1].lpcr)]
+        assert host_cpus.findings([other] * 10, syms) == []
+
+
+def test_function_symbols_come_from_an_elf_symbol_table():
+    # A minimal 64-bit little-endian ELF: null, .symtab, .strtab, .shstrtab sections; two
+    # functions (one an assembly entry without a size) and one object.
+    strtab = b"\0second_overflow\0entry\0jiffies\0"
+    shstr = b"\0.symtab\0.strtab\0.shstrtab\0"
+    sym = lambda name, info, value, size: struct.pack("<IBBHQQ", name, info, 0, 1, value, size)  # noqa: E731
+    symtab = (sym(0, 0, 0, 0) + sym(1, 0x12, 0xc000000000233170, 852) + sym(17, 0x12, 0xc000000000039b78, 0)
+              + sym(23, 0x11, 0xc000000001000000, 8))
+    body = symtab + strtab + shstr
+    shoff = 64 + len(body)
+    header = (b"\x7fELF" + bytes([2, 1, 1]) + bytes(9) + struct.pack("<HHIQQQIHHHHHH", 2, 21, 1, 0, 0, shoff, 0,
+                                                                      64, 56, 0, 64, 4, 3))
+    sec = lambda name, typ, off, size, link=0, entsize=0: struct.pack(  # noqa: E731
+        "<IIQQQQIIQQ", name, typ, 0, 0, off, size, link, 0, 1, entsize)
+    sections = (sec(0, 0, 0, 0) + sec(1, 2, 64, len(symtab), 2, 24) + sec(9, 3, 64 + len(symtab), len(strtab))
+                + sec(17, 3, 64 + len(symtab) + len(strtab), len(shstr)))
+    functions = elf.function_symbols(header + body + sections)
+    assert functions == [(0xc000000000039b78, 0, "entry"), (0xc000000000233170, 852, "second_overflow")]
+    syms = host_cpus.Symbols(functions)
+    assert syms.function(0xc000000000039be0) == "entry"  # no size: up to the next function
+    assert syms.name(0xc0000000002332f0) == "second_overflow+0x180"
+    assert syms.function(0xc000000000233170 + 852) is None and syms.function(0x10) is None
+    assert elf.function_symbols(b"not an ELF file") == []
+
+
 def test_an_answer_without_registers_parses_to_nothing():
     assert host_cpus.parse("") == [] and host_cpus.parse("CPU#0\nno registers here\n") == []
 
@@ -58,6 +110,10 @@ def test_the_shipped_entry_explains_a_hang_only_with_all_of_its_evidence():
     k, evidence = explain(HANG)
     assert k is not None and k.id == MER_ID and "undelivered-mer" in evidence
     assert explain({**HANG, "host_findings": []})[0] is None  # no proof from the L0
+    spin = {**HANG, "host_findings": [{"kind": "host-timekeeping-spin", "line": "the host's vCPU 1 spun ..."}]}
+    assert explain(spin, kvm_mode="hv")[0].id == "powernv9-tcg-l1-timebase-steps-back"
+    assert explain(spin)[0] is None  # that finding explains nothing on nested-papr
+    assert explain(HANG, kvm_mode="hv")[0] is None
     assert "did not" in explain({**HANG, "host_findings": []})[1]
     assert explain(HANG, kvm_mode="hv-nested")[0] is None  # another host: not this defect
     assert explain(HANG, accel="tcg")[0] is None
