@@ -53,6 +53,15 @@ from ..qemu_cmd import qemu_argv
 
 READY_RE = re.compile(rb"CASKIT-L1-READY name=(?P<name>\S*) kind=(?P<kind>\S*) image=(?P<image>\S+) kvm=(?P<kvm>\d) "
                       rb"kvm_hv=(?P<kvm_hv>\d) kvm_pr=(?P<kvm_pr>\d) uptime=(?P<uptime>[\d.]+)")
+# A kernel message on the L1's console: it can land inside the ready line, which /init writes
+# while the kernel still prints (measured: "uptime=[   14.620341] IPv6: ADDRCONF(NETDEV_CHANGE):
+# eth0: link becomes ready" then "12.14" on the next line, and the boot was taken for a timeout).
+# The L1 keeps its kernel messages on the console (its lockups are evidence), so the marker is
+# read with them taken out.
+PRINTK_LINE = re.compile(rb"\[\s*\d+\.\d+\] [^\r\n]*\r?\n")
+READY_LINE = re.compile(READY_RE.pattern + rb"\r?\n")
+MARKER_WINDOW = 8192  # the ready line and whatever the kernel printed into it
+NEWLINE = re.compile(rb"\n")
 FAIL_RE = re.compile(rb"(CASKIT-L1-FAIL[^\r\n]*|Kernel panic - not syncing:[^\r\n]*)")
 WARN_RE = re.compile(rb"CASKIT-L1-WARN[^\r\n]*")
 TAG_PREFIX = "caskit-l1:"  # not "caskit:": a run's cleanup must never stop a host it did not start
@@ -393,14 +402,19 @@ class EmulatedHost:
         """The L1's ready marker on its console; a firmware or kernel that fails, or a QEMU that
         exits, ends the wait at once with the console's last lines."""
         assert m.console is not None and m.proc is not None
-        try:
-            i = m.console.expect([READY_RE, FAIL_RE, pexpect.EOF, pexpect.TIMEOUT], max(deadline - time.monotonic(), 0.0),
-                                 "the L1's ready marker")
-        except CaskitError:  # the console's socket reset: QEMU went away
-            i = 2
-        seen = m.console.seen()
-        if i == 0:
-            return m.console.match, [w.decode(errors="replace") for w in WARN_RE.findall(seen)]
+        seen = b""
+        while True:
+            try:
+                # Line by line: the marker is judged on whole lines (ready_marker).
+                i = m.console.expect([NEWLINE, FAIL_RE, pexpect.EOF, pexpect.TIMEOUT],
+                                     max(deadline - time.monotonic(), 0.0), "the L1's ready marker")
+            except CaskitError:  # the console's socket reset: QEMU went away
+                i = 2
+            seen += m.console.seen() + (m.console.match.group(0) if i in (0, 1) else b"")
+            if i != 0:
+                break
+            if (marker := ready_marker(seen)) is not None:
+                return marker, [w.decode(errors="replace") for w in WARN_RE.findall(seen)]
         if i == 1:
             raise HostError(f"emulated host {self.name}: {m.console.match.group(1).decode(errors='replace')}; "
                             f"console ends: {_tail(seen)}")
@@ -471,6 +485,12 @@ class EmulatedHost:
 
 class _PortTaken(Exception):
     pass
+
+
+def ready_marker(console: bytes) -> re.Match | None:
+    """The L1's whole ready line in the end of what its console showed, with the kernel's
+    messages that the console interleaved into it taken out; None until the line is complete."""
+    return READY_LINE.search(PRINTK_LINE.sub(b"", console[-MARKER_WINDOW:]))
 
 
 def missing_kvm(marker: re.Match, kvm_mode: str = "hv") -> str | None:

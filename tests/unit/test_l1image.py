@@ -377,3 +377,25 @@ def test_wait_exit_follows_any_process(tmp_path):
 def test_an_l1_ready_line_without_kvm_names_what_is_missing(mode, kvm, hv, pr, missing):
     line = f"CASKIT-L1-READY name=h kind=k image=abc kvm={kvm} kvm_hv={hv} kvm_pr={pr} uptime=4.2".encode()
     assert emulated.missing_kvm(emulated.READY_RE.search(line), mode) == missing
+
+
+# The powernv9 L1's console when its boot was taken for a timeout (2026-12-07): the kernel's
+# link-up message landed inside the ready line that /init was writing.
+INTERLEAVED = (b"[   13.067836] virtio-pci 0005:01:00.0: enabling device (0100 -> 0102)\r\n"
+               b"CASKIT-L1-READY name=it-powernv9 kind=powernv9 image=55d9d91b1352d885 kvm=1 kvm_hv=1 kvm_pr=0 "
+               b"uptime=[   14.620341] IPv6: ADDRCONF(NETDEV_CHANGE): eth0: link becomes ready\r\n12.14\r\n"
+               b"\r\n\r\nBusyBox v1.35.0 (Debian 1:1.35.0-4+deb12u1+b1) built-in shell (ash)\r\n")
+
+
+def test_the_ready_line_is_read_with_the_kernel_lines_the_console_put_into_it_taken_out():
+    assert emulated.READY_RE.search(INTERLEAVED) is None  # what the boot waited for in vain
+    m = emulated.ready_marker(INTERLEAVED)
+    assert (m.group("name"), m.group("image"), m.group("kvm_hv"), m.group("uptime")) == \
+        (b"it-powernv9", b"55d9d91b1352d885", b"1", b"12.14")
+    # Split anywhere, even inside a field, it reads the same.
+    line = INTERLEAVED.split(b"\r\n")[1].split(b"uptime=")[0] + b"uptime=12.14\r\n"
+    kmsg = b"[    9.000001] random: crng init done\r\n"
+    for cut in range(1, len(line) - 2):
+        assert emulated.ready_marker(line[:cut] + kmsg + line[cut:]).group("uptime") == b"12.14", cut
+    # Until the line has ended, the uptime may still be growing: no marker yet.
+    assert emulated.ready_marker(INTERLEAVED.split(b"12.14")[0] + b"12.1") is None
