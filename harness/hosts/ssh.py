@@ -228,21 +228,46 @@ class SshHost:
                 self._client.close()
                 self._client = None
 
-    def _exec(self, argv: list[str]) -> paramiko.Channel:
+    def _exec(self, argv: list[str], timeout: float = CONNECT_TIMEOUT) -> paramiko.Channel:
         """A channel running `argv` on the host. Any way SSH can fail here is the host's failure
-        (HostError), so no paramiko exception reaches the callers."""
-        try:
-            ch = self.transport().open_session(timeout=CONNECT_TIMEOUT)
-            ch.exec_command(shlex.join(argv))
-            return ch
-        except (paramiko.SSHException, EOFError, OSError) as e:
-            raise HostError(f"host {self.name}: cannot run `{shlex.join(argv)[:120]}` over SSH: {e!r}") from e
+        (HostError), so no paramiko exception reaches the callers.
+
+        paramiko waits for the answer to an exec request without a deadline, and a host whose
+        sshd is stuck in its kernel never answers (measured: a powernv9 L1 whose other CPU had
+        hard-locked held a hang's forensics for minutes). So the channel is opened and the
+        request sent from a thread, both within `timeout`; past it the connection is dropped,
+        which ends that thread too."""
+        command = shlex.join(argv)
+        transport = self.transport()
+        done: list = []
+        started = threading.Event()
+
+        def request() -> None:
+            try:
+                ch = transport.open_session(timeout=timeout)
+                ch.exec_command(command)
+                done.append(ch)
+            except BaseException as e:  # noqa: BLE001 -- handed to the caller's thread below
+                done.append(e)
+            finally:
+                started.set()
+
+        threading.Thread(target=request, name=f"ssh-exec {self.name}", daemon=True).start()
+        if not started.wait(timeout):
+            self.close()
+            raise HostError(f"host {self.name}: `{command[:120]}` was not started within {timeout:.0f}s: "
+                            f"the host's sshd does not answer (the connection was dropped)")
+        if isinstance(done[0], paramiko.Channel):
+            return done[0]
+        if isinstance(done[0], (paramiko.SSHException, EOFError, OSError)):
+            raise HostError(f"host {self.name}: cannot run `{command[:120]}` over SSH: {done[0]!r}") from done[0]
+        raise done[0]
 
     # -- commands ----------------------------------------------------------------------------
 
     def run(self, argv: list[str], timeout: float = COMMAND_TIMEOUT, check: bool = False) -> tuple[int, str, str]:
         """Run an argv on the host; returns (exit status, stdout, stderr)."""
-        ch = self._exec(argv)
+        ch = self._exec(argv, timeout)
         ch.settimeout(timeout)
         out, err = bytearray(), bytearray()
         try:

@@ -149,6 +149,50 @@ def test_commands_reach_the_remote_shell_quoted(pair, inventory):
     h.close()
 
 
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def test_a_host_whose_sshd_stops_answering_fails_a_command_in_time(pair, inventory):
+    # A host whose sshd is stuck in its kernel (seen on a powernv9 L1 whose other CPU had
+    # hard-locked) never answers an exec request, and paramiko alone waits for that for ever: a
+    # hang's forensics held a run for minutes. Here the processes of our connection are stopped.
+    import signal
+
+    from harness.errors import HostError
+
+    h = host(pair, inventory, "hosta")
+    assert h.run(["true"])[0] == 0
+    th = next(x for x in pair.hosts if x.name == "hosta")
+    stuck = _descendants(th.sshd_pid)
+    assert stuck
+    for p in stuck:
+        os.kill(p, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(HostError, match=r"was not started within 3s: the host's sshd does not answer"):
+            h.run(["true"], timeout=3)
+        assert time.monotonic() - t0 < 10
+    finally:
+        for p in stuck:
+            os.kill(p, signal.SIGCONT)
+    assert h.run(["echo", "back"])[1] == "back\n"  # on a new connection
+    h.close()
+
+
 def test_an_ssh_hosts_tmp_is_its_own(pair, inventory, tmp_path):
     """Files made through a host are on that host only: not on the controller at the same path,
     not on the other host; and the controller's files are not on the host."""
