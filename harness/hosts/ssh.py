@@ -239,28 +239,37 @@ class SshHost:
         which ends that thread too."""
         command = shlex.join(argv)
         transport = self.transport()
-        done: list = []
-        started = threading.Event()
 
-        def request() -> None:
+        def start() -> paramiko.Channel:
+            ch = transport.open_session(timeout=timeout)
+            ch.exec_command(command)
+            return ch
+
+        return self._within(f"`{command[:120]}`", timeout, start)
+
+    def _within(self, what: str, timeout: float, request):
+        """`request()` (an SSH request paramiko waits on without a deadline) from a thread, given
+        `timeout`; past it the connection is dropped (which ends the thread) and HostError says so."""
+        done: list = []
+        finished = threading.Event()
+
+        def call() -> None:
             try:
-                ch = transport.open_session(timeout=timeout)
-                ch.exec_command(command)
-                done.append(ch)
+                done.append(request())
             except BaseException as e:  # noqa: BLE001 -- handed to the caller's thread below
                 done.append(e)
             finally:
-                started.set()
+                finished.set()
 
-        threading.Thread(target=request, name=f"ssh-exec {self.name}", daemon=True).start()
-        if not started.wait(timeout):
+        threading.Thread(target=call, name=f"ssh-request {self.name}", daemon=True).start()
+        if not finished.wait(timeout):
             self.close()
-            raise HostError(f"host {self.name}: `{command[:120]}` was not started within {timeout:.0f}s: "
+            raise HostError(f"host {self.name}: {what} was not started within {timeout:.0f}s: "
                             f"the host's sshd does not answer (the connection was dropped)")
-        if isinstance(done[0], paramiko.Channel):
+        if not isinstance(done[0], BaseException):
             return done[0]
         if isinstance(done[0], (paramiko.SSHException, EOFError, OSError)):
-            raise HostError(f"host {self.name}: cannot run `{command[:120]}` over SSH: {done[0]!r}") from done[0]
+            raise HostError(f"host {self.name}: cannot run {what} over SSH: {done[0]!r}") from done[0]
         raise done[0]
 
     # -- commands ----------------------------------------------------------------------------
@@ -421,7 +430,10 @@ class SshHost:
         if not self._kit_ok(d, want):
             self.run(["mkdir", "-p", d], check=True)
             try:
-                sftp = self.transport().open_sftp_client()
+                transport = self.transport()
+                sftp = self._within("the SFTP subsystem", CONNECT_TIMEOUT, transport.open_sftp_client)
+                # Each SFTP request (a write, the rename) then waits at most this long.
+                sftp.get_channel().settimeout(COMMAND_TIMEOUT)
                 try:
                     for name, p in files.items():
                         tmp = f"{d}/.{name}.{os.getpid()}.part"
