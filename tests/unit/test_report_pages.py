@@ -328,3 +328,21 @@ def test_a_record_the_page_cannot_render_gets_a_note_not_a_crash(tmp_path):
     (tmp_path / "cells" / "odd").mkdir(parents=True)
     (page,) = report_cells.write_cell_pages(tmp_path, {"run": RUN, "cells": [odd]}, lambda c: "tcg-only")
     assert "could not render this cell's page: UndefinedError" in page.read_text()
+
+
+def test_a_boot_known_issue_is_on_the_cell_page_and_in_the_reports_table(tmp_path):
+    # A hang that a boot entry explained (known_issues.explain_boot): its id and the host's
+    # proof on the cell's page, and the cell in report.html's known-issues table.
+    proof = {"kind": "undelivered-mer", "line": "the L0's vCPU 1 ran the host's guest with LPCR[MER]=1 and MSR[EE]=1"}
+    c = _record("XFAIL", "known issue nested-papr-tcg-l0-drops-mer: expected xics, but it failed at guest: hung",
+                _observed(None, "the guest hung after it was ready", "guest", error_kind="GuestHang",
+                          host_findings=[proof], known_issue="nested-papr-tcg-l0-drops-mer"),
+                host="nested-hv", accel="kvm", ic_mode="xics", expected_mode="xics")
+    (tmp_path / "cells" / c["id"]).mkdir(parents=True)
+    results = {"run": RUN, "cells": [c], "summary": summary([c])}
+    write_reports(tmp_path, results)
+    html = page(tmp_path, c)
+    assert "Known issue that matched the boot:</b> <code>nested-papr-tcg-l0-drops-mer</code>" in html
+    assert "LPCR[MER]=1 and MSR[EE]=1" in html
+    report = (tmp_path / "report.html").read_text()
+    assert re.search(rf'<a href="#{c["id"]}"><code>{c["id"]}</code></a></td><td>nested-papr-tcg-l0-drops-mer</td>', report)
