@@ -756,7 +756,8 @@ def cmd_explain(a) -> int:
         print(f"caskit: note: cannot probe {parsed.binary} ({build.error}); predictions need its default ic-mode",
               file=sys.stderr)
     rows = explain.predict_all(parsed, build)
-    print(explain.render(parsed, rows, str(parsed.axes["guest_xive"])))
+    from .migration import known_issues
+    print(explain.render(parsed, rows, str(parsed.axes["guest_xive"]), known_issues.load()))
     if not a.run:
         return EXIT_OK
     return _explain_run(a, parsed)

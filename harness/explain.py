@@ -173,7 +173,9 @@ def outcome(e: Expected) -> tuple[str, str, str]:
     return (f"{e.mode.upper() if e.mode else '?'} {e.irqchip or ''}".strip(), "runs", says)
 
 
-def render(p: Parsed, rows: list[Row], given_xive: str) -> str:
+def render(p: Parsed, rows: list[Row], given_xive: str, known: list | None = None) -> str:
+    """The table; `known` are the known issues (configs/known-issues.yaml) whose boot entries
+    name KVM modes: what caskit's emulated hosts of those modes show beside the model."""
     lines = [f"{p.binary}: -machine {p.machine}" + "".join(
         f",{k}={p.axes[v]}" for k, v in (("ic-mode", "ic_mode"), ("kernel-irqchip", "kernel_irqchip"),
                                           ("max-cpu-compat", "cpu_compat")) if p.axes[v] != DEFAULT)
@@ -189,6 +191,11 @@ def render(p: Parsed, rows: list[Row], given_xive: str) -> str:
     lines.append("")
     lines.append("* = the guest as this command line boots it. KVM modes:")
     lines += [f"  {k:<{w}}  {v['what']}" for k, v in KVM_MODES.items()]
+    boot = [k for k in known or () if k.host_findings and k.kvm_modes]
+    if boot:
+        lines.append("Known issues of caskit's emulated hosts (the model says what real hosts do; a hang there "
+                     "that its host proves is XFAIL):")
+        lines += [f"  {', '.join(k.kvm_modes):<{w}}  {k.id}: {k.summary.split('. ')[0].strip()}." for k in boot]
     for n in p.notes:
         lines.append(f"note: {n}")
     if p.not_modelled:

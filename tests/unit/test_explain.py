@@ -67,3 +67,15 @@ def test_render_marks_the_guest_as_booted():
     p = explain.parse_argv(["q", "-M", "pseries", "-append", "xive=off"])
     text = explain.render(p, explain.predict_all(p, make_build()), "off")
     assert "* tcg-only        guest xive=off" in text and "  tcg-only        guest default" in text
+
+
+def test_render_lists_the_emulated_hosts_known_boot_issues_by_kvm_mode():
+    from harness.migration import known_issues
+
+    p = explain.parse_argv(["q", "-M", "pseries,ic-mode=xics"])
+    text = explain.render(p, explain.predict_all(p, make_build()), "default", known_issues.load())
+    assert "  hv-nested-papr  nested-papr-tcg-l0-drops-mer: An L2 on the emulated nested-papr host" in text
+    assert "  hv              powernv9-tcg-l1-timebase-steps-back: " in text
+    # Migration entries concern hops, not a mode's boots: not listed.
+    assert "qemu7.2-tcg-guest-timers-stop-after-migration" not in text
+    assert "Known issues" not in explain.render(p, explain.predict_all(p, make_build()), "default")
