@@ -28,7 +28,7 @@ FINDING_KINDS = ("undelivered-mer", "host-timekeeping-spin")
 # kernel/time/timekeeping.c; clocksource_delta has no negative-motion check on powerpc there).
 TIMEKEEPING = frozenset({"second_overflow", "timekeeping_advance", "logarithmic_accumulation",
                          "accumulate_nsecs_to_secs", "timekeeping_update"})
-# A spin is every sample in those functions, over at least this many samples (about 2 s).
+# A spin is every sample in those functions, over at least this many samples (a second or more).
 MIN_SPIN_SAMPLES = 10
 # A pending-and-enabled interrupt seen once may be one TCG is about to take: it must persist.
 MIN_SAMPLES = 2

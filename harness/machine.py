@@ -38,11 +38,12 @@ SYSRQ_TIMEOUT = 5.0
 HOST_STATE_TIMEOUT = 15.0
 HOST_LOG_LINES = 120
 # The emulating QEMU's (L0's) registers of an emulated host's vCPUs, sampled: its vCPUs switch
-# between the L1 and the L1's guest all the time. nested-papr's undelivered interrupt showed in
-# 7 of 25 samples a second apart (docs/hosts.md); at that rate 30 samples miss the two that
-# host_cpus.findings needs about once in a thousand hangs.
+# between the L1 and the L1's guest every few milliseconds. nested-papr's undelivered interrupt
+# showed in 7 of 25 samples a second apart and in 10 of 30 a fifth of a second apart
+# (docs/hosts.md); at that rate 30 samples miss the two that host_cpus.findings needs about once
+# in a thousand hangs, and take about 3 s.
 L0_SAMPLES = 30
-L0_SAMPLE_GAP = 0.2
+L0_SAMPLE_GAP = 0.1
 PROCESS_STATE = script("process_state.sh")
 
 
