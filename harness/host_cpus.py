@@ -98,6 +98,11 @@ def parse(text: str) -> list[VcpuState]:
     return out
 
 
+def mer_seen(samples: list[list[VcpuState]]) -> bool:
+    """Some sample caught a vCPU whose guest has an external interrupt requested (LPCR[MER])."""
+    return any(v.lpcr is not None and v.lpcr & LPCR_MER for sample in samples for v in sample)
+
+
 def findings(samples: list[list[VcpuState]], symbols: Symbols | None = None) -> list[dict]:
     """What the samples prove, as {kind, line}: a vCPU that ran a guest of the L1 with an
     external interrupt requested through LPCR[MER] and enabled, in at least MIN_SAMPLES samples;

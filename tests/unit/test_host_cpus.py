@@ -34,6 +34,8 @@ def test_a_vcpu_with_mer_but_interrupts_off_proves_nothing():
 
 def test_mer_with_interrupts_on_in_a_guest_is_an_undelivered_interrupt_seen_twice():
     cpus = sample("l0-registers-mer-ee-on.txt")
+    assert host_cpus.mer_seen([cpus]) and host_cpus.mer_seen([sample("l0-registers-mer-ee-off.txt")])
+    assert not host_cpus.mer_seen([sample("l0-registers-powernv9-timekeeping.txt")])
     owed = [v for v in cpus if v.undelivered_external]
     assert len(owed) == 1 and not owed[0].msr & host_cpus.MSR_HV
     assert host_cpus.findings([cpus]) == []  # once may be the instant before TCG takes it
