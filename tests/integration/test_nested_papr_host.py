@@ -63,11 +63,12 @@ def test_the_probe_finds_nested_api_v2_and_what_qemu_needs_under_it(l1, tmp_path
 # The booting L2 idles with interrupts enabled (powersave=off: no H_CEDE), so the L0 catches it
 # with LPCR[MER] and MSR[EE] both set in most samples: of 30 hangs of the kvm-modes matrix with
 # the default idle, one showed MER in 17 of its 30 samples and EE in none (FAIL, unproven).
+# A command is given 15 s: the L2's console answers in under a second when it answers at all.
 MATRIX = """
 name: {name}
 hosts: [{host}]
 axes: {{accel: [kvm], ic_mode: [{ic}], kernel_irqchip: [{kirq}], cpu: [{cpu}], smp: [1], firmware: [vof]}}
-timeouts: {{boot: 240}}
+timeouts: {{boot: 240, command: 15}}
 append: powersave=off
 """
 CELLS = {"boot": ("xics", "default", "host"),  # in-kernel XICS, the host's own CPU: it boots
