@@ -25,8 +25,7 @@ KNOWN_ISSUES = CONFIGS / "known-issues.yaml"
 MATCH_KEYS = {"qemu_version", "accel", "plans", "guest_state", "smp_min", "modes", "symptoms", "log_regex", "hops",
               "error_regex", "source_version", "destination_version", "requires",
               "kvm_modes", "error_kinds", "host_findings"}
-# Keys of a boot entry (one with host_findings) and the keys only a hop can be judged by.
-BOOT_KEYS = ("kvm_modes", "error_kinds", "host_findings")
+# The keys only a hop can be judged by: a boot entry (one with host_findings) has none of them.
 HOP_ONLY_KEYS = ("plans", "guest_state", "modes", "symptoms", "log_regex", "hops", "error_regex", "source_version",
                  "destination_version", "requires")
 KVM_MODES = ("hv", "hv-nested", "hv-nested-papr", "pr", "tcg-only")
