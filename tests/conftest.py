@@ -61,18 +61,3 @@ def kit():
 def write_matrix(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
-
-
-# The modules that hold a worker longest (each boots emulated hosts or runs many guests; their
-# measured times in `.ci/run`'s slowest durations, 1.5-7 minutes each): started first, so that
-# under `--dist loadscope` the short ones fill in around them instead of one long module
-# starting last on one worker while the other sits idle. The emulated hosts' modules are kept
-# apart in the order: two TCG L1s at once on 2 cores slow both.
-LONGEST_FIRST = ("test_emulated_hosts.py", "test_ssh_hosts.py", "test_migration_builds.py", "test_quick_matrix.py",
-                 "test_workloads.py", "test_pr_host.py", "test_bench_smoke.py", "test_nested_papr_host.py",
-                 "test_shards.py", "test_migration.py", "test_farm_runs.py", "test_patch.py")
-
-
-def pytest_collection_modifyitems(session, config, items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module keeps its order
