@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -38,6 +39,23 @@ SCHEMA_VERSION = 3
 ADDED_COLUMNS = ((2, "runs", "planned", "TEXT"), (3, "runs", "shard", "TEXT"))
 DEFAULT_NAME = "history.sqlite"
 BUSY_TIMEOUT_S = 60.0  # a commit is milliseconds; a minute covers a busy farm controller's burst
+
+
+def _wal(conn: sqlite3.Connection) -> str:
+    """Switch a new file to WAL. Several processes opening a new history at once (xdist workers)
+    race for the exclusive lock that takes, and SQLite answers "database is locked" at once
+    instead of waiting on the busy timeout (measured: 1 of 4 threads, on a loaded machine): it
+    is retried until the timeout. No event says the lock is free, so the retry backs off."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.01
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
 # A constant key for PostgreSQL's advisory lock around schema creation: two controllers creating
 # the tables at once would otherwise race in CREATE TABLE IF NOT EXISTS (a unique violation in
 # pg_type, a known PostgreSQL behaviour).
@@ -241,7 +259,7 @@ def connect(url: str) -> Db:
             conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             # WAL is a property of the file: set once, every later connection finds it.
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _wal(conn)
             if str(mode).lower() != "wal":
                 raise HistoryError(f"{target}: SQLite refused WAL mode (journal_mode is {mode})")
         else:
