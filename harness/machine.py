@@ -296,11 +296,10 @@ class GuestMachine:
                      {"init": "after starting /init", "kernel": "after its kernel started",
                       "firmware": "in firmware, before its kernel printed"}[stage])
             path = self.save_forensics(f"hang: no answer to {exc.what} in {exc.timeout:.0f}s")
-            hang = GuestHang(f"the guest hung {where}: no {exc.what} within {exc.timeout:.0f}s "
+            return GuestHang(f"the guest hung {where}: no {exc.what} within {exc.timeout:.0f}s "
                              f"(QEMU alive; forensics in {path.name})"
                              + "".join(f"; host {self.host.name}: {f['line']}" for f in self.host_findings),
                              exc.tail, str(path), list(self.host_findings))
-            return hang
         return NoGuestOutput(f"nothing came from the guest within {exc.timeout:.0f}s (QEMU alive): "
                              f"the firmware never printed")
 
