@@ -35,7 +35,7 @@ EMULATED_KINDS = tuple(emulated_host.KINDS)
 HOST_KEYS = {
     "local": ("kind", "slots", "qemu", "migration_address", "machine_options", "kvm"),
     "ssh": ("kind", "slots", "qemu", "migration_address", "kvm", "address", "port", "user", "key_file", "known_hosts",
-            "proxy_command", "kit_dir", "machine_options"),
+            "proxy_command", "kit_dir", "machine_options", "console_batch"),
     "emulated": ("kind", "emulated_kind", "slots", "port", "machine_options"),
 }
 HOST_KINDS = tuple(HOST_KEYS)
@@ -393,7 +393,11 @@ def parse_hosts(data: Any, path: str) -> dict[str, HostSpec]:
         if not isinstance(maddr, str) or not maddr:
             raise ConfigError(path, f"{key}.migration_address", f"{checks.show(maddr)} is not an address (a host name or IP)")
         checks.text(path, f"{key}.migration_address", maddr, "an address (a host name or IP)", max_len=checks.MAX_NAME * 4)
-        out[name] = HostSpec(name, kind, slots, tuple(builds), maddr, ssh, mopts, kvm_required=kvm)
+        batch = spec.get("console_batch", True)
+        if not isinstance(batch, bool):
+            raise ConfigError(path, f"{key}.console_batch", f"{checks.show(batch)} is not true or false (true: a "
+                                                            "python3 bridge on the host batches guest consoles)")
+        out[name] = HostSpec(name, kind, slots, tuple(builds), maddr, ssh, mopts, kvm_required=kvm, console_batch=batch)
     out.setdefault("local", HostSpec("local", "local", os.cpu_count() or 1,
                                      (QemuBuildSpec("system", "qemu-system-ppc64"), BACKPORTS)))
     return out

@@ -79,6 +79,10 @@ class HostSpec:
     # That host's own kernel (an ELF vmlinux) on the controller: its symbols name where the
     # L0 found the host's vCPUs.
     host_kernel: str | None = None
+    # A guest's console sent in batches by a python3 bridge on the host (harness/hosts/ssh.py's
+    # BATCH_S) rather than forwarded write by write: fewer SSH packets for the controller. Off where
+    # starting a process on the host costs more than that saves (an emulated host runs it under TCG).
+    console_batch: bool = True
 
 
 @dataclass(frozen=True)

@@ -278,7 +278,10 @@ class EmulatedHost:
         return HostSpec(self.name, "ssh", self.slots, (QemuBuildSpec("system", "qemu-system-ppc64"),), "127.0.0.1",
                         SshSpec("127.0.0.1", port, SSH_USER, str(self.key_file), str(self.known_hosts)),
                         console_log=str(self.dir / "console.log"), monitor=str(self.dir / "qmp.sock"),
-                        host_kernel=self._kernel())
+                        host_kernel=self._kernel(),
+                        # A python3 started in the L1 runs under TCG: it would cost each cell more
+                        # than its batching saves the controller.
+                        console_batch=False)
 
     def _kernel(self) -> str | None:
         """The kernel this host booted (its `-kernel`), to name where its vCPUs are in a hang."""

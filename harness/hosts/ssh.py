@@ -47,6 +47,13 @@ CONNECT_TIMEOUT = 15.0
 STREAMLOCAL_RETRY_S = 0.5
 COMMAND_TIMEOUT = 60.0
 KEEPALIVE_S = 5
+# How long the host gathers a batched stream (a guest's console) before sending it. A guest's hvc
+# console writes at most 16 bytes at a time, each one SSH packet for the controller to decrypt and
+# dispatch when forwarded as it comes: about a thousand a boot, most of the controller's CPU per
+# cell (bench/README.md, issue 23). 20 ms is far below any console deadline.
+BATCH_S = 0.02
+# The shell's status for a command it cannot find: the host has no python3 for the batching bridge.
+NOT_FOUND = 127
 
 BRIDGE = _script("bridge.py")
 
@@ -172,6 +179,7 @@ class SshHost:
         self._lock = threading.Lock()
         self._kits: dict[str, Kit] = {}
         self._streamlocal_ok = True
+        self._batch_ok = spec.console_batch
 
     # -- connection --------------------------------------------------------------------------
 
@@ -342,11 +350,14 @@ class SshHost:
                                *map(str, paths)], timeout=timeout + 30)
         return code == 0
 
-    def connect_unix(self, path: Path, timeout: float) -> socket.socket:
+    def connect_unix(self, path: Path, timeout: float, batch: bool = False) -> socket.socket:
         """A local socket whose other end is the host's unix socket (through an SSH channel):
         sshd connects to it itself where it allows streamlocal forwarding (no process on the host),
-        else a python3 bridge on the host does."""
-        ch = self._streamlocal(path, timeout) if self._streamlocal_ok else None
+        else a python3 bridge on the host does. `batch` (a guest's console): a python3 bridge that
+        sends what the socket gives in BATCH_S batches, where the host has python3."""
+        ch = self._batched(path, timeout) if batch and self._batch_ok else None
+        if ch is None and self._streamlocal_ok:
+            ch = self._streamlocal(path, timeout)
         if ch is None:
             ch = self._bridge(path, timeout)
             # The socket listens (the bridge got in) and sshd would not connect to it: this sshd
@@ -376,12 +387,25 @@ class SshHost:
             except (paramiko.SSHException, EOFError) as e:
                 raise OSError(f"host {self.name}: cannot connect to {path}: {e}") from e
 
-    def _bridge(self, path: Path, timeout: float) -> paramiko.Channel:
-        ch = self._exec(["python3", "-c", BRIDGE, "unix", str(path)])
-        if _first_line(ch, timeout) != b"ck-bridge-ok\n":
+    def _batched(self, path: Path, timeout: float) -> paramiko.Channel | None:
+        """The batching bridge's channel, or None (remembered) on a host without python3."""
+        try:
+            return self._bridge(path, timeout, BATCH_S)
+        except _NoPython:
+            self._batch_ok = False
+            return None
+
+    def _bridge(self, path: Path, timeout: float, batch_s: float = 0.0) -> paramiko.Channel:
+        ch = self._exec(["python3", "-c", BRIDGE, "unix", str(path), *([repr(batch_s)] if batch_s else [])])
+        line = _first_line(ch, timeout)
+        if line != b"ck-bridge-ok\n":
+            if not line:  # ended: its exit status follows the end of its output
+                ch.status_event.wait(min(timeout, 5.0))
             err = ch.recv_stderr(4096).decode(errors="replace") if ch.recv_stderr_ready() else ""
+            missing = ch.exit_status_ready() and ch.recv_exit_status() == NOT_FOUND
             ch.close()
-            raise OSError(f"host {self.name}: cannot connect to {path}: {err.strip()[-300:] or 'no answer'}")
+            why = f"host {self.name}: cannot connect to {path}: {err.strip()[-300:] or 'no answer'}"
+            raise _NoPython(why) if missing else OSError(why)
         return ch
 
     def kill_tagged(self, tag_prefix: str) -> list[int]:
@@ -469,6 +493,10 @@ def _close_failed(client: paramiko.SSHClient) -> None:
     client.close()
     if t is not None and t is not threading.current_thread():
         t.join(10)
+
+
+class _NoPython(OSError):
+    """The host has no python3 for a bridge."""
 
 
 def _first_line(ch: paramiko.Channel, timeout: float) -> bytes:

@@ -11,6 +11,7 @@ import shutil
 import socket
 import struct
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -247,6 +248,52 @@ def test_qemus_sockets_are_reached_through_sshd_without_a_process_on_the_host(pa
     try:
         assert _echo_through(h, pair.hosts[0], "s").startswith("sshd")
     finally:
+        h.close()
+
+
+def test_a_console_through_ssh_arrives_in_batches_and_whole(pair, inventory):
+    """A guest's hvc console writes 16 bytes at a time. Through an SSH host it comes in the
+    host-side bridge's batches (each piece is otherwise one SSH packet for the controller to
+    handle), byte for byte and in order, and what the controller types still reaches the guest."""
+    h = host(pair, inventory, "hosta")
+    d = h.tempdir("ck-bt-")
+    path = pair.hosts[0].controller_path(d / "c")
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(path))
+    srv.listen(1)
+    srv.settimeout(30)
+    pieces = [b"%015d\n" % i for i in range(120)]
+    try:
+        conn = h.connect_unix(d / "c", 5, batch=True)
+        peer, _ = srv.accept()
+        pid = struct.unpack("3i", peer.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+        assert os.path.basename(os.readlink(f"/proc/{pid}/exe")).startswith("python3")
+        conn.sendall(b"typed\n")
+        peer.settimeout(30)
+        assert peer.recv(6) == b"typed\n"
+        conn.settimeout(30)
+        reads = []
+
+        def read():  # as the console reader does, while the guest prints
+            while b := conn.recv(65536):
+                reads.append(b)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        for p in pieces:  # as a guest prints a boot log: a piece, then a little while
+            peer.sendall(p)
+            time.sleep(0.004)
+        peer.shutdown(socket.SHUT_WR)
+        reader.join(30)
+        assert b"".join(reads) == b"".join(pieces)
+        # 120 pieces over about 0.5 s: forwarded as they come they are about 120 reads; in 20 ms
+        # batches about 25 (and never more than one per piece).
+        assert len(reads) <= 50, [len(r) for r in reads]
+        conn.close()
+        peer.close()
+    finally:
+        srv.close()
+        h.remove_tree(d)
         h.close()
 
 

@@ -313,11 +313,14 @@ def test_ssh_host_values_are_checked_after_the_files_exist(tmp_path):
                               ({"proxy_command": "ssh -W"}, "proxy_command", "must be a list of strings"),
                               ({"proxy_command": ["ssh", 5]}, "proxy_command[1]", "must be a non-empty string"),
                               ({"kit_dir": "rel/dir"}, "kit_dir", "is not an absolute path"),
-                              ({"kit_dir": 5}, "kit_dir", "must be an absolute path")]:
+                              ({"kit_dir": 5}, "kit_dir", "must be an absolute path"),
+                              ({"console_batch": "yes"}, "console_batch", "is not true or false")]:
         with pytest.raises(ConfigError) as info:
             parse_hosts({"hosts": {"p9": {**base, **extra}}}, inv)
         assert info.value.key == f"hosts.p9.{key}" and words in info.value.message, str(info.value)
     assert parse_hosts({"hosts": {"p9": base}}, inv)["p9"].ssh.port == 22
+    assert parse_hosts({"hosts": {"p9": base}}, inv)["p9"].console_batch
+    assert not parse_hosts({"hosts": {"p9": {**base, "console_batch": False}}}, inv)["p9"].console_batch
 
 
 @pytest.mark.parametrize("domains, key, words", [

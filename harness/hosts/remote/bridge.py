@@ -1,9 +1,13 @@
-# stdin/stdout <-> a socket: `unix PATH` (QEMU's console and QMP, printing one line first so the
-# controller knows the connection stands before it hands the stream over) or `tcp HOST PORT`
-# (a proxy command into a network namespace, which must print nothing of its own).
-import os, socket, sys, threading
+# stdin/stdout <-> a socket: `unix PATH [BATCH_S]` (QEMU's console and QMP, printing one line
+# first so the controller knows the connection stands before it hands the stream over) or
+# `tcp HOST PORT` (a proxy command into a network namespace, which must print nothing of its own).
+# BATCH_S > 0 gathers what the socket gives for up to that long before writing it: a guest's hvc
+# console comes 16 bytes per write, and every write would otherwise be one SSH packet for the
+# controller to decrypt and dispatch (its CPU per cell).
+import os, select, socket, sys, threading, time
+batch = 0.0
 if sys.argv[1] == "unix":
-    import time
+    batch = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
     deadline = time.monotonic() + 5
     while True:  # QEMU binds (the file appears) a moment before it listens
         s = socket.socket(socket.AF_UNIX)
@@ -28,8 +32,20 @@ def up():
         s.sendall(b)
     s.shutdown(socket.SHUT_WR)
 threading.Thread(target=up, daemon=True).start()
+def out(b):
+    while b:
+        b = b[os.write(1, b):]
 while True:
     b = s.recv(65536)
     if not b:
         break
-    os.write(1, b)
+    end = time.monotonic() + batch
+    while batch and len(b) < 65536:
+        left = end - time.monotonic()
+        if left <= 0 or not select.select([s], [], [], left)[0]:
+            break
+        more = s.recv(65536 - len(b))
+        if not more:
+            break
+        b += more
+    out(b)
