@@ -396,7 +396,7 @@ class SshHost:
             return None
 
     def _bridge(self, path: Path, timeout: float, batch_s: float = 0.0) -> paramiko.Channel:
-        ch = self._exec(["python3", "-c", BRIDGE, "unix", str(path), *([repr(batch_s)] if batch_s else [])])
+        ch = self._exec(["python3", "-I", "-S", "-c", BRIDGE, "unix", str(path), *([repr(batch_s)] if batch_s else [])])
         line = _first_line(ch, timeout)
         if line != b"ck-bridge-ok\n":
             if not line:  # ended: its exit status follows the end of its output

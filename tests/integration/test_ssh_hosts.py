@@ -213,7 +213,7 @@ def test_an_ssh_hosts_tmp_is_its_own(pair, inventory, tmp_path):
     b.close()
 
 
-def _echo_through(h, th_host, name: str) -> str:
+def _echo_through(h, th_host, name: str, batch: bool = False) -> str:
     """Connect through `h` to a unix socket listening in the host's /tmp; echo a line through it
     and return the name of the program at the other end (the socket's peer, by SO_PEERCRED)."""
     d = h.tempdir("ck-sl-")
@@ -223,7 +223,7 @@ def _echo_through(h, th_host, name: str) -> str:
     srv.listen(1)
     srv.settimeout(30)
     try:
-        conn = h.connect_unix(d / name, 5)
+        conn = h.connect_unix(d / name, 5, batch=batch)
         peer, _ = srv.accept()
         pid = struct.unpack("3i", peer.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
         exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
@@ -311,6 +311,38 @@ def test_a_server_that_refuses_streamlocal_forwarding_gets_the_bridge(tmp_path):
             assert _echo_through(h, th.hosts[0], "s").startswith("python3")
             assert not h._streamlocal_ok  # remembered: the next socket goes straight to the bridge
             assert _echo_through(h, th.hosts[0], "t").startswith("python3")
+        finally:
+            h.close()
+    finally:
+        th.close()
+        left = th.leftovers()
+        shutil.rmtree(base, ignore_errors=True)
+        assert not left, left
+
+
+def test_a_host_without_python_gets_its_console_unbatched(tmp_path):
+    """Batching needs python3 on the host; a host without it still gets the console, through
+    sshd, and is remembered. The host's sshd forces every command through a shell that has no
+    python3 (it answers as sh does for a missing command: status 127)."""
+    base = Path(tempfile.mkdtemp(prefix="ck-np-"))
+    shell = Path("/tmp/ck-nopy-sh")  # in the host's own /tmp
+    th = sshhosts.start(base / "h", names=("nopy",), sshd_extra={"nopy": [f"ForceCommand {shell}"]})
+    try:
+        theirs = th.hosts[0].controller_path(shell)
+        theirs.write_text('#!/bin/sh\ncase "$SSH_ORIGINAL_COMMAND" in python3*) '
+                          'echo "sh: 1: python3: not found" >&2; exit 127;; esac\n'
+                          'exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"\n')
+        theirs.chmod(0o755)
+        inv = th.write_inventory(tmp_path / "hosts.yaml")
+        spec = parse_hosts(yaml.safe_load(inv.read_text()), str(inv))["nopy"]
+        from harness.hosts.ssh import SshHost
+
+        h = SshHost(spec)
+        try:
+            assert h.run(["python3", "-c", "pass"])[0] == 127  # the host as the test means it
+            assert _echo_through(h, th.hosts[0], "s", batch=True).startswith("sshd")
+            assert not h._batch_ok  # remembered: the next console goes straight to sshd
+            assert _echo_through(h, th.hosts[0], "t", batch=True).startswith("sshd")
         finally:
             h.close()
     finally:
