@@ -4,7 +4,7 @@
 # BATCH_S > 0 gathers what the socket gives for up to that long before writing it: a guest's hvc
 # console comes 16 bytes per write, and every write would otherwise be one SSH packet for the
 # controller to decrypt and dispatch (its CPU per cell).
-import os, socket, sys, threading, time
+import os, select, socket, sys, threading, time
 batch = 0.0
 if sys.argv[1] == "unix":
     batch = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
@@ -35,24 +35,21 @@ threading.Thread(target=up, daemon=True).start()
 def out(b):
     while b:
         b = b[os.write(1, b):]
-ended = False
-while not ended:
+while True:
     b = s.recv(65536)
     if not b:
         break
-    if batch:
-        # The batch is a span of time, not a condition: what the guest writes within it goes
-        # with its first bytes, taken in one wake-up instead of one per write.
-        time.sleep(batch)
-        parts = [b]
-        try:
-            while True:
-                more = s.recv(1 << 20, socket.MSG_DONTWAIT)
-                if not more:
-                    ended = True
-                    break
-                parts.append(more)
-        except BlockingIOError:
-            pass
-        b = b"".join(parts)
+    # Every write is read as it comes, only sent on at the batch's end: QEMU's console writes
+    # block once the socket holds a few hundred unread 16-byte pieces (the kernel counts each at
+    # its buffer's full size), stalling the guest (measured: a boot 1.2 s slower when the bridge
+    # slept through its batch and drained it after).
+    end = time.monotonic() + batch
+    while batch and len(b) < 65536:
+        left = end - time.monotonic()
+        if left <= 0 or not select.select([s], [], [], left)[0]:
+            break
+        more = s.recv(65536)
+        if not more:
+            break
+        b += more
     out(b)
