@@ -172,17 +172,23 @@ class GuestMachine:
                 self.host_console_from = Path(console).stat().st_size
             except OSError:
                 self.host_console_from = 0
+        early = getattr(self.host, "console_early", None)
+        pending = None
         try:
+            if early is not None:
+                pending = early(self.files.console_sock, self.launch_timeout)
             self.proc = self.host.spawn(self.argv, self.files.stdout, self.files.stderr)
-            self._attach()
+            self._attach(pending)
         except BaseException as e:
+            if pending is not None:
+                pending.cancel()
             exited = self.proc is not None and self.proc.poll() is not None
             self.shutdown()
             if exited and isinstance(e, (Unresolved, OSError)):
                 raise self._exit_cause("qemu-start") from e
             raise
 
-    def _attach(self) -> None:
+    def _attach(self, pending=None) -> None:
         assert self.proc is not None
         # QEMU creates its listening sockets before machine init; a refused configuration
         # exits right after. Wait for the sockets, or the exit, whichever comes first.
@@ -195,7 +201,7 @@ class GuestMachine:
         try:
             # All at once (each costs a remote command on an SSH host); with -S the guest has not
             # run, so nothing it prints is missed before its console is read.
-            qmp_conn, console_conn, *hb_conn = self._connect_all(socks, batched={self.files.console_sock})
+            qmp_conn, console_conn, *hb_conn = self._connect_all(socks, {self.files.console_sock}, pending)
             self.console = Console(console_conn, self.files.transcript)
             if hb_conn:
                 self.heartbeat = HeartbeatReader(hb_conn[0], self.files.heartbeat_log)
@@ -206,11 +212,13 @@ class GuestMachine:
             self.proc.wait(2.0)
             raise LaunchFailure(f"cannot attach to QEMU: {e}", self.proc.poll(), self.stderr_text(), self.argv) from e
 
-    def _connect_all(self, paths: list[Path], batched: set[Path]) -> list:
+    def _connect_all(self, paths: list[Path], batched: set[Path], pending=None) -> list:
         # The console is batched on its way (its bytes' arrival times decide nothing); QMP and the
-        # heartbeat, whose arrival times are measured, are not.
+        # heartbeat, whose arrival times are measured, are not. A console bridge started with QEMU
+        # (`pending`) is only waited for.
         with ThreadPoolExecutor(len(paths)) as pool:
-            futures = [pool.submit(self.host.connect_unix, p, 5, p in batched) for p in paths]
+            futures = [pool.submit(pending.connect, self.launch_timeout) if pending is not None and p in batched
+                       else pool.submit(self.host.connect_unix, p, 5, p in batched) for p in paths]
         failed = [f.exception() for f in futures if f.exception() is not None]
         if failed:
             for f in futures:

@@ -363,10 +363,7 @@ class SshHost:
             # The socket listens (the bridge got in) and sshd would not connect to it: this sshd
             # forbids streamlocal forwarding, which OpenSSH words like a failed connect.
             self._streamlocal_ok = False
-        ch.settimeout(None)
-        mine, theirs = socket.socketpair()
-        threading.Thread(target=_splice, args=(ch, theirs), daemon=True).start()
-        return mine
+        return _spliced(ch)
 
     def _streamlocal(self, path: Path, timeout: float) -> paramiko.Channel | None:
         """The channel, or None when sshd would not open it within STREAMLOCAL_RETRY_S (then the
@@ -387,6 +384,14 @@ class SshHost:
             except (paramiko.SSHException, EOFError) as e:
                 raise OSError(f"host {self.name}: cannot connect to {path}: {e}") from e
 
+    def console_early(self, path: Path, wait: float) -> "PendingConsole | None":
+        """Start the batching bridge for a console whose QEMU is not started yet: it waits up to
+        `wait` for the socket, so its own start (a python3, 0.2-0.8 s on a busy host) overlaps
+        QEMU's. None where this host does not batch."""
+        if not self._batch_ok:
+            return None
+        return PendingConsole(self, path, self._exec(self._bridge_argv(path, BATCH_S, wait)))
+
     def _batched(self, path: Path, timeout: float) -> paramiko.Channel | None:
         """The batching bridge's channel, or None (remembered) on a host without python3."""
         try:
@@ -395,8 +400,16 @@ class SshHost:
             self._batch_ok = False
             return None
 
+    @staticmethod
+    def _bridge_argv(path: Path, batch_s: float, wait: float | None = None) -> list[str]:
+        return ["python3", "-I", "-S", "-c", BRIDGE, "unix", str(path), repr(batch_s),
+                *([repr(wait)] if wait is not None else [])]
+
     def _bridge(self, path: Path, timeout: float, batch_s: float = 0.0) -> paramiko.Channel:
-        ch = self._exec(["python3", "-I", "-S", "-c", BRIDGE, "unix", str(path), *([repr(batch_s)] if batch_s else [])])
+        return self._bridge_ready(self._exec(self._bridge_argv(path, batch_s)), path, timeout)
+
+    def _bridge_ready(self, ch: paramiko.Channel, path: Path, timeout: float) -> paramiko.Channel:
+        """`ch`, a bridge, once it says it is connected; else _NoPython or OSError saying why."""
         line = _first_line(ch, timeout)
         if line != b"ck-bridge-ok\n":
             if not line:  # ended: its exit status follows the end of its output
@@ -493,6 +506,32 @@ def _close_failed(client: paramiko.SSHClient) -> None:
     client.close()
     if t is not None and t is not threading.current_thread():
         t.join(10)
+
+
+class PendingConsole:
+    """A batching bridge started ahead of its QEMU (SshHost.console_early)."""
+
+    def __init__(self, host: SshHost, path: Path, ch: paramiko.Channel):
+        self.host, self.path, self.ch = host, path, ch
+
+    def connect(self, timeout: float) -> socket.socket:
+        """The console's local socket once the bridge got in, as `connect_unix` gives it."""
+        try:
+            return _spliced(self.host._bridge_ready(self.ch, self.path, timeout))
+        except _NoPython:
+            self.host._batch_ok = False
+            return self.host.connect_unix(self.path, timeout)
+
+    def cancel(self) -> None:
+        """Closing its stdin ends a bridge still waiting for the socket (QEMU did not start)."""
+        self.ch.close()
+
+
+def _spliced(ch: paramiko.Channel) -> socket.socket:
+    ch.settimeout(None)
+    mine, theirs = socket.socketpair()
+    threading.Thread(target=_splice, args=(ch, theirs), daemon=True).start()
+    return mine
 
 
 class _NoPython(OSError):

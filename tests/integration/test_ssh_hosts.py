@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import select
 import shutil
 import socket
 import struct
@@ -318,6 +319,59 @@ def test_a_server_that_refuses_streamlocal_forwarding_gets_the_bridge(tmp_path):
         left = th.leftovers()
         shutil.rmtree(base, ignore_errors=True)
         assert not left, left
+
+
+def _bridges_for(path: Path) -> list[int]:
+    """PIDs of processes on this machine (the netns hosts' too) whose argv names `path`."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and str(path).encode() in (d / "cmdline").read_bytes().split(b"\0"):
+                pids.append(int(d.name))
+        except OSError:
+            pass
+    return pids
+
+
+def test_a_console_bridge_started_before_its_qemu_waits_for_it_or_ends_when_dropped(pair, inventory):
+    """The console's bridge starts with QEMU's spawn (its python3 start overlaps QEMU's): it
+    connects once the socket appears; if QEMU never makes it, dropping the bridge ends it."""
+    h = host(pair, inventory, "hosta")
+    d = h.tempdir("ck-early-")
+    try:
+        gone = d / "never"
+        pending = h.console_early(gone, 60)
+        theirs = pair.hosts[0].controller_path(d / "c")
+        late = h.console_early(d / "c", 60)
+        (pid,) = _wait_for(lambda: _bridges_for(gone), 30)
+        srv = socket.socket(socket.AF_UNIX)  # the socket appears after the bridge started
+        srv.bind(str(theirs))
+        srv.listen(1)
+        srv.settimeout(30)
+        conn = late.connect(30)
+        peer, _ = srv.accept()
+        peer.sendall(b"up\n")
+        conn.settimeout(30)
+        assert conn.recv(3) == b"up\n"
+        conn.close()
+        peer.close()
+        srv.close()
+        fd = os.pidfd_open(pid)
+        pending.cancel()  # QEMU failed at start: the bridge waiting for it ends, not at its 60 s
+        assert select.select([fd], [], [], 10)[0], f"bridge {pid} still waits for {gone}"
+        os.close(fd)
+    finally:
+        h.remove_tree(d)
+        h.close()
+
+
+def _wait_for(probe, timeout: float):
+    """probe()'s first truthy answer; the bridge's process appears at a time no event marks."""
+    deadline = time.monotonic() + timeout
+    while not (got := probe()):
+        assert time.monotonic() < deadline, "not seen in time"
+        time.sleep(0.05)
+    return got
 
 
 def test_a_host_without_python_gets_its_console_unbatched(tmp_path):
