@@ -16,7 +16,7 @@ import functools
 import socket
 import struct
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,6 +219,13 @@ class GuestMachine:
         with ThreadPoolExecutor(len(paths)) as pool:
             futures = [pool.submit(pending.connect, self.launch_timeout) if pending is not None and p in batched
                        else pool.submit(self.host.connect_unix, p, 5, p in batched) for p in paths]
+            if pending is not None:
+                # A QEMU refused after it made its sockets leaves them unanswered, and the bridge
+                # would wait for a listener until launch_timeout: its exit ends the wait.
+                while wait(futures, timeout=0.05).not_done:  # either of two events, so in short waits
+                    if self.proc is not None and self.proc.poll() is not None:
+                        pending.cancel_unless_connected()
+                        break
         failed = [f.exception() for f in futures if f.exception() is not None]
         if failed:
             for f in futures:

@@ -513,18 +513,31 @@ class PendingConsole:
 
     def __init__(self, host: SshHost, path: Path, ch: paramiko.Channel):
         self.host, self.path, self.ch = host, path, ch
+        self._lock = threading.Lock()
+        self._connected = False
 
     def connect(self, timeout: float) -> socket.socket:
         """The console's local socket once the bridge got in, as `connect_unix` gives it."""
         try:
-            return _spliced(self.host._bridge_ready(self.ch, self.path, timeout))
+            ch = self.host._bridge_ready(self.ch, self.path, timeout)
         except _NoPython:
             self.host._batch_ok = False
             return self.host.connect_unix(self.path, timeout)
+        with self._lock:
+            if self.ch.closed:
+                raise OSError(f"host {self.host.name}: {self.path}: QEMU exited while its console was joined")
+            self._connected = True
+        return _spliced(ch)
 
     def cancel(self) -> None:
         """Closing its stdin ends a bridge still waiting for the socket (QEMU did not start)."""
         self.ch.close()
+
+    def cancel_unless_connected(self) -> None:
+        """QEMU exited: end the wait, but keep a console already joined (its last words)."""
+        with self._lock:
+            if not self._connected:
+                self.ch.close()
 
 
 def _spliced(ch: paramiko.Channel) -> socket.socket:
