@@ -360,7 +360,10 @@ class SshHost:
         if ch is None and self._streamlocal_ok:
             ch = self._streamlocal(path, timeout)
         if ch is None:
-            ch = self._bridge(path, timeout)
+            try:
+                ch = self._bridge(path, timeout)
+            except _NoPython as e:  # no streamlocal, no python3: nothing can join the socket
+                raise OSError(str(e)) from e
             # The socket listens (the bridge got in) and sshd would not connect to it: this sshd
             # forbids streamlocal forwarding, which OpenSSH words like a failed connect.
             self._streamlocal_ok = False
@@ -557,8 +560,9 @@ def _spliced(ch: paramiko.Channel) -> socket.socket:
     return mine
 
 
-class _NoPython(OSError):
-    """The host has no python3 for a bridge."""
+class _NoPython(HostError):
+    """The host has no python3 for a bridge. Never leaves SshHost, which falls back to sshd (or,
+    where sshd forbids that too, says it cannot connect)."""
 
 
 def _first_line(ch: paramiko.Channel, timeout: float) -> bytes:
