@@ -131,7 +131,9 @@ def test_interrupts_flow_in_an_l2_and_its_migration_inside_the_l1_is_a_fail(run)
     if crashed(c) and not (c["migration"] or {}).get("hops"):
         # QEMU died before the hop (h_confer, above): a FAIL of the system under test, with
         # the workloads that ran before it PASS.
-        said = [c["observed"].get("error_kind") or ""] + [w.get("reason") or "" for w in c["workloads"]]
+        # It may come during a workload, or as the migration starts (its first look at the source).
+        said = ([c["observed"].get("error_kind") or ""] + [w.get("reason") or "" for w in c["workloads"]]
+                + [(c["migration"] or {}).get("reason") or ""])
         assert any("QemuCrashed" in x for x in said), c["reason"]
         return
     assert [by[w]["verdict"] for w in ("ipi", "virtio-net")] == ["PASS", "PASS"], c["reason"]
