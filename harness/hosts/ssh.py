@@ -356,9 +356,9 @@ class SshHost:
         sshd connects to it itself where it allows streamlocal forwarding (no process on the host),
         else a python3 bridge on the host does. `batch` (a guest's console): a python3 bridge that
         sends what the socket gives in BATCH_S batches, where the host has python3."""
-        ch = self._batched(path, timeout) if batch and self._batch_ok else None
-        if ch is None and self._streamlocal_ok:
-            ch = self._streamlocal(path, timeout)
+        if batch and self._batch_ok:  # the same bridge as a console started with its QEMU
+            return self.console_early(path, timeout).connect(timeout)
+        ch = self._streamlocal(path, timeout) if self._streamlocal_ok else None
         if ch is None:
             try:
                 ch = self._bridge(path, timeout)
@@ -396,14 +396,6 @@ class SshHost:
             return None
         return PendingConsole(self, path, self._exec(self._bridge_argv(path, BATCH_S, wait)))
 
-    def _batched(self, path: Path, timeout: float) -> paramiko.Channel | None:
-        """The batching bridge's channel, or None (remembered) on a host without python3."""
-        try:
-            return self._bridge(path, timeout, BATCH_S)
-        except _NoPython:
-            self._batch_ok = False
-            return None
-
     def _bridge_argv(self, path: Path, batch_s: float, wait: float | None = None) -> list[str]:
         return [self._python_path(), "-I", "-S", "-c", BRIDGE, "unix", str(path), repr(batch_s),
                 *([repr(wait)] if wait is not None else [])]
@@ -418,8 +410,8 @@ class SshHost:
             self._python = exe if code == 0 and exe.startswith("/") and "\n" not in exe else "python3"
         return self._python
 
-    def _bridge(self, path: Path, timeout: float, batch_s: float = 0.0) -> paramiko.Channel:
-        return self._bridge_ready(self._exec(self._bridge_argv(path, batch_s)), path, timeout)
+    def _bridge(self, path: Path, timeout: float) -> paramiko.Channel:
+        return self._bridge_ready(self._exec(self._bridge_argv(path, 0.0)), path, timeout)
 
     def _bridge_ready(self, ch: paramiko.Channel, path: Path, timeout: float) -> paramiko.Channel:
         """`ch`, a bridge, once it says it is connected; else _NoPython or OSError saying why."""
@@ -533,7 +525,7 @@ class PendingConsole:
         """The console's local socket once the bridge got in, as `connect_unix` gives it."""
         try:
             ch = self.host._bridge_ready(self.ch, self.path, timeout)
-        except _NoPython:
+        except _NoPython:  # remembered: this and every later console goes through sshd
             self.host._batch_ok = False
             return self.host.connect_unix(self.path, timeout)
         with self._lock:

@@ -5,6 +5,7 @@ made on the wrong side (the controller instead of the host) is not where QEMU lo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import select
@@ -298,20 +299,20 @@ def test_a_console_through_ssh_arrives_in_batches_and_whole(pair, inventory):
         h.close()
 
 
-def test_a_server_that_refuses_streamlocal_forwarding_gets_the_bridge(tmp_path):
+@contextlib.contextmanager
+def _one_host(tmp_path, prefix: str, name: str, sshd_extra: list[str]):
+    """A test bed of one sshd with `sshd_extra` in its config, and an SshHost on it; everything
+    it started is checked gone afterwards."""
+    from harness.hosts.ssh import SshHost
+
     # A short base: the test socket's path, seen from the controller, must fit AF_UNIX's 108 bytes.
-    base = Path(tempfile.mkdtemp(prefix="ck-lk-"))
-    th = sshhosts.start(base / "h", names=("locked",), sshd_extra={"locked": ["AllowStreamLocalForwarding no"]})
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    th = sshhosts.start(base / "h", names=(name,), sshd_extra={name: sshd_extra})
     try:
         inv = th.write_inventory(tmp_path / "hosts.yaml")
-        spec = parse_hosts(yaml.safe_load(inv.read_text()), str(inv))["locked"]
-        from harness.hosts.ssh import SshHost
-
-        h = SshHost(spec)
+        h = SshHost(parse_hosts(yaml.safe_load(inv.read_text()), str(inv))[name])
         try:
-            assert _echo_through(h, th.hosts[0], "s").startswith("python3")
-            assert not h._streamlocal_ok  # remembered: the next socket goes straight to the bridge
-            assert _echo_through(h, th.hosts[0], "t").startswith("python3")
+            yield th, h
         finally:
             h.close()
     finally:
@@ -319,6 +320,13 @@ def test_a_server_that_refuses_streamlocal_forwarding_gets_the_bridge(tmp_path):
         left = th.leftovers()
         shutil.rmtree(base, ignore_errors=True)
         assert not left, left
+
+
+def test_a_server_that_refuses_streamlocal_forwarding_gets_the_bridge(tmp_path):
+    with _one_host(tmp_path, "ck-lk-", "locked", ["AllowStreamLocalForwarding no"]) as (th, h):
+        assert _echo_through(h, th.hosts[0], "s").startswith("python3")
+        assert not h._streamlocal_ok  # remembered: the next socket goes straight to the bridge
+        assert _echo_through(h, th.hosts[0], "t").startswith("python3")
 
 
 def _bridges_for(path: Path) -> list[int]:
@@ -378,32 +386,17 @@ def test_a_host_without_python_gets_its_console_unbatched(tmp_path):
     """Batching needs python3 on the host; a host without it still gets the console, through
     sshd, and is remembered. The host's sshd forces every command through a shell that has no
     python3 (it answers as sh does for a missing command: status 127)."""
-    base = Path(tempfile.mkdtemp(prefix="ck-np-"))
     shell = Path("/tmp/ck-nopy-sh")  # in the host's own /tmp
-    th = sshhosts.start(base / "h", names=("nopy",), sshd_extra={"nopy": [f"ForceCommand {shell}"]})
-    try:
+    with _one_host(tmp_path, "ck-np-", "nopy", [f"ForceCommand {shell}"]) as (th, h):
         theirs = th.hosts[0].controller_path(shell)
         theirs.write_text('#!/bin/sh\ncase "$SSH_ORIGINAL_COMMAND" in python3*) '
                           'echo "sh: 1: python3: not found" >&2; exit 127;; esac\n'
                           'exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"\n')
         theirs.chmod(0o755)
-        inv = th.write_inventory(tmp_path / "hosts.yaml")
-        spec = parse_hosts(yaml.safe_load(inv.read_text()), str(inv))["nopy"]
-        from harness.hosts.ssh import SshHost
-
-        h = SshHost(spec)
-        try:
-            assert h.run(["python3", "-c", "pass"])[0] == 127  # the host as the test means it
-            assert _echo_through(h, th.hosts[0], "s", batch=True).startswith("sshd")
-            assert not h._batch_ok  # remembered: the next console goes straight to sshd
-            assert _echo_through(h, th.hosts[0], "t", batch=True).startswith("sshd")
-        finally:
-            h.close()
-    finally:
-        th.close()
-        left = th.leftovers()
-        shutil.rmtree(base, ignore_errors=True)
-        assert not left, left
+        assert h.run(["python3", "-c", "pass"])[0] == 127  # the host as the test means it
+        assert _echo_through(h, th.hosts[0], "s", batch=True).startswith("sshd")
+        assert not h._batch_ok  # remembered: the next console goes straight to sshd
+        assert _echo_through(h, th.hosts[0], "t", batch=True).startswith("sshd")
 
 
 def test_an_unknown_host_key_is_refused_with_a_way_to_add_it(pair, inventory, tmp_path):
