@@ -13,7 +13,7 @@ from setuptools.command.build_py import build_py
 from setuptools.errors import FileError
 
 HERE = Path(__file__).resolve().parent
-SHIPPED_DIRS = ("templates", "configs", "guest_tests", "l1")  # harness.resources.SHIPPED_DIRS
+SHIPPED_DIRS = ("templates", "configs", "guest_tests", "l1", "patches")  # harness.resources.SHIPPED_DIRS
 
 
 class BuildPyWithShipped(build_py):

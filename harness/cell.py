@@ -162,6 +162,10 @@ class HostFacts:
     forced_options: tuple[tuple[str, str], ...] = ()
     kvm_guest_refusal: str | None = None  # QEMU would not start a guest under KVM even so: its words
     guest_append: str = ""  # kernel command line every guest here gets (e.g. an emulated host's watchdog)
+    # An emulated host's L0 (the QEMU that emulates it): what build it is, and caskit's patches in
+    # it by id (patches/qemu/): a defect of stock QEMU a patch fixes is no explanation there.
+    l0_qemu: str | None = None
+    l0_patches: tuple[str, ...] = ()
 
     def build(self, name: str) -> QemuBuild | None:
         return next((b for b in self.qemu if b.name == name), None)
@@ -179,6 +183,7 @@ class HostFacts:
         d["kvm_caps"] = tuple(tuple(x) for x in d.get("kvm_caps", ()))
         d["guest_machine_options"] = tuple(d.get("guest_machine_options", ()))
         d["forced_options"] = tuple(tuple(x) for x in d.get("forced_options", ()))
+        d["l0_patches"] = tuple(d.get("l0_patches", ()))
         d["qemu"] = tuple(
             QemuBuild(**{**b, "cpu_models": tuple(b.get("cpu_models", ())),
                          "caps": tuple(tuple(x) for x in b.get("caps", ())),

@@ -306,7 +306,7 @@ def run_cell(ctx: CellContext) -> dict:
     if observed.error and not observed.infra and expected.error is None:
         k, _ = known_issues.explain_boot(ctx.known_issues, accel=str(cell.axis("accel")), smp=int(cell.axis("smp")),
                                                 kvm_mode=ctx.facts.kvm_mode, build_version=build.version if build else None,
-                                                observed=observed.to_dict())
+                                                observed=observed.to_dict(), l0_patches=ctx.facts.l0_patches)
         if k is not None:
             observed.known_issue = known_boot = k.id
     verdict, reason = decide(expected, observed, found.workloads, found.migration, asked=cell.workloads,

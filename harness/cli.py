@@ -30,7 +30,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import CaskitError, ConfigError
+from .errors import CaskitError, ConfigError, MissingTools
 from .results import EXIT_ERROR, EXIT_OK, EXIT_USAGE, reports_dir, run_exit_status
 
 
@@ -80,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     hp = hsub.add_parser("probe", help="probe hosts and print their HostFacts")
     hp.add_argument("name", nargs="?")
     hp.add_argument("--hosts")
-    hb = hsub.add_parser("build", help="build (or find cached) the emulated hosts' L1 image")
+    hb = hsub.add_parser("build", help="build (or find cached) the emulated hosts' L1 image, and the L0 QEMU "
+                                       "caskit builds for some kinds (nested-papr)")
     hb.add_argument("name", nargs="?", help="an emulated host of the inventory (all share one image)")
     hb.add_argument("--refresh", action="store_true", help="ask apt for newer packages")
     hb.add_argument("--hosts")
@@ -369,6 +370,8 @@ def cmd_hosts_emulated(a) -> int:
     hosts = load_hosts(a.hosts)
     spec = _emulated_spec(hosts, getattr(a, "name", None), a.hosts)
     if a.hostcmd == "build":
+        from .emulated import qemu_build
+
         # One image per kernel the kinds boot: the named host's, else every kind's.
         kinds = [emulated.KINDS[str(spec.emulated_kind)]] if spec else list(emulated.KINDS.values())
         out = {}
@@ -377,6 +380,11 @@ def cmd_hosts_emulated(a) -> int:
             out[k.kernel_build or k.kernel_suite or "default"] = {"key": img.key, "kernel": str(img.kernel), "initrd": str(img.initrd),
                                        "kernel_release": img.manifest.get("kernel_release"),
                                        "packages": len(img.manifest.get("packages", {}))}
+        # The L0s caskit builds itself (minutes, once per key: qemu_build.py).
+        for r in sorted({k.l0_build for k in kinds if k.l0_build}):
+            b = qemu_build.build(r, log=log)
+            out[f"l0-{r}"] = {"key": b.key, "binary": str(b.binary), "version": b.version,
+                              "patches": list(b.patch_ids)}
         print(json.dumps(out if len(out) > 1 else next(iter(out.values())), indent=2))
         return EXIT_OK
     if a.hostcmd == "up":
@@ -807,6 +815,9 @@ def main(argv: list[str] | None = None) -> int:
                 "report": cmd_report, "bundle": cmd_bundle, "cleanup": cmd_cleanup, "domain": cmd_domain, "explain": cmd_explain}[a.cmd](a)
     except ConfigError as e:
         print(f"caskit: config error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except MissingTools as e:  # the machine is not set up for it: like a usage error, not a failure
+        print(f"caskit: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except CaskitError as e:
         print(f"caskit: error: {e}", file=sys.stderr)

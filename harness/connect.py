@@ -6,7 +6,7 @@ the emulated hosts (emulated/), so that neither needs the other.
 from __future__ import annotations
 
 from .specs import HostSpec
-from .emulated.host import KINDS, EmulatedHost
+from .emulated.host import KINDS, EmulatedHost, L1State
 from .errors import CaskitError
 from .hosts import Host, LocalHost
 from .hosts.ssh import ssh_host
@@ -29,6 +29,17 @@ def guest_machine_options(spec: HostSpec, forced: tuple[tuple[str, str], ...] = 
     if spec.machine_options is not None:
         return tuple(spec.machine_options)
     return tuple(o for o, _ in forced)
+
+
+def l0_facts(spec: HostSpec) -> dict:
+    """An emulated host's L0 as it was booted (its state file): the build and caskit's patches
+    in it; nothing for other hosts."""
+    from .emulated.host import L1State
+
+    st = L1State.load(spec.name) if spec.kind == "emulated" else None
+    if st is None:
+        return {}
+    return {"l0_qemu": st.l0_qemu, "l0_patches": tuple(st.l0_patches)}
 
 
 def guest_append(spec: HostSpec) -> str:

@@ -106,13 +106,34 @@ def debian_codename() -> str:
     return "bookworm"
 
 
-class PrivateApt:
-    """apt-get and apt-cache confined to `root` for architecture `arch`."""
+@dataclass(frozen=True)
+class SourceFile:
+    """One file of a Debian source package as the signed Sources index lists it."""
 
-    def __init__(self, root: Path, arch: str, suites: list[str], default_release: str | None = None):
+    uri: str
+    name: str
+    size: int
+    sha256: str
+
+
+class PrivateApt:
+    """apt-get and apt-cache confined to `root` for architecture `arch`. With `sources`, the
+    state lists the suites' source packages (`deb-src`) instead of their binaries: a separate
+    root, so a binary index never pays for the much larger Sources index."""
+
+    def __init__(self, root: Path, arch: str, suites: list[str], default_release: str | None = None,
+                 sources: bool = False):
         self.root, self.arch, self.suites = Path(root), arch, suites
         self.default_release = default_release  # prefer this suite's versions (e.g. backports)
+        self.sources = sources
         self.warnings: list[str] = []
+
+    def _line(self, uri: str, suite: str, components: tuple[str, ...] | list[str], signed_by: str | None) -> str:
+        if self.sources:
+            opts = f"signed-by={signed_by}" if signed_by else ""
+            return f"deb-src {f'[{opts}] ' if opts else ''}{uri} {suite} {' '.join(components)}"
+        opts = f"arch={self.arch}" + (f" signed-by={signed_by}" if signed_by else "")
+        return f"deb [{opts}] {uri} {suite} {' '.join(components)}"
 
     def _sources_text(self) -> str:
         lines: list[str] = []
@@ -121,8 +142,7 @@ class PrivateApt:
         for s in sources:
             if s.suite not in self.suites or not s.uri.startswith(("http://", "https://", "file:")):
                 continue
-            opts = f"arch={self.arch}" + (f" signed-by={s.signed_by}" if s.signed_by else "")
-            line = f"deb [{opts}] {s.uri} {s.suite} {' '.join(s.components)}"
+            line = self._line(s.uri, s.suite, s.components, s.signed_by)
             if line not in lines:
                 lines.append(line)
                 listed.add(s.suite)
@@ -130,8 +150,7 @@ class PrivateApt:
         base = next((s for s in sources if s.suite == debian_codename()), None)
         for suite in self.suites:
             if suite not in listed and base is not None:
-                opts = f"arch={self.arch}" + (f" signed-by={base.signed_by}" if base.signed_by else "")
-                lines.append(f"deb [{opts}] {base.uri} {suite} main")
+                lines.append(self._line(base.uri, suite, ["main"], base.signed_by))
         if not lines:
             raise KitError("no usable Debian source in /etc/apt: cannot fetch guest packages")
         return "\n".join(lines) + "\n"
@@ -235,11 +254,39 @@ class PrivateApt:
             raise KitError(f"the {self.arch} package index has no {', '.join(missing)}")
         return out
 
+    @property
+    def _index(self) -> str:
+        return "Sources" if self.sources else "Packages"
+
     def has_lists(self) -> bool:
-        return any((self.root / "state/lists").glob("*Packages*"))
+        return any((self.root / "state/lists").glob(f"*{self._index}*"))
 
     def has_suite(self, suite: str) -> bool:
-        return any((self.root / "state/lists").glob(f"*_dists_{suite}_*Packages*"))
+        return any((self.root / "state/lists").glob(f"*_dists_{suite}_*{self._index}*"))
+
+    def source_files(self, pkg: str, version: str) -> list[SourceFile]:
+        """The files of source package `pkg` at `version` (a `sources` state), with the URI,
+        size and SHA-256 the signed index gives (apt-get source --print-uris: nothing fetched)."""
+        text = self.query(["apt-get", "source", "--print-uris", "--only-source", f"{pkg}={version}"])
+        out = parse_source_uris(text)
+        if not out:
+            raise KitError(f"the source index of {', '.join(self.suites)} lists no files of {pkg} {version}")
+        return out
+
+    def download_file(self, f: SourceFile) -> Path:
+        """One file of a source package, fetched once into the private cache by apt's own
+        downloader, which checks it against the index's SHA-256 (and it is checked again here)."""
+        dest = self.root / "sources" / f.name
+        if dest.is_file() and dest.stat().st_size == f.size and sha256_file(dest) == f.sha256:
+            return dest
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = dest.with_name(f".{f.name}.part")
+        part.unlink(missing_ok=True)
+        self._run(["/usr/lib/apt/apt-helper", "download-file", f.uri, str(part), f"SHA256:{f.sha256}"])
+        if not part.is_file() or sha256_file(part) != f.sha256:
+            raise KitError(f"{f.uri}: the download's SHA-256 is not the index's {f.sha256}")
+        part.replace(dest)
+        return dest
 
     def download(self, pkg: str, version: str) -> Path:
         """The .deb of `version` (as resolve() gave it), downloaded once into the private cache."""
@@ -253,6 +300,15 @@ class PrivateApt:
         if not found:
             raise KitError(f"apt-get download {pkg}={version} left no {pkg}_{fname_ver}_*.deb in {debs}")
         return found[0]
+
+
+def parse_source_uris(text: str) -> list[SourceFile]:
+    """`apt-get source --print-uris` lines: 'URI' NAME SIZE SHA256:HEX (pure; other hash kinds
+    and apt's prose are skipped)."""
+    out = []
+    for m in re.finditer(r"^'(\S+)' (\S+) (\d+) SHA256:([0-9a-f]{64})\s*$", text, re.M):
+        out.append(SourceFile(m.group(1), m.group(2), int(m.group(3)), m.group(4)))
+    return out
 
 
 def sha256_file(p: Path) -> str:

@@ -15,6 +15,7 @@ into a verdict class.
     ├── InfraError            we could not judge: ours or the host's       -> ERROR
     │   ├── ConfigError       bad input (matrix, inventory, CLI): exit 2 at the command line
     │   ├── KitError          the guest kit cannot be built, or is not what boots
+    │   │   └── MissingTools  a build needs packages this machine lacks: exit 2 at the command line
     │   ├── HostError         the host is unreachable, SSH dropped, a host command failed
     │   ├── SlotsBusy         every slot of the host is taken for now (a pool tries another)
     │   ├── QemuKilled        QEMU killed from outside (SIGKILL, SIGTERM, the OOM killer)
@@ -134,6 +135,11 @@ class ConfigError(InfraError):
 
 class KitError(InfraError):
     """The guest kit could not be built or found, or the guest did not run it."""
+
+
+class MissingTools(KitError):
+    """This machine lacks what a build caskit makes needs (Debian packages, meson): named, so
+    scripts/bootstrap.sh or the user can install them; exit 2 at the command line."""
 
 
 class HostError(InfraError):

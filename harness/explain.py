@@ -195,7 +195,9 @@ def render(p: Parsed, rows: list[Row], given_xive: str, known: list | None = Non
     if boot:
         lines.append("Known issues of caskit's emulated hosts (the model says what real hosts do; a hang there "
                      "that its host proves is XFAIL):")
-        lines += [f"  {', '.join(k.kvm_modes):<{w}}  {k.id}: {k.summary.split('. ')[0].strip()}." for k in boot]
+        lines += [f"  {', '.join(k.kvm_modes):<{w}}  {k.id}: {k.summary.split('. ')[0].strip()}."
+                  + (f" Not on an L0 with caskit's patch {', '.join(k.l0_without)}." if k.l0_without else "")
+                  for k in boot]
     for n in p.notes:
         lines.append(f"note: {n}")
     if p.not_modelled:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .cell import HostFacts, QemuBuild
 from .specs import HostSpec, QemuBuildSpec
-from .connect import guest_append, guest_machine_options, make_host
+from .connect import guest_append, guest_machine_options, l0_facts, make_host
 from .emulated import kvmcaps
 from .errors import CaskitError
 from .hosts import Host, LocalHost
@@ -291,4 +291,4 @@ def probe(spec: HostSpec, log_dir: Path, builds: set[str] | None = None, log=pri
     else:
         raise CaskitError(f"host {spec.name}: kind {spec.kind} cannot be probed")
     return replace(facts, guest_machine_options=guest_machine_options(spec, facts.forced_options),
-                   guest_append=guest_append(spec))
+                   guest_append=guest_append(spec), **l0_facts(spec))

@@ -1,5 +1,6 @@
 """Where caskit's own files are: templates/, configs/ (matrices, the default inventory, known
-issues) and guest_tests/ (the guest initramfs).
+issues), guest_tests/ (the guest initramfs), l1/ (the emulated hosts' image and kernels) and
+patches/ (caskit's patches to QEMU, for the L0 of an emulated host).
 
 The repository keeps them at its top level, the single source of truth. A built wheel carries
 copies under harness/_shipped/ (setup.py's build_py puts them there), so an installed caskit
@@ -9,10 +10,11 @@ top-level directories, so an edit there takes effect without reinstalling.
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 
-SHIPPED_DIRS = ("templates", "configs", "guest_tests", "l1")
+SHIPPED_DIRS = ("templates", "configs", "guest_tests", "l1", "patches")
 
 
 def package_dir() -> Path:
@@ -41,3 +43,13 @@ ROOT = data_root()
 TEMPLATES = ROOT / "templates"
 CONFIGS = ROOT / "configs"
 GUEST_TESTS = ROOT / "guest_tests"
+QEMU_PATCHES = ROOT / "patches" / "qemu"  # caskit's own patches to QEMU (emulated/qemu_build.py)
+
+
+def qemu_patch_id(name: str) -> str:
+    """A QEMU patch's short id: its file name without the series number and .patch (pure)."""
+    return re.sub(r"^\d{4}-", "", name.removesuffix(".patch"))
+
+
+def qemu_patch_ids() -> tuple[str, ...]:
+    return tuple(sorted(qemu_patch_id(p.name) for p in QEMU_PATCHES.glob("*.patch")))

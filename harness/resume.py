@@ -28,7 +28,10 @@ def digest(value: Any) -> str:
 
 
 def facts_digest(facts: HostFacts) -> str:
-    return digest({k: getattr(facts, k) for k in FACT_FIELDS})
+    d = {k: getattr(facts, k) for k in FACT_FIELDS}
+    if facts.l0_qemu or facts.l0_patches:  # an emulated host's L0 build (absent: the digest as before)
+        d.update(l0_qemu=facts.l0_qemu, l0_patches=facts.l0_patches)
+    return digest(d)
 
 
 def issue_digests(issues) -> dict[str, str]:

@@ -11,6 +11,9 @@ Two kinds, for the two KVM HV (hypervisor-mode KVM) setups a POWER9 host can be 
 - `powernv9`: a PowerNV machine (bare metal as QEMU emulates it, with skiboot, the OPAL firmware)
   under QEMU 10 from Debian's backports (7.2 as L0 hard-locked most boots); KVM inside it offers
   in-kernel XIVE.
+- `nested-papr` (and `nested-papr-p9`): a POWER10 pseries guest whose L0 offers the PAPR nested
+  API v2, as PowerVM does; its L0 is a QEMU caskit builds with its own patch (qemu_build.py: TCG
+  never delivered LPCR[MER], so L2s there got no external interrupts).
 
 The L1 boots the image of harness/emulated/image.py with a small per-host archive (host key,
 controller key, name) before it. QEMU's user network forwards a loopback port to its sshd.
@@ -37,6 +40,7 @@ from pathlib import Path
 import pexpect
 
 from . import image as l1image
+from . import qemu_build
 from ..specs import HostSpec, QemuBuildSpec, SshSpec
 from ..errors import HostError
 from ..templating import render_lines
@@ -92,6 +96,9 @@ class L1Kind:
     # the soft-lockup watchdog (2 x watchdog_thresh) waits 2 minutes rather than 20 s.
     l2_append: str = "watchdog_thresh=60"
     kvm_mode: str = "hv-nested"  # what its probe must find; a host whose facts disagree is ERROR
+    # The L0 is caskit's own build of this recipe (qemu_build.RECIPES) rather than the suite's
+    # binary; the suite's package still gives the firmware (-L). None: the binary as shipped.
+    l0_build: str | None = None
 
     @property
     def image_recipe(self) -> dict:
@@ -105,14 +112,16 @@ KINDS = {
     "nested-hv": L1Kind("nested-hv", "l1-nested-hv.argv.j2", None, memory_mib=3072, smp=2, kvm_mode="hv-nested"),
     "powernv9": L1Kind("powernv9", "l1-powernv9.argv.j2", "bookworm-backports", memory_mib=3072, smp=2,
                        l2_machine_options=SPECTRE_CAPS, kvm_mode="hv"),
+    # The L0 delivers LPCR[MER] (caskit's patch, qemu_build.py): a 6.12 L1 on the nested API v2
+    # hands every external interrupt of its L2s to the L0 that way, and stock QEMU drops them.
     "nested-papr": L1Kind("nested-papr", "l1-nested-papr.argv.j2", "bookworm-backports", memory_mib=3072, smp=2,
-                          kernel_suite="bookworm-backports", kvm_mode="hv-nested-papr"),
+                          kernel_suite="bookworm-backports", kvm_mode="hv-nested-papr", l0_build="mer"),
     # The same LPAR in POWER9 compatibility mode (a POWER10 partition an administrator pinned to
     # POWER9 for migration): the situation of linuxppc issue 498, where the L1 asks the L0 for
     # L2 elements above its compatibility level.
     "nested-papr-p9": L1Kind("nested-papr-p9", "l1-nested-papr.argv.j2", "bookworm-backports", memory_mib=3072,
                              smp=2, machine_options=("max-cpu-compat=power9",), kernel_suite="bookworm-backports",
-                             kvm_mode="hv-nested-papr"),
+                             kvm_mode="hv-nested-papr", l0_build="mer"),
     # PR KVM: kvm_pr built into a kernel of caskit's own (no Debian kernel has it) in a POWER9
     # pseries L1 whose MMU is the hashed page table: PR refuses to create a VM under radix
     # (measured: EINVAL, no message, /dev/kvm still there; docs/pr-kvm.md). The L0 offers no
@@ -145,6 +154,8 @@ class L1State:
     ssh_s: float | None = None  # spawn to the first command answered over SSH
     warnings: list[str] = field(default_factory=list)
     stopped: str | None = None  # how it was stopped
+    l0_qemu: str | None = None  # what runs as its L0: the QEMU build, and for caskit's own, why
+    l0_patches: list[str] = field(default_factory=list)  # caskit's patches in that L0 (their ids)
 
     @staticmethod
     def path(name: str) -> Path:
@@ -327,22 +338,25 @@ class EmulatedHost:
 
     def _up_locked(self, image: l1image.Image, port: int | None, timeout: float, log) -> L1State:
         initrd = l1image.host_initrd(image, self.identity(), self.dir / "initrd")
-        binary, fw = "qemu-system-ppc64", None
+        binary, fw, l0 = "qemu-system-ppc64", None, ("this machine's qemu-system-ppc64", [])
         if self.kind.qemu_suite:
-            b, f, _ = suite_build(self.kind.qemu_suite, log=log)
-            binary, fw = str(b), str(f)
+            b, f, version = suite_build(self.kind.qemu_suite, log=log)
+            binary, fw, l0 = str(b), str(f), (f"Debian's qemu-system-ppc {version} ({self.kind.qemu_suite})", [])
+        if self.kind.l0_build:
+            built = qemu_build.build(self.kind.l0_build, log=log)
+            binary, l0 = str(built.binary), (built.describe(), list(built.patch_ids))
         tries = 1 if port else 3
         for attempt in range(tries):
             p = port or free_port()
             try:
-                return self._boot(image, initrd, binary, fw, p, timeout, log)
+                return self._boot(image, initrd, binary, fw, p, timeout, log, l0)
             except _PortTaken:
                 if attempt == tries - 1:
                     raise HostError(f"emulated host {self.name}: port {p} is taken") from None
         raise AssertionError("unreachable")
 
     def _boot(self, image: l1image.Image, initrd: Path, binary: str, fw: str | None, port: int, timeout: float,
-              log) -> L1State:
+              log, l0: tuple[str, list[str]] = ("?", [])) -> L1State:
         # The machine layer's own launch (spawn paused, await the sockets, attach, cont); then the
         # L1's own ready marker, and the machine is let go of with QEMU running.
         self._sock("console.sock"), self._sock("qmp.sock")  # within sun_path, or a clear error
@@ -367,7 +381,7 @@ class EmulatedHost:
             raise HostError(f"emulated host {self.name}: QEMU did not start: {e}: {stderr.strip()[-800:]}") from None
         self.proc = m.proc
         state = L1State(self.name, self.kind.name, "booting", m.proc.pid, port, tag, image.key, str(self.dir),
-                        time.time(), argv)
+                        time.time(), argv, l0_qemu=l0[0], l0_patches=l0[1])
         state.save()  # from here on, `down` in any process can stop it
         try:
             try:

@@ -19,12 +19,12 @@ from ..validate import MAX_PROSE, MAX_SMP, load_yaml
 from ..host_cpus import FINDING_KINDS as HOST_FINDINGS
 from .plans import PLANS
 from ..errors import ConfigError
-from ..resources import CONFIGS
+from ..resources import CONFIGS, qemu_patch_ids
 
 KNOWN_ISSUES = CONFIGS / "known-issues.yaml"
 MATCH_KEYS = {"qemu_version", "accel", "plans", "guest_state", "smp_min", "modes", "symptoms", "log_regex", "hops",
               "error_regex", "source_version", "destination_version", "requires",
-              "kvm_modes", "error_kinds", "host_findings"}
+              "kvm_modes", "error_kinds", "host_findings", "l0_without"}
 # The keys only a hop can be judged by: a boot entry (one with host_findings) has none of them.
 HOP_ONLY_KEYS = ("plans", "guest_state", "modes", "symptoms", "log_regex", "hops", "error_regex", "source_version",
                  "destination_version", "requires")
@@ -86,6 +86,9 @@ class KnownIssue:
     kvm_modes: tuple[str, ...] = ()  # boot entries: the host's KVM mode
     error_kinds: tuple[str, ...] = ()  # ... how the boot failed (BOOT_ERRORS)
     host_findings: tuple[str, ...] = ()  # ... what the host's side must have proved (every one)
+    # ... caskit's L0 patches (patches/qemu/, by id) that fix the defect: it does not explain a
+    # boot on a host whose L0 carries any of them
+    l0_without: tuple[str, ...] = ()
 
 
 def _version(v: str) -> tuple[int, ...]:
@@ -194,7 +197,8 @@ def parse(data, path: str) -> list[KnownIssue]:
         lists = {lk: _strings(path, f"{mkey}.{lk}", m[lk], allowed) if m.get(lk) not in (None, []) else ()
                  for lk, allowed in (("plans", tuple(PLANS)), ("modes", MODES), ("hops", None), ("symptoms", None),
                                      ("requires", tuple(CONDITIONS)), ("kvm_modes", KVM_MODES),
-                                     ("error_kinds", BOOT_ERRORS), ("host_findings", HOST_FINDINGS))}
+                                     ("error_kinds", BOOT_ERRORS), ("host_findings", HOST_FINDINGS),
+                                     ("l0_without", qemu_patch_ids()))}
         if lists["host_findings"]:
             for hk in HOP_ONLY_KEYS:
                 if m.get(hk) not in (None, [], "any"):
@@ -203,9 +207,9 @@ def parse(data, path: str) -> list[KnownIssue]:
             if not lists["error_kinds"]:
                 raise ConfigError(path, f"{mkey}.error_kinds", f"a boot entry needs how the boot failed: "
                                                                f"some of {', '.join(BOOT_ERRORS)}")
-        elif lists["kvm_modes"] or lists["error_kinds"]:
-            raise ConfigError(path, f"{mkey}.host_findings", "kvm_modes and error_kinds are for boot entries, "
-                                                             "which need host_findings: what the host proved")
+        elif lists["kvm_modes"] or lists["error_kinds"] or lists["l0_without"]:
+            raise ConfigError(path, f"{mkey}.host_findings", "kvm_modes, error_kinds and l0_without are for boot "
+                                                             "entries, which need host_findings: what the host proved")
         elif not lists["symptoms"] and not regexes["log_regex"] and not regexes["error_regex"]:
             raise ConfigError(path, mkey, "needs symptoms, log_regex or error_regex: what the failure looks like")
         out.append(KnownIssue(
@@ -214,7 +218,7 @@ def parse(data, path: str) -> list[KnownIssue]:
             symptoms=lists["symptoms"], log_regex=regexes["log_regex"], error_regex=regexes["error_regex"],
             source_version=versions["source_version"], destination_version=versions["destination_version"],
             requires=lists["requires"], evidence=evidence or {}, kvm_modes=lists["kvm_modes"],
-            error_kinds=lists["error_kinds"], host_findings=lists["host_findings"]))
+            error_kinds=lists["error_kinds"], host_findings=lists["host_findings"], l0_without=lists["l0_without"]))
     ids = [k.id for k in out]
     dup = {x for x in ids if ids.count(x) > 1}
     if dup:
@@ -343,12 +347,14 @@ def classify(issues: list[KnownIssue], c: CellFacts, hops: list[dict]) -> dict:
 
 
 def explain_boot(issues: list[KnownIssue], *, accel: str, smp: int, kvm_mode: str, build_version: str | None,
-                 observed: dict) -> tuple[KnownIssue | None, str]:
+                 observed: dict, l0_patches: tuple[str, ...] = ()) -> tuple[KnownIssue | None, str]:
     """The boot entry that explains a failed boot, with what it says, or (None, why none does).
     It must hold against all of the boot's evidence: the cell's accelerator, vCPUs and QEMU
     version and the host's KVM mode, how the boot failed, every host finding the entry names
     present, and nothing else wrong: a guest kernel finding or an infrastructure error is not
-    the host's known defect."""
+    the host's known defect. An entry about a defect of stock QEMU that one of caskit's L0
+    patches fixes (`l0_without`) explains nothing on a host whose L0 carries that patch
+    (`l0_patches`, the host's facts): a hang there is the patch's to answer for, FAIL."""
     o = observed
     if not o.get("error") or o.get("infra"):
         return None, "the boot did not fail, or failed for caskit or the host's infrastructure"
@@ -360,6 +366,9 @@ def explain_boot(issues: list[KnownIssue], *, accel: str, smp: int, kvm_mode: st
         if ((k.accel is not None and k.accel != accel) or (k.smp_min is not None and smp < k.smp_min)
                 or (k.kvm_modes and kvm_mode not in k.kvm_modes)
                 or (k.qemu_version is not None and not (build_version and version_matches(k.qemu_version, build_version)))):
+            continue
+        if fixed := [p for p in k.l0_without if p in l0_patches]:
+            why = f"{k.id} is about a stock L0, and this host's L0 carries caskit's patch {', '.join(fixed)}"
             continue
         missing = [h for h in k.host_findings if h not in found]
         if o.get("error_kind") not in k.error_kinds:

@@ -36,6 +36,8 @@ def host_needs(facts: dict | None) -> str:
         parts.append(f"guest command line {f['guest_append']} (the emulation starves vCPUs)")
     if f.get("nested_api"):
         parts.append(f"nested API {f['nested_api']}: {f.get('nested_api_evidence') or ''}".rstrip(": "))
+    if f.get("l0_patches"):
+        parts.append(f"L0 QEMU patched by caskit ({', '.join(f['l0_patches'])}): {f.get('l0_qemu') or ''}".rstrip(": "))
     if f.get("kvm_guest_refusal"):
         parts.append(f"QEMU still refused a guest under KVM: {f['kvm_guest_refusal']}")
     return "; ".join(parts)

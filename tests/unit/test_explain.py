@@ -74,7 +74,8 @@ def test_render_lists_the_emulated_hosts_known_boot_issues_by_kvm_mode():
 
     p = explain.parse_argv(["q", "-M", "pseries,ic-mode=xics"])
     text = explain.render(p, explain.predict_all(p, make_build()), "default", known_issues.load())
-    assert "  hv-nested-papr  nested-papr-tcg-l0-drops-mer: An L2 on the emulated nested-papr host" in text
+    assert "  hv-nested-papr  nested-papr-tcg-l0-drops-mer: An L2 on an emulated nested-papr host whose L0 is stock" in text
+    assert "Not on an L0 with caskit's patch target-ppc-Deliver-the-Mediated-External-interrupt-r." in text
     assert "  hv              powernv9-tcg-l1-timebase-steps-back: " in text
     # Migration entries concern hops, not a mode's boots: not listed.
     assert "qemu7.2-tcg-guest-timers-stop-after-migration" not in text
