@@ -57,7 +57,10 @@ class VcpuState:
 
     @property
     def undelivered_external(self) -> bool:
-        """A guest of the L1 (MSR[HV]=0) with MER requested and external interrupts enabled."""
+        """A guest of the L1 (MSR[HV]=0) with MER requested and external interrupts enabled. This
+        is exactly when caskit's patched L0 (patches/qemu/, excp_helper.c ppc_mediated_ext_unmasked)
+        takes the interrupt, at the next instruction boundary: there it never stands in two
+        samples, and its known issue does not apply there anyway (l0_without)."""
         return (self.lpcr is not None and bool(self.lpcr & LPCR_MER) and bool(self.msr & MSR_EE)
                 and not self.msr & MSR_HV)
 

@@ -17,7 +17,7 @@ from . import __version__, kit as kitmod, matrix as matrixmod, patch as patchmod
 from .axes import COMPAT_LEVEL, CPU_LEVEL
 from .cellrun import CellContext, run_cell
 from .connect import make_host
-from .emulated import host as emulated, image as l1image
+from .emulated import host as emulated, image as l1image, qemu_build
 from .migration import domains as md, known_issues
 from .resources import CHECKOUT
 from .config import load_inventory, load_matrix
@@ -130,11 +130,15 @@ def ensure_emulated_up(spec: HostSpec, log=print) -> bool:
 
     if emulated.is_up(spec.name):
         st = next(s for s in emulated.list_states() if s.name == spec.name)
-        recipe = emulated.KINDS[str(spec.emulated_kind)].image_recipe
-        if (current := l1image.current_key(log=log, **recipe)) != st.image:
+        kind = emulated.KINDS[str(spec.emulated_kind)]
+        if (current := l1image.current_key(log=log, **kind.image_recipe)) != st.image:
             # Not rebooted under whoever started it; said, and recorded by `caskit hosts list`.
             log(f"caskit: warning: emulated host {spec.name} runs image {st.image}, built from packages that have "
                 f"since changed (today's image is {current}): `caskit hosts down {spec.name}` to boot the new one")
+        if kind.l0_build and (l0 := qemu_build.current_key(kind.l0_build, log=log)) != st.l0_key:
+            # Its facts say which L0 it runs (l0_qemu, l0_patches): a stock one keeps the stock known issues.
+            log(f"caskit: warning: emulated host {spec.name} runs L0 {st.l0_key or 'not built by caskit'}, not today's "
+                f"{kind.l0_build} build {l0}: `caskit hosts down {spec.name}` to boot it on the new one")
         return False
     log(f"caskit: emulated host {spec.name} ({spec.emulated_kind}) is down: booting it for this run")
     emulated.EmulatedHost(spec.name, str(spec.emulated_kind), slots=spec.slots).up(port=spec.port, log=log)

@@ -156,6 +156,7 @@ class L1State:
     stopped: str | None = None  # how it was stopped
     l0_qemu: str | None = None  # what runs as its L0: the QEMU build, and for caskit's own, why
     l0_patches: list[str] = field(default_factory=list)  # caskit's patches in that L0 (their ids)
+    l0_key: str | None = None  # the cache key of caskit's L0 build (qemu_build), None: a shipped binary
 
     @staticmethod
     def path(name: str) -> Path:
@@ -338,13 +339,13 @@ class EmulatedHost:
 
     def _up_locked(self, image: l1image.Image, port: int | None, timeout: float, log) -> L1State:
         initrd = l1image.host_initrd(image, self.identity(), self.dir / "initrd")
-        binary, fw, l0 = "qemu-system-ppc64", None, ("this machine's qemu-system-ppc64", [])
+        binary, fw, l0 = "qemu-system-ppc64", None, ("this machine's qemu-system-ppc64", [], None)
         if self.kind.qemu_suite:
             b, f, version = suite_build(self.kind.qemu_suite, log=log)
-            binary, fw, l0 = str(b), str(f), (f"Debian's qemu-system-ppc {version} ({self.kind.qemu_suite})", [])
+            binary, fw, l0 = str(b), str(f), (f"Debian's qemu-system-ppc {version} ({self.kind.qemu_suite})", [], None)
         if self.kind.l0_build:
             built = qemu_build.build(self.kind.l0_build, log=log)
-            binary, l0 = str(built.binary), (built.describe(), list(built.patch_ids))
+            binary, l0 = str(built.binary), (built.describe(), list(built.patch_ids), built.key)
         tries = 1 if port else 3
         for attempt in range(tries):
             p = port or free_port()
@@ -356,7 +357,7 @@ class EmulatedHost:
         raise AssertionError("unreachable")
 
     def _boot(self, image: l1image.Image, initrd: Path, binary: str, fw: str | None, port: int, timeout: float,
-              log, l0: tuple[str, list[str]] = ("?", [])) -> L1State:
+              log, l0: tuple[str, list[str], str | None] = ("?", [], None)) -> L1State:
         # The machine layer's own launch (spawn paused, await the sockets, attach, cont); then the
         # L1's own ready marker, and the machine is let go of with QEMU running.
         self._sock("console.sock"), self._sock("qmp.sock")  # within sun_path, or a clear error
@@ -381,7 +382,7 @@ class EmulatedHost:
             raise HostError(f"emulated host {self.name}: QEMU did not start: {e}: {stderr.strip()[-800:]}") from None
         self.proc = m.proc
         state = L1State(self.name, self.kind.name, "booting", m.proc.pid, port, tag, image.key, str(self.dir),
-                        time.time(), argv, l0_qemu=l0[0], l0_patches=l0[1])
+                        time.time(), argv, l0_qemu=l0[0], l0_patches=l0[1], l0_key=l0[2])
         state.save()  # from here on, `down` in any process can stop it
         try:
             try:
@@ -405,7 +406,9 @@ class EmulatedHost:
             state.ssh_s = round(time.monotonic() - t0, 2)
             state.save()
             log(f"l1 {self.name}: {self.kind.name} up (pid {state.pid}, ssh 127.0.0.1:{port}): ready "
-                f"{state.ready_s}s, ssh {state.ssh_s}s" + (f"; {'; '.join(warnings)}" if warnings else ""))
+                f"{state.ready_s}s, ssh {state.ssh_s}s"
+                + (f"; L0 patched by caskit: {', '.join(state.l0_patches)}" if state.l0_patches else "")
+                + (f"; {'; '.join(warnings)}" if warnings else ""))
             return state
         except BaseException:
             exited = m.proc.wait(2) is not None

@@ -28,8 +28,6 @@ import os
 import re
 import sys
 
-from pathlib import Path
-
 import pytest
 
 from conftest import run_cli, write_matrix
@@ -57,8 +55,9 @@ def l1():
 
 def test_the_l1_runs_under_caskits_patched_l0(l1):
     h, st = l1
-    built = qemu_build.load_cached(Path(st.argv[0]).parent.name)
+    built = qemu_build.load_cached(st.l0_key)
     assert built is not None and st.argv[0] == str(built.binary), st.argv[:3]
+    assert st.l0_key == qemu_build.current_key("mer", log=lambda m: None)  # today's source and patch
     assert st.l0_patches == [MER_PATCH] and built.patch_ids == (MER_PATCH,)
     assert st.l0_qemu.startswith("QEMU emulator version 10.0.2, built by caskit (recipe mer")
     # The firmware (VOF) is the Debian package's of the same version.
