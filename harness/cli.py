@@ -409,7 +409,8 @@ def cmd_hosts_emulated(a) -> int:
         st = states.get(n)
         today = current.get(tuple(emulated.KINDS[str(h.emulated_kind)].image_recipe.items()))
         state = "down" if n not in up else f"{st.status}, pid {st.pid}, port {st.port}, image {st.image}" + (
-            f" (stale: today's image is {today})" if st.image != today else "")
+            f" (stale: today's image is {today})" if st.image != today else "") + (
+            f", L0 {st.l0_key} patched ({', '.join(st.l0_patches)})" if st.l0_patches else "")
         print(f"{n:<16} emulated  {h.emulated_kind:<14} slots {h.slots}  {state}")
     return EXIT_OK
 
