@@ -283,6 +283,10 @@ class PrivateApt:
         part = dest.with_name(f".{f.name}.part")
         part.unlink(missing_ok=True)
         self._run(["/usr/lib/apt/apt-helper", "download-file", f.uri, str(part), f"SHA256:{f.sha256}"])
+        if part.is_symlink():  # a file: mirror is linked, not copied: keep a copy of our own
+            target = part.resolve()
+            part.unlink()
+            shutil.copyfile(target, part)
         if not part.is_file() or sha256_file(part) != f.sha256:
             raise KitError(f"{f.uri}: the download's SHA-256 is not the index's {f.sha256}")
         part.replace(dest)

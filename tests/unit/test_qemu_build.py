@@ -231,3 +231,21 @@ def test_l0_without_names_a_shipped_patch_of_a_boot_entry(tmp_path):
         _load(tmp_path, boot + "      l0_without: [typo]\n")
     with pytest.raises(ConfigError, match="l0_without are for boot entries"):
         _load(tmp_path, f"      symptoms: [no-heartbeat]\n      l0_without: [{MER_ID}]\n")
+
+
+def test_a_source_file_is_fetched_by_apt_checked_and_kept(tmp_path):
+    import hashlib
+
+    mirror = tmp_path / "mirror" / "qemu_1.0.orig.tar.xz"
+    mirror.parent.mkdir()
+    mirror.write_bytes(b"upstream source\n")
+    good = SourceFile(f"file://{mirror}", mirror.name, mirror.stat().st_size, hashlib.sha256(mirror.read_bytes()).hexdigest())
+    apt = PrivateApt(tmp_path / "src", "amd64", ["bookworm-backports"], sources=True)
+    got = apt.download_file(good)
+    assert got == tmp_path / "src" / "sources" / mirror.name and not got.is_symlink()
+    assert got.read_bytes() == b"upstream source\n"
+    mirror.write_bytes(b"changed upstream\n")  # kept: not fetched again
+    assert apt.download_file(good).read_bytes() == b"upstream source\n"
+    with pytest.raises(KitError, match="apt-helper download-file"):
+        apt.download_file(SourceFile(good.uri, "other.tar.xz", good.size, "ab" * 32))
+    assert not (tmp_path / "src" / "sources" / "other.tar.xz").exists()
