@@ -40,6 +40,8 @@ from ..resources import QEMU_PATCHES as PATCHES_DIR, qemu_patch_id as patch_id
 RECIPE_VERSION = 1
 TARGET = "qemu-system-ppc64"
 MESON_MIN = (1, 5)  # QEMU 10.0's pythondeps.toml; bookworm's meson is 1.0.1
+# What else configure's mkvenv insists on (pythondeps.toml's testdeps, checked offline all the same).
+PYTHON_DEPS = ("pycotap",)
 # Only the ppc64 system emulator, no docs, tools or firmware blobs (the +ds tarball has none:
 # meson stops on "File bios.bin does not exist" without --disable-install-blobs), nothing that
 # would download, and no UI: an L0 runs with -display none and a console socket.
@@ -145,6 +147,11 @@ def missing_tools() -> list[str]:
     if mv is None or mv < MESON_MIN:
         out.append(f"meson >= {'.'.join(map(str, MESON_MIN))} in {sys.prefix} (pip install 'caskit[l0]'; "
                    f"{'found ' + '.'.join(map(str, mv)) if mv else 'none found'})")
+    for dep in PYTHON_DEPS:
+        try:
+            metadata.version(dep)
+        except metadata.PackageNotFoundError:
+            out.append(f"{dep} in {sys.prefix} (pip install 'caskit[l0]')")
     return out
 
 

@@ -109,9 +109,12 @@ def test_missing_build_tools_are_named_by_debian_package_and_meson_by_pip(monkey
     monkeypatch.setattr(qb.shutil, "which", lambda p: None if p == "ninja" else f"/usr/bin/{p}")
     monkeypatch.setattr(qb.Path, "exists", lambda self: "slirp" not in str(self))
     monkeypatch.setattr(qb, "meson_version", lambda: (1, 0, 1))  # bookworm's
+    monkeypatch.setattr(qb, "PYTHON_DEPS", ("surely-not-installed-here",))
     missing = qb.missing_tools()
     assert missing[:2] == ["ninja-build", "libslirp-dev"]
     assert "meson >= 1.5" in missing[2] and "pip install 'caskit[l0]'" in missing[2] and "found 1.0.1" in missing[2]
+    assert missing[3].startswith("surely-not-installed-here in ") and len(missing) == 4
+    monkeypatch.setattr(qb, "PYTHON_DEPS", ())
     monkeypatch.setattr(qb, "meson_version", lambda: (1, 5, 0))
     monkeypatch.setattr(qb.shutil, "which", lambda p: f"/usr/bin/{p}")
     monkeypatch.setattr(qb.Path, "exists", lambda self: True)
