@@ -34,8 +34,6 @@ def guest_machine_options(spec: HostSpec, forced: tuple[tuple[str, str], ...] = 
 def l0_facts(spec: HostSpec) -> dict:
     """An emulated host's L0 as it was booted (its state file): the build and caskit's patches
     in it; nothing for other hosts."""
-    from .emulated.host import L1State
-
     st = L1State.load(spec.name) if spec.kind == "emulated" else None
     if st is None:
         return {}
