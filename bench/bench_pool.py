@@ -4,7 +4,11 @@ controller's own CPU per cell.
 The two hosts are the test suite's (tests/sshhosts.py: OpenSSH in network namespaces on this
 machine), one slot each. The same 12-cell matrix runs on `pool:p9` (both members) and on one host.
 QEMU runs under each host's sshd, not under caskit: the CPU time `caskit run` and its children
-use (getrusage of the children this script waits for) is the controller's own.
+use (getrusage of the children this script waits for) is the controller's own. The controller
+reaches the hosts at 127.0.0.1 through the test bed's loopback relays (tests/loopback_relay.py,
+children of this script that live through every run), as a farm's controller reaches its hosts
+over TCP; `--via proxy` uses the suite's proxy command instead, whose copying (a child of
+`caskit run`) is then counted as the controller's.
 
     .venv/bin/python bench/bench_pool.py --repeat 2
 
@@ -98,6 +102,8 @@ def main() -> int:
     ap.add_argument("--fixed-marginal", action="store_true",
                     help="also the one-host plan with one cell: fixed cost per run and marginal cost per cell")
     ap.add_argument("--repo", default=str(REPO), help="checkouts to run, comma-separated (default: this one)")
+    ap.add_argument("--via", choices=("relay", "proxy"), default="relay",
+                    help="how the controller reaches the netns hosts (default: a loopback relay that is not its child)")
     _smoke.add_args(ap, "pool")
     a = ap.parse_args()
     jpath = _smoke.json_path(a.json, a.smoke, "pool")
@@ -115,7 +121,7 @@ def main() -> int:
         d = Path(tmp)
         th = sshhosts.start(d / "hosts")
         try:
-            inv = th.inventory(slots=1)
+            inv = th.inventory(slots=1, direct=a.via == "relay")
             inv["pools"] = {"p9": {"hosts": ["hosta", "hostb"]}}
             (d / "hosts.yaml").write_text(yaml.safe_dump(inv))
             if len(repos) > 1 or a.fixed_marginal:  # the kit onto both hosts, before anything is counted
@@ -170,7 +176,7 @@ def main() -> int:
         problems.append(f"figures missing or not above 0: {rows}")
     if leftovers:
         problems.append(f"left running: {leftovers}")
-    _smoke.write(jpath, {"smoke": a.smoke, "repeat": a.repeat, "netns": th.netns, "run_ids": run_ids,
+    _smoke.write(jpath, {"smoke": a.smoke, "repeat": a.repeat, "netns": th.netns, "via": a.via, "run_ids": run_ids,
                          "problems": problems, "fixed_marginal": fm, "rows": [{"plan": label, "cells": cells, "run_wall_s": wall, "cells_per_min": pm,
                                    "controller_cpu_per_cell_s": cpu, "mean_in_flight": fl, "all_slots_busy": full,
                                    "slots": sl, "largest_process_mib": rss}

@@ -35,6 +35,7 @@ from harness.hosts import ssh
 
 # The proxy command runs the bridge by path: an inventory value must be one line of text.
 BRIDGE_SCRIPT = Path(ssh.__file__).resolve().parent / "remote" / "bridge.py"
+RELAY_SCRIPT = Path(__file__).resolve().parent / "loopback_relay.py"
 
 SSHD = "/usr/sbin/sshd"
 
@@ -65,6 +66,9 @@ class TestHost:
     sshd_pid: int | None = None
     mnt_ns: str | None = None  # its mount namespace ("mnt:[N]"), for finding what is left in it
     proc: subprocess.Popen | None = field(default=None, repr=False)
+    relay_port: int | None = None  # 127.0.0.1 port of its loopback relay (start_relays)
+    relay: subprocess.Popen | None = field(default=None, repr=False)
+    relay_pid: int | None = None
 
     def proxy_command(self) -> list[str]:
         if not self.netns:
@@ -121,6 +125,38 @@ class TestHost:
                         out.append(int(d.name))
         return out
 
+    def start_relay(self) -> None:
+        """A route to this host from 127.0.0.1 that is not the controller's child (tests/
+        loopback_relay.py): the listening socket is made here, in the root namespace, and the
+        relay inherits it inside the host's namespace. Its host key is pinned for that address."""
+        import socket
+
+        if not self.netns or self.relay is not None:
+            return
+        with socket.socket() as ls:
+            ls.bind(("127.0.0.1", 0))
+            ls.listen(64)
+            self.relay_port = ls.getsockname()[1]
+            self.relay = subprocess.Popen(["ip", "netns", "exec", self.netns, sys.executable, "-I", str(RELAY_SCRIPT),
+                                           str(ls.fileno()), self.address, str(self.port)],
+                                          stdin=subprocess.PIPE, pass_fds=(ls.fileno(),), start_new_session=True)
+            self.relay_pid = self.relay.pid  # ip netns exec execs: the relay's own PID
+        key = " ".join((self.dir / "host_key.pub").read_text().split()[:2])
+        with open(self.known_hosts, "a") as f:
+            f.write(f"[127.0.0.1]:{self.relay_port} {key}\n")
+
+    def stop_relay(self) -> None:
+        if self.relay is None:
+            return
+        with contextlib.suppress(OSError):
+            self.relay.stdin.close()  # its stdin closing ends it
+        try:
+            self.relay.wait(5)
+        except subprocess.TimeoutExpired:
+            self.relay.kill()
+            self.relay.wait()
+        self.relay = None
+
     def stop_sshd(self) -> None:
         """Kill this host's sshd by PID: its open sessions first, then the listener."""
         for pid in self.sessions() if self.sshd_pid else []:
@@ -144,14 +180,19 @@ class TestHosts:
     links: list[str] = field(default_factory=list)
     stragglers: list[str] = field(default_factory=list)  # what close() had to kill besides the sshds
 
-    def inventory(self, qemu: dict | None = None, slots: int = 2, domain: str = "pair") -> dict:
-        """A host inventory (hosts.yaml content) naming both hosts and a domain of the two."""
+    def inventory(self, qemu: dict | None = None, slots: int = 2, domain: str = "pair", direct: bool = False) -> dict:
+        """A host inventory (hosts.yaml content) naming both hosts and a domain of the two.
+        `direct`: reach each host at 127.0.0.1 through its loopback relay (started here), not
+        through a proxy command the controller runs: for measuring the controller alone."""
         hosts = {}
         for h in self.hosts:
             # kit_dir is left at its default, /var/tmp/caskit: each host's /var/tmp is its own.
             hosts[h.name] = {"kind": "ssh", "address": h.address, "port": h.port, "user": "root",
                              "key_file": str(self.key_file), "known_hosts": str(h.known_hosts), "slots": slots}
-            if h.proxy_command():
+            if direct and h.netns:
+                h.start_relay()
+                hosts[h.name].update(address="127.0.0.1", port=h.relay_port)
+            elif h.proxy_command():
                 hosts[h.name]["proxy_command"] = h.proxy_command()
             if qemu:
                 hosts[h.name]["qemu"] = qemu
@@ -166,6 +207,7 @@ class TestHosts:
         recorded in `stragglers`: sessions end by themselves once their sshd is gone, anything else
         was leaked), and delete the network namespaces."""
         for h in self.hosts:
+            h.stop_relay()
             h.stop_sshd()
         for h in self.hosts:
             self.stragglers += _drain(h)
@@ -176,6 +218,7 @@ class TestHosts:
         """What is still there after close(): sshds, processes holding a host's mount namespace
         (and so its mounts) alive, mounts of ours in the controller's namespace, namespaces."""
         left = [f"sshd {h.sshd_pid} of {h.name}" for h in self.hosts if h.sshd_pid and _alive(h.sshd_pid)]
+        left += [f"relay {h.relay_pid} of {h.name}" for h in self.hosts if h.relay_pid and _alive(h.relay_pid)]
         left += [f"pid {p} in {h.name}'s mount namespace" for h in self.hosts for p in h.ns_pids()]
         with open("/proc/self/mountinfo") as f:
             left += [f"mount: {line.strip()}" for line in f if str(self.dir) in line]
