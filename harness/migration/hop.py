@@ -14,8 +14,9 @@ QMP saying "completed" and "running" decides nothing.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 from .. import guestlog, heartbeat, observe, qemu_exit
 from ..errors import (CaskitError, GuestHang, Kind, MigrationStuck, QemuCrashed, QemuDied, QemuHung, QemuRefused,
@@ -56,6 +57,21 @@ def record_failure(hop: Hop, m: GuestMachine, e: CaskitError, what: str) -> None
         hop.flag(_symptom(e), f"{what}: {e}")
 
 
+@contextlib.contextmanager
+def explained_by(m: GuestMachine) -> Iterator[None]:
+    """What goes wrong in this block is m's, explained by it (GuestMachine.resolve): a source
+    QEMU that crashes while it streams (QEMU 7.2's h_confer under PR KVM) is QemuCrashed, a
+    FAIL, not the QMP connection it took with it (ERROR). Each QMP step of a hop runs under the
+    machine whose monitor it talks to, so the error is never laid at the other one's door."""
+    try:
+        yield
+    except CaskitError as e:
+        r = m.resolve(e, stage="migration")
+        if r is e:
+            raise
+        raise r from e
+
+
 def views(m: GuestMachine, timeout: float) -> dict:
     assert m.console and m.qmp
     g = observe.guest_view(m.console.run("ck-observe", timeout).output)
@@ -70,30 +86,35 @@ def migrate(src: GuestMachine, dst: GuestMachine, uri: str, *, incoming_uri: str
     """Run one migration to its end as QMP tells it; returns the final query-migrate.
     `incoming_started`: the caller already sent migrate-incoming (to learn a TCP port)."""
     assert src.qmp and dst.qmp
-    if max_bandwidth:
-        src.qmp.execute("migrate-set-parameters", **{"max-bandwidth": int(max_bandwidth)})
+    with explained_by(src):
+        if max_bandwidth:
+            src.qmp.execute("migrate-set-parameters", **{"max-bandwidth": int(max_bandwidth)})
     if not incoming_started:
-        dst.qmp.execute("migrate-incoming", uri=incoming_uri or uri)
-    src.qmp.execute("migrate", uri=uri)
+        with explained_by(dst):
+            dst.qmp.execute("migrate-incoming", uri=incoming_uri or uri)
     deadline = time.monotonic() + timeout
-    while True:
-        info = src.qmp.execute("query-migrate")
-        status = info.get("status")
-        if status == "active" and on_active is not None:
-            on_active()
-            on_active = None
-        if status in ("completed", "failed", "cancelled"):
-            return info
-        if time.monotonic() > deadline:
-            src.qmp.execute("migrate_cancel")
-            raise MigrationStuck(f"migration still {status} after {timeout:.0f}s")
-        time.sleep(0.05)  # QMP has no blocking wait for a status; MIGRATION events race the poll
+    with explained_by(src):
+        src.qmp.execute("migrate", uri=uri)
+        while True:
+            info = src.qmp.execute("query-migrate")
+            status = info.get("status")
+            if status == "active" and on_active is not None:
+                on_active()
+                on_active = None
+            if status in ("completed", "failed", "cancelled"):
+                return info
+            if time.monotonic() > deadline:
+                src.qmp.execute("migrate_cancel")
+                raise MigrationStuck(f"migration still {status} after {timeout:.0f}s")
+            time.sleep(0.05)  # QMP has no blocking wait for a status; MIGRATION events race the poll
 
 
 def incoming_port(dst: GuestMachine) -> int:
     """The TCP port a destination listening on port 0 was given (query-migrate's socket-address)."""
     assert dst.qmp
-    for a in dst.qmp.execute("query-migrate").get("socket-address") or []:
+    with explained_by(dst):
+        addresses = dst.qmp.execute("query-migrate").get("socket-address") or []
+    for a in addresses:
         if a.get("type") == "inet" and str(a.get("port", "0")) != "0":
             return int(a["port"])
     raise QemuHung(f"the destination on {dst.host.name} reports no listening TCP port for the migration")

@@ -98,7 +98,8 @@ def _hop(pc: PlanContext, src: GuestMachine, name: str, *, axes: dict | None = N
         if not addr:
             raise HostError(f"host {dst.host.name}: no migration address to listen on")
         assert dst.qmp
-        dst.qmp.execute("migrate-incoming", uri=f"tcp:{addr}:0")
+        with migrate.explained_by(dst):
+            dst.qmp.execute("migrate-incoming", uri=f"tcp:{addr}:0")
         port = migrate.incoming_port(dst)
         uri = f"tcp:{addr}:{port}"
     else:
@@ -116,16 +117,9 @@ def _hop(pc: PlanContext, src: GuestMachine, name: str, *, axes: dict | None = N
 
 
 def _source_views(src: GuestMachine, timeout: float) -> dict:
-    """The guest's and QEMU's view before a hop. What goes wrong here is the source's, explained
-    by it: a source QEMU that crashes as the hop begins (QEMU 7.2's h_confer under PR KVM) is
-    FAIL, not a console that merely closed (ERROR)."""
-    try:
+    """The guest's and QEMU's view before a hop: what goes wrong here is the source's."""
+    with migrate.explained_by(src):
         return migrate.views(src, timeout)
-    except CaskitError as e:
-        r = src.resolve(e, stage="migration")
-        if r is e:
-            raise
-        raise r from e
 
 
 def _destination_outcome(hop: migrate.Hop, dst: GuestMachine) -> CaskitError | None:
@@ -246,12 +240,13 @@ def to_file(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], GuestM
     hop.mode_before = _source_views(a, pc.timeout)
     hop.t_migrate = time.monotonic()
     assert a.qmp
-    a.qmp.execute("migrate", uri=uri_out)
     deadline = time.monotonic() + migrate.MIGRATE_TIMEOUT
-    while (info := a.qmp.execute("query-migrate")).get("status") not in ("completed", "failed", "cancelled"):
-        if time.monotonic() > deadline:
-            raise migrate.MigrationStuck("migration to file did not end")
-        time.sleep(0.05)
+    with migrate.explained_by(a):
+        a.qmp.execute("migrate", uri=uri_out)
+        while (info := a.qmp.execute("query-migrate")).get("status") not in ("completed", "failed", "cancelled"):
+            if time.monotonic() > deadline:
+                raise migrate.MigrationStuck("migration to file did not end")
+            time.sleep(0.05)
     hop.qmp = migrate.qmp_account(info)
     hop.qmp["file_bytes"] = a.host.file_size(path)  # written by the source's QEMU, on its host
     hop.source_alive = a.alive()
@@ -262,11 +257,12 @@ def to_file(pc: PlanContext, a: GuestMachine) -> tuple[list[migrate.Hop], GuestM
     hop.source_host = hop.destination_host = a.host.name
     dst.launch()
     assert dst.qmp
-    dst.qmp.execute("migrate-incoming", uri="exec:cat " + shlex.quote(str(path)))
-    while dst.qmp.execute("query-status").get("status") == "inmigrate":
-        if time.monotonic() > deadline or not dst.alive():
-            break
-        time.sleep(0.05)
+    with migrate.explained_by(dst):
+        dst.qmp.execute("migrate-incoming", uri="exec:cat " + shlex.quote(str(path)))
+        while dst.qmp.execute("query-status").get("status") == "inmigrate":
+            if time.monotonic() > deadline or not dst.alive():
+                break
+            time.sleep(0.05)
     _resume_and_check(pc, hop, dst, source_last=source_last)
     return [hop], dst
 

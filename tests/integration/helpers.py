@@ -26,14 +26,26 @@ def assert_no_qemu_left(run_id: str) -> None:
     assert left == [], f"QEMU processes of run {run_id} still running: {left}"
 
 
+def _name_of(pid: int) -> str | None:
+    """The `-name` a process was started with."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return next((argv[i + 1].decode(errors="replace") for i, a in enumerate(argv[:-1]) if a == b"-name"), None)
+
+
 class KillWhen:
     """In a background thread: once a QEMU tagged `tag` runs and `ready()` holds, SIGKILL it by
-    PID (after `delay` seconds). A context manager; `killed` lists what it killed."""
+    PID (after `delay` seconds). A context manager; `killed` lists what it killed. `exact`: the
+    tag is the whole `-name` (a cell's first machine, whose destinations' tags extend it)."""
 
-    def __init__(self, tag: str, ready, delay: float = 0.0, timeout: float = 120.0, sig: int = 9):
+    def __init__(self, tag: str, ready, delay: float = 0.0, timeout: float = 120.0, sig: int = 9,
+                 exact: bool = False):
         import threading
 
         self.tag, self.ready, self.delay, self.timeout, self.sig = tag, ready, delay, timeout, sig
+        self.exact = exact
         self.killed: list[int] = []
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -43,7 +55,7 @@ class KillWhen:
 
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
-            pids = tagged_pids(self.tag)
+            pids = [p for p in tagged_pids(self.tag) if not self.exact or _name_of(p) == self.tag]
             if pids and self.ready():
                 time.sleep(self.delay)
                 os.kill(pids[0], self.sig or signal.SIGKILL)

@@ -243,6 +243,25 @@ def test_a_destination_that_crashes_is_no_refusal(tmp_path, facts, kit):
     assert rec["verdict"] == "FAIL", rec["reason"]
 
 
+def test_a_source_that_crashes_while_it_streams_is_fail(tmp_path, facts, kit):
+    """QEMU 7.2 under PR KVM dies of SIGSEGV mid-stream (docs/pr-kvm.md): its QMP connection goes
+    with it, and that lost connection must not make the cell ERROR. Here the source's own QEMU
+    gets the SIGSEGV 0.3 s into a stream throttled to several seconds."""
+    c = cell(migration="roundtrip")
+    run_id = "src-crash"
+    qmp = tmp_path / "cells" / c.id / "qmp.jsonl"
+    migrating = lambda: qmp.exists() and '"execute": "migrate"' in qmp.read_text()  # noqa: E731
+    ctx = CellContext(c, facts, LocalHost("local", 2), kit, RunStore(tmp_path), run_id,
+                      {**config.TIMEOUT_KEYS, "liveness": 3}, max_bandwidth=16 << 20)
+    with KillWhen(run_tag(run_id, c.id), migrating, delay=0.3, sig=signal.SIGSEGV, exact=True) as k:
+        rec = run_cell(ctx)
+    assert_no_qemu_left(run_id)
+    assert k.killed, "the source was never seen migrating"
+    m = rec["migration"]
+    assert m["verdict"] == "FAIL" and "QemuCrashed" in m["reason"] and "SIGSEGV" in m["reason"], m
+    assert rec["verdict"] == "FAIL", rec["reason"]
+
+
 def test_a_refusal_the_model_did_not_predict_is_fail(tmp_path, facts, kit, monkeypatch):
     # Claim QEMU takes a XIVE guest into ic-mode=xics: the real refusal must then be FAIL.
     from harness.migration import plans
