@@ -8,7 +8,8 @@ use (getrusage of the children this script waits for) is the controller's own. T
 reaches the hosts at 127.0.0.1 through the test bed's loopback relays (tests/loopback_relay.py,
 children of this script that live through every run), as a farm's controller reaches its hosts
 over TCP; `--via proxy` uses the suite's proxy command instead, whose copying (a child of
-`caskit run`) is then counted as the controller's.
+`caskit run`) is then counted as the controller's. `--via relay,proxy` runs both, alternating
+like `--repo`, so that both see the same minutes of a shared machine.
 
     .venv/bin/python bench/bench_pool.py --repeat 2
 
@@ -102,13 +103,18 @@ def main() -> int:
     ap.add_argument("--fixed-marginal", action="store_true",
                     help="also the one-host plan with one cell: fixed cost per run and marginal cost per cell")
     ap.add_argument("--repo", default=str(REPO), help="checkouts to run, comma-separated (default: this one)")
-    ap.add_argument("--via", choices=("relay", "proxy"), default="relay",
-                    help="how the controller reaches the netns hosts (default: a loopback relay that is not its child)")
+    ap.add_argument("--via", default="relay",
+                    help="how the controller reaches the netns hosts: relay (default: a loopback relay that is not "
+                         "its child), proxy (the suite's proxy command), or both, comma-separated")
     _smoke.add_args(ap, "pool")
     a = ap.parse_args()
     jpath = _smoke.json_path(a.json, a.smoke, "pool")
     _smoke.sigterm_unwinds()
     repos = [Path(r).resolve() for r in a.repo.split(",")]
+    vias = a.via.split(",")
+    if not vias or any(v not in ("relay", "proxy") for v in vias):
+        ap.error(f"--via: relay, proxy or relay,proxy, not {a.via!r}")
+    variants = [(r, v) for r in repos for v in vias]  # (checkout, route), alternating in every repeat
     plans = {"pool (2 members, 1 slot each)": ("pool:p9", FULL), "one host (1 slot)": ("hosta", FULL)}
     slots = {"pool:p9": 2, "hosta": 1}
     if a.fixed_marginal:
@@ -121,42 +127,43 @@ def main() -> int:
         d = Path(tmp)
         th = sshhosts.start(d / "hosts")
         try:
-            inv = th.inventory(slots=1, direct=a.via == "relay")
-            inv["pools"] = {"p9": {"hosts": ["hosta", "hostb"]}}
-            (d / "hosts.yaml").write_text(yaml.safe_dump(inv))
-            if len(repos) > 1 or a.fixed_marginal:  # the kit onto both hosts, before anything is counted
+            for via in vias:
+                inv = th.inventory(slots=1, direct=via == "relay")
+                inv["pools"] = {"p9": {"hosts": ["hosta", "hostb"]}}
+                (d / f"hosts-{via}.yaml").write_text(yaml.safe_dump(inv))
+            if len(variants) > 1 or a.fixed_marginal:  # the kit onto both hosts, before anything is counted
                 m = d / "warm-up.yaml"
                 m.write_text(MATRIX.format(name="warm-up", hosts="pool:p9", **SMOKE))
-                run_ids.append(run(m, d / "hosts.yaml", d / "out-warm-up", repos[0])[4]["run"]["id"])
+                run_ids.append(run(m, d / f"hosts-{vias[0]}.yaml", d / "out-warm-up", repos[0])[4]["run"]["id"])
             figures: dict = {}
             for i in range(a.repeat):
                 for label, (hosts, axes) in plans.items():
                     m = d / f"{label.split(' (')[0].replace(' ', '-').replace(',', '')}.yaml"
                     m.write_text(MATRIX.format(name=hosts.replace(":", "-"), hosts=hosts, **axes))
-                    for k, repo in enumerate(repos if i % 2 == 0 else repos[::-1]):
-                        f = run(m, d / "hosts.yaml", d / f"out-{m.stem}-{repo.name}-{i}", repo)
-                        figures.setdefault((label, repo), []).append(f)
+                    for repo, via in variants if i % 2 == 0 else variants[::-1]:
+                        f = run(m, d / f"hosts-{via}.yaml", d / f"out-{m.stem}-{repo.name}-{via}-{i}", repo)
+                        figures.setdefault((label, repo, via), []).append(f)
                         run_ids.append(f[4]["run"]["id"])
                         problems += [f"{label}: {c['id']}: {c['verdict']}: {c.get('reason')}" for c in f[4]["cells"]
                                      if a.smoke and c["verdict"] != "PASS"]
-            for (label, repo), fs in figures.items():
+            for (label, repo, via), fs in figures.items():
                 walls = [f[0] for f in fs]
                 cells = fs[0][2]
                 per_min = [cells / f[3] * 60 for f in fs]
                 cpu_cell = [f[1] / cells for f in fs]
-                name = label if len(repos) == 1 else f"{label} [{repo}]"
+                name = label + (f" [{repo}]" if len(repos) > 1 else "") + (f" via {via}" if len(vias) > 1 else "")
                 flights = [in_flight([c for c in f[4]["cells"] if not c.get("health_check")], slots[plans[label][0]])
                            for f in fs]
                 rows.append((name, cells, statistics.median(walls), statistics.median(per_min), statistics.median(cpu_cell),
                              statistics.median(x[0] for x in flights), statistics.median(x[1] for x in flights),
                              slots[plans[label][0]], max(f[5] for f in fs)))
-            for repo in repos if a.fixed_marginal else []:
-                one = statistics.median(f[1] for f in figures[("one host, 1 cell", repo)])
-                full = figures[("one host (1 slot)", repo)]
+            for repo, via in variants if a.fixed_marginal else []:
+                one = statistics.median(f[1] for f in figures[("one host, 1 cell", repo, via)])
+                full = figures[("one host (1 slot)", repo, via)]
                 n = full[0][2]
                 many = statistics.median(f[1] for f in full)
                 marginal = (many - one) / (n - 1)
-                fm.append({"repo": str(repo), "cpu_1_cell_s": one, f"cpu_{n}_cells_s": many,
+                fm.append({"repo": str(repo), "via": via, "cpu_1_cell_s": one, f"cpu_{n}_cells_s": many,
                            "marginal_s_per_cell": marginal, "fixed_s_per_run": one - marginal})
         finally:
             th.close()
@@ -171,7 +178,7 @@ def main() -> int:
         print(f"largest controller process (controller or worker, one cell each): {max(r[8] for r in rows):.0f} MiB")
     for x in fm:
         print(f"controller CPU, one host: fixed {x['fixed_s_per_run']:.2f} s per run, marginal "
-              f"{x['marginal_s_per_cell']:.3f} s per cell ({x['repo']})")
+              f"{x['marginal_s_per_cell']:.3f} s per cell ({x['repo']}, via {x['via']})")
     if not rows or not all(r[2] > 0 and r[3] > 0 and r[4] > 0 and r[5] > 0 for r in rows):
         problems.append(f"figures missing or not above 0: {rows}")
     if leftovers:
