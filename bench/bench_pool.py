@@ -4,7 +4,8 @@ controller's own CPU per cell.
 The two hosts are the test suite's (tests/sshhosts.py: OpenSSH in network namespaces on this
 machine), one slot each. The same 12-cell matrix runs on `pool:p9` (both members) and on one host.
 QEMU runs under each host's sshd, not under caskit: the CPU time `caskit run` and its children
-use (getrusage of the children this script waits for) is the controller's own. The controller
+use (getrusage of the children this script waits for) is the controller's own. Each checkout's
+`harness` is byte-compiled first, as an installed caskit is. The controller
 reaches the hosts at 127.0.0.1 through the test bed's loopback relays (tests/loopback_relay.py,
 children of this script that live through every run), as a farm's controller reaches its hosts
 over TCP; `--via proxy` uses the suite's proxy command instead, whose copying (a child of
@@ -123,6 +124,12 @@ def main() -> int:
         a.repeat, plans = 1, {"pool (2 members, 1 slot each)": ("pool:p9", SMOKE)}
     rows, run_ids, problems, leftovers = [], [], [], []
     fm: list[dict] = []
+    for repo in repos:
+        # Each checkout's bytecode, compiled once before anything is timed, as `pip install` does
+        # for an installed caskit: with PYTHONDONTWRITEBYTECODE set (as on this machine) a
+        # checkout's stale or missing .pyc files were otherwise compiled again in every run, and
+        # how many were stale depended on which files had changed since the last write.
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(repo / "harness")], check=True)
     with tempfile.TemporaryDirectory(prefix="caskit-bench-pool-") as tmp:
         d = Path(tmp)
         th = sshhosts.start(d / "hosts")
