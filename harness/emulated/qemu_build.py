@@ -73,10 +73,16 @@ class Recipe:
 
 RECIPES = {
     "mer": Recipe("mer", "bookworm-backports",
-                  ("0001-target-ppc-Deliver-the-Mediated-External-interrupt-r.patch",),
+                  ("0001-target-ppc-Deliver-the-Mediated-External-interrupt-r.patch",
+                   # Without these two a migration inside the L1 corrupts the L2: TCG let a store
+                   # through after a load without setting C, so the L1's dirty log missed pages,
+                   # and the L1's TLB invalidations never reached the L0 (docs/hosts.md).
+                   "0002-target-ppc-Radix-no-store-permission-in-the-TLB-unti.patch",
+                   "0003-ppc-spapr-nested-H_TLB_INVALIDATE-flushes-every-vCPU.patch"),
                   marker=b"MEXT",  # powerpc_excp_name() of the new exception
                   why="TCG delivers the Mediated External interrupt LPCR[MER] requests (nested API v2 L2s "
-                      "get their external interrupts)"),
+                      "get their external interrupts), sets C before a store after a load and flushes every "
+                      "vCPU's TLB on H_TLB_INVALIDATE (a migration inside the L1 keeps the L2 intact)"),
 }
 
 
@@ -95,9 +101,10 @@ class BuiltQemu:
     def describe(self) -> str:
         """One line for facts and reports: what runs as the L0, and why it is caskit's."""
         src = self.manifest.get("source", {})
-        patches = ", ".join(f"{p['file']} (sha256 {p['sha256'][:12]})" for p in self.manifest.get("patches", ()))
+        patches = ", ".join(f"patches/qemu/{p['file']} (sha256 {p['sha256'][:12]})"
+                            for p in self.manifest.get("patches", ()))
         return (f"{self.version}, built by caskit (recipe {self.recipe}, key {self.key}) from the upstream source of "
-                f"Debian's qemu {src.get('version', '?')} with patches/qemu/{patches}: "
+                f"Debian's qemu {src.get('version', '?')} with {patches}: "
                 f"{RECIPES[self.recipe].why if self.recipe in RECIPES else '?'}")
 
 

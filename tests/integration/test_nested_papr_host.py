@@ -15,6 +15,10 @@ measured (docs/hosts.md, "nested-papr" and "The patched L0"):
   stays for a stock L0 but can no longer explain a hang on this one); the hvc console's
   interrupt is counted as under TCG, and no L0 finding or known issue is recorded;
 - an smp-2 L2 exchanges IPIs and runs virtio-net with MSI-X and with a level-triggered LSI;
+- an L2 migrated inside the L1 and back (roundtrip) runs on intact: the L0 also carries caskit's
+  patches that make TCG set C before a store that follows a load and flush every vCPU's TLB on
+  H_TLB_INVALIDATE, without which the L1's dirty log missed pages and every such migration
+  corrupted the L2;
 - the host's facts and the report say that the L0 is patched, with what, and why.
 
 The L1 is stopped at the end by PID and no QEMU of ours may be left. CASKIT_IT_HOST_PREFIX
@@ -37,6 +41,9 @@ from integration.helpers import assert_no_qemu_left, pid_alive
 pytestmark = pytest.mark.guest
 
 MER_PATCH = "target-ppc-Deliver-the-Mediated-External-interrupt-r"  # patches/qemu/0001-<this>.patch
+# patches/qemu/0002-, 0003-<these>.patch: without them a migration inside the L1 corrupts the L2
+L0_PATCHES = [MER_PATCH, "target-ppc-Radix-no-store-permission-in-the-TLB-unti",
+              "ppc-spapr-nested-H_TLB_INVALIDATE-flushes-every-vCPU"]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +64,7 @@ def test_the_l1_runs_under_caskits_patched_l0(l1):
     built = qemu_build.load_cached(st.l0_key)
     assert built is not None and st.argv[0] == str(built.binary), st.argv[:3]
     assert st.l0_key == qemu_build.current_key("mer", log=lambda m: None)  # today's source and patch
-    assert st.l0_patches == [MER_PATCH] and built.patch_ids == (MER_PATCH,)
+    assert st.l0_patches == L0_PATCHES and built.patch_ids == tuple(L0_PATCHES)
     assert st.l0_qemu.startswith("QEMU emulator version 10.0.2, built by caskit (recipe mer")
     # The firmware (VOF) is the Debian package's of the same version.
     fw = st.argv[st.argv.index("-L") + 1]
@@ -99,9 +106,17 @@ axes: {{accel: [kvm], ic_mode: [xics], kernel_irqchip: [default], cpu: [host], s
 workloads: [ipi, virtio-net]
 timeouts: {{boot: 300, command: 60}}
 """
-# No migration inside this L1 here (test_emulated_hosts has one on nested-hv): the one tried,
-# a roundtrip of an smp-1 xics L2 on 2026-12-07, came out corrupted on its first hop's
-# destination (an Oops at a bogus RCU callback address, then a panic): docs/hosts.md.
+# A migration inside the L1 (a roundtrip, A -> B -> A2, in-kernel XICS, smp 1): on an L0 without
+# patches 0002/0003 every one tried came out corrupted (6 of 6 cells on 2026-12-07: Oops, "Bad
+# rss-counter state", panics; the destination's RAM differed from the source's), with them the
+# xics cells pass both hops (docs/hosts.md, "Migration inside the nested-papr L1").
+MIGRATE = """
+name: migrate
+hosts: [{host}]
+axes: {{accel: [kvm], ic_mode: [xics], kernel_irqchip: [default], cpu: [host], smp: [1], firmware: [vof]}}
+migration: [roundtrip]
+timeouts: {{boot: 240, liveness: 10, command: 60}}
+"""
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +128,7 @@ def run(l1, kit, tmp_path_factory):
     files = [write_matrix(d / f"{n}.yaml", MATRIX.format(name=n, host=h.name, ic=ic, kirq=kirq, cpu=cpu))
              for n, (ic, kirq, cpu) in CELLS.items()]
     files.append(write_matrix(d / "load.yaml", LOAD.format(host=h.name)))
+    files.append(write_matrix(d / "migrate.yaml", MIGRATE.format(host=h.name)))
     r = run_cli(["run", *map(str, files), "--hosts", str(inv)], d / "out", timeout=1500)
     assert (d / "out" / "results.json").exists(), r.stderr[-3000:]
     return h, r
@@ -164,18 +180,26 @@ def test_ipis_and_both_nics_work_in_an_smp_2_l2(run):
         assert net[nic]["triggers"] == [trigger]
 
 
+def test_a_migration_inside_the_l1_keeps_the_l2_intact(run):
+    h, r = run
+    c = _cell(r, "migrate")
+    assert c["verdict"] == "PASS", c["reason"]
+    assert [x["verdict"] for x in c["migration"]["hops"]] == ["PASS", "PASS"]
+    assert not any(x["kernel_log"] for x in c["migration"]["hops"])  # no Oops, BUG or panic after a hop
+
+
 def test_the_report_names_the_mode_and_what_the_host_forced(run):
     h, r = run
     facts = r.results["run"]["hosts"][h.name]
     assert (facts["kvm_mode"], facts["nested_api"]) == ("hv-nested-papr", "v2")
     assert sorted(facts["guest_machine_options"]) == ["cap-hpt-max-page-size=4k", "cap-sbbc=broken"]
     assert facts["guest_append"] == "watchdog_thresh=60"
-    assert facts["l0_patches"] == [MER_PATCH] and "built by caskit (recipe mer" in facts["l0_qemu"]
+    assert facts["l0_patches"] == L0_PATCHES and "built by caskit (recipe mer" in facts["l0_qemu"]
     argv = (r.out / "cells" / _cell(r, "boot")["id"] / "qemu-argv.txt").read_text()
     assert "cap-sbbc=broken" in argv and "watchdog_thresh=60" in argv
     html = (r.out / "report.html").read_text()
     assert 'class="group">KVM mode: hv-nested-papr' in html
     assert "cap-hpt-max-page-size=4k (QEMU under this KVM: &#34;Can&#39;t support 64 kiB guest pages" in html
-    assert f"L0 QEMU patched by caskit ({MER_PATCH}): QEMU emulator version 10.0.2, built by caskit" in html
+    assert f"L0 QEMU patched by caskit ({', '.join(L0_PATCHES)}): QEMU emulator version 10.0.2, built by caskit" in html
     run_id = json.loads((r.out / "run.json").read_text())["id"]
     assert_no_qemu_left(run_id)
