@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from pathlib import Path
 from ..debfetch import PrivateApt, Resolved, sha256_file, unpacked_once
 from ..errors import KitError
 from ..kit import cache_root
+from .build_steps import run_logged, run_with_progress
 from ..resources import ROOT
 
 RECIPE_VERSION = 1
@@ -38,7 +38,6 @@ KERNELS_DIR = ROOT / "l1" / "kernels"
 HOST_TOOLS = (("make", "make"), ("flex", "flex"), ("bison", "bison"), ("bc", "bc"),
               ("/usr/include/gelf.h", "libelf-dev"), ("/usr/include/openssl/ssl.h", "libssl-dev"),
               (f"{CROSS}gcc", "gcc-powerpc64le-linux-gnu"))
-PROGRESS_EVERY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -164,14 +163,14 @@ def _build_locked(apt: PrivateApt, name: str, key: str, src: Resolved, frag: byt
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     log(f"kernel {name}: unpacking {tars[0].name} ({src.name} {src.version})")
-    _run(["tar", "-xf", str(tars[0]), "-C", str(work)], work / "tar.log", f"unpacking {tars[0].name}")
+    run_logged(["tar", "-xf", str(tars[0]), "-C", str(work)], work / "tar.log", f"unpacking {tars[0].name}")
     tree = next((p for p in work.iterdir() if p.is_dir()), None)
     if tree is None:
         raise KitError(f"{tars[0]}: unpacked to nothing")
     (work / "fragment.config").write_bytes(frag)
     out = work / "out"
     make = ["make", "-C", str(tree), f"O={out}", f"ARCH={ARCH}", f"CROSS_COMPILE={CROSS}"]
-    _run(make + [f"KCONFIG_ALLCONFIG={work / 'fragment.config'}", "allnoconfig"], work / "config.log",
+    run_logged(make + [f"KCONFIG_ALLCONFIG={work / 'fragment.config'}", "allnoconfig"], work / "config.log",
          "make allnoconfig")
     config = (out / ".config").read_text()
     if lost := lost_options(frag, config):
@@ -209,42 +208,14 @@ def _build_locked(apt: PrivateApt, name: str, key: str, src: Resolved, frag: byt
     return k
 
 
-def _run(argv: list[str], log_file: Path, what: str) -> None:
-    with open(log_file, "wb") as f:
-        p = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    if p.returncode != 0:
-        raise KitError(f"{what} failed (exit {p.returncode}): {_tail(log_file)}")
-
-
-def _tail(f: Path, n: int = 12) -> str:
-    try:
-        return " | ".join(f.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
-
-
 def _make_with_progress(argv: list[str], log_file: Path, name: str, log) -> None:
-    """make, its output to a file, a progress line every PROGRESS_EVERY_S seconds: the objects
-    compiled so far (kbuild prints one `CC` line per object)."""
-    t0 = time.monotonic()
-    compiled = 0
-    with open(log_file, "wb") as f:
-        # Its own process group: an interrupted build stops every compiler it started.
-        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             start_new_session=True)
-        assert p.stdout is not None
-        next_say = t0 + PROGRESS_EVERY_S
-        try:
-            for line in p.stdout:  # make's own output paces this loop: no polling
-                f.write(line)
-                if line.lstrip().startswith(b"CC "):
-                    compiled += 1
-                if (now := time.monotonic()) >= next_say:
-                    log(f"kernel {name}: {compiled} objects compiled, {now - t0:.0f} s")
-                    next_say = now + PROGRESS_EVERY_S
-        finally:
-            if p.poll() is None:  # interrupted: no make or compiler left behind
-                os.killpg(p.pid, signal.SIGKILL)
-            rc = p.wait()
-    if rc != 0:
-        raise KitError(f"building the {name} kernel failed (make exit {rc}): {_tail(log_file)}")
+    """make, with a progress line of the objects compiled so far (kbuild prints one `CC` line
+    per object)."""
+    compiled = [0]
+
+    def seen(line: bytes) -> None:
+        if line.lstrip().startswith(b"CC "):
+            compiled[0] += 1
+
+    run_with_progress(argv, log_file, f"building the {name} kernel", log, seen,
+                      lambda s: f"kernel {name}: {compiled[0]} objects compiled, {s:.0f} s")

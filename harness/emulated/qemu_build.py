@@ -24,7 +24,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 from ..debfetch import PrivateApt, SourceFile, debian_codename, host_arch
 from ..errors import KitError, MissingTools
 from ..kit import cache_root
+from .build_steps import run_logged, run_with_progress
 from ..resources import QEMU_PATCHES as PATCHES_DIR, qemu_patch_id as patch_id
 
 RECIPE_VERSION = 1
@@ -55,7 +55,6 @@ HOST_TOOLS = (("cc", "gcc"), ("ninja", "ninja-build"), ("pkg-config", "pkg-confi
               ("/usr/include/glib-2.0/glib.h", "libglib2.0-dev"), ("/usr/include/slirp/libslirp.h", "libslirp-dev"),
               ("/usr/include/libfdt.h", "libfdt-dev"), ("/usr/include/pixman-1/pixman.h", "libpixman-1-dev"),
               ("/usr/include/zlib.h", "zlib1g-dev"))
-PROGRESS_EVERY_S = 30.0
 _NINJA_STEP = re.compile(rb"^\[(\d+)/(\d+)\] ")
 
 
@@ -233,19 +232,19 @@ def _build_locked(r: Recipe, key: str, deb_version: str, tarball: SourceFile, pa
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     log(f"qemu {r.name}: unpacking {tar.name}")
-    _run(["tar", "-xf", str(tar), "-C", str(work)], work / "tar.log", f"unpacking {tar.name}")
+    run_logged(["tar", "-xf", str(tar), "-C", str(work)], work / "tar.log", f"unpacking {tar.name}")
     tree = next((p for p in work.iterdir() if p.is_dir()), None)
     if tree is None:
         raise KitError(f"{tar}: unpacked to nothing")
     for name, body in patches:
         (work / name).write_bytes(body)
-        _run(["patch", "-p1", "--batch", "--forward", "-d", str(tree), "-i", str(work / name)], work / "patch.log",
+        run_logged(["patch", "-p1", "--batch", "--forward", "-d", str(tree), "-i", str(work / name)], work / "patch.log",
              f"applying patches/qemu/{name} to {tree.name}")
     out = tree / "build"
     out.mkdir()
     log(f"qemu {r.name}: configuring ({sys.executable}'s meson {'.'.join(map(str, meson_version() or ()))})")
     t_conf = time.monotonic()
-    _run([str(tree / "configure"), f"--python={sys.executable}", *CONFIGURE_ARGS], work / "configure.log",
+    run_logged([str(tree / "configure"), f"--python={sys.executable}", *CONFIGURE_ARGS], work / "configure.log",
          "QEMU's configure", cwd=out)
     configure_s = time.monotonic() - t_conf
     log(f"qemu {r.name}: compiling {TARGET} with {jobs} jobs (minutes: see docs/hosts.md); log in "
@@ -300,20 +299,6 @@ def _version(binary: Path) -> str:
     return line
 
 
-def _run(argv: list[str], log_file: Path, what: str, cwd: Path | None = None) -> None:
-    with open(log_file, "ab") as f:
-        p = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd)
-    if p.returncode != 0:
-        raise KitError(f"{what} failed (exit {p.returncode}): {_tail(log_file)}")
-
-
-def _tail(f: Path, n: int = 12) -> str:
-    try:
-        return " | ".join(f.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
-
-
 def ninja_progress(line: bytes) -> tuple[int, int] | None:
     """(step, steps) of one line of ninja's output, which starts `[k/N] ` when not on a terminal (pure)."""
     m = _NINJA_STEP.match(line)
@@ -321,26 +306,12 @@ def ninja_progress(line: bytes) -> tuple[int, int] | None:
 
 
 def _ninja_with_progress(argv: list[str], log_file: Path, name: str, log) -> None:
-    """ninja, its output to a file, a progress line every PROGRESS_EVERY_S seconds."""
-    t0 = time.monotonic()
-    step = None
-    with open(log_file, "wb") as f:
-        # Its own process group: an interrupted build stops every compiler it started.
-        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             start_new_session=True)
-        assert p.stdout is not None
-        next_say = t0 + PROGRESS_EVERY_S
-        try:
-            for line in p.stdout:  # ninja's own output paces this loop: no polling
-                f.write(line)
-                step = ninja_progress(line) or step
-                if (now := time.monotonic()) >= next_say:
-                    done = f"{step[0]}/{step[1]} steps" if step else "starting"
-                    log(f"qemu {name}: {done}, {now - t0:.0f} s")
-                    next_say = now + PROGRESS_EVERY_S
-        finally:
-            if p.poll() is None:  # interrupted: no ninja or compiler left behind
-                os.killpg(p.pid, signal.SIGKILL)
-            rc = p.wait()
-    if rc != 0:
-        raise KitError(f"building the {name} L0 QEMU failed (ninja exit {rc}): {_tail(log_file)}")
+    """ninja, with a progress line of its own step count."""
+    step: list[tuple[int, int]] = []
+
+    def seen(line: bytes) -> None:
+        if (x := ninja_progress(line)) is not None:
+            step[:] = [x]
+
+    run_with_progress(argv, log_file, f"building the {name} L0 QEMU", log, seen,
+                      lambda s: f"qemu {name}: {f'{step[0][0]}/{step[0][1]} steps' if step else 'starting'}, {s:.0f} s")
