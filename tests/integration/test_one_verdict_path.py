@@ -145,14 +145,21 @@ def test_boot_lines_the_console_did_not_show_are_read(tmp_path, facts, kit, monk
     from harness.workloads.base import Workload
 
     def kmsg(g):
-        return {"kmsg": g.sh("ck-kmsg").output}
+        # The boot's debug-level lines (<7>, facility 0), as /init kept the log.
+        debug = g.sh("sed -n 's/^<7>//p' /tmp/ck-kmsg-console").output
+        return {"kmsg": g.sh("ck-kmsg").output, "debug": debug}
     monkeypatch.setitem(workloads.REGISTRY, "kmsg-read", Workload("kmsg-read", "ck-kmsg's output", kmsg))
     c = Cell("local", cell().axes, ("kmsg-read",), append="loglevel=1")
     rec = run(tmp_path, facts, kit, c, "loglevel")
     assert rec["verdict"] == "PASS", rec["reason"]
     console = (tmp_path / rec["logs"]["console"]).read_text()
+    got = rec["workloads"][0]["metrics"]
     assert "Linux version" not in console.split("CASKIT-READY")[0]  # the console was quiet...
-    assert "Linux version" in rec["workloads"][0]["metrics"]["kmsg"]  # ...and the log read has it
+    assert "Linux version" in got["kmsg"]  # ...and the log read has it (a notice)
+    # ...but not the boot's debug lines, which nothing the verdict reads is logged at.
+    debug = [x.strip() for x in got["debug"].splitlines() if x.strip()]
+    assert debug, "the boot logged no debug-level line to check against"
+    assert not [x for x in debug if x in got["kmsg"]], got["kmsg"][-2000:]
 
 
 # -- 10. --resume reuses only what is unchanged by content --------------------------------------
