@@ -25,7 +25,7 @@ from .errors import (CaskitError, GuestPanic, InfraError, KitError, Kind, PinRef
 from .hosts import Host
 from .kit import Kit
 from .machine import GuestMachine
-from .migration import known_issues, plans
+from .migration import hop, known_issues, plans
 from .results import RunStore
 from .records import CellRecord, MigrationResult, WorkloadResult
 from .verdict import decide
@@ -186,8 +186,12 @@ def _run_migration(machines: CellMachines, m: GuestMachine, ctx: CellContext,
                           peer={"host": ctx.peer.host.name, "qemu": ctx.peer.build.name,
                                 "version": ctx.peer.build.version} if ctx.peer is not None else None)
     try:
-        plans.start_heartbeat(m, pc.timeout)
-        plans.start_background_traffic(m, cell, pc.timeout)
+        # The source's, explained by it: a QEMU that crashes as the load for the hops starts
+        # (QEMU 7.2's h_confer under PR KVM, seen in CI) is QemuCrashed, a FAIL, not the console
+        # it closed (ERROR). The hops explain their own steps (hop.explained_by).
+        with hop.explained_by(m):
+            plans.start_heartbeat(m, pc.timeout)
+            plans.start_background_traffic(m, cell, pc.timeout)
         hops, final = plans.PLANS[cell.migration].run(pc, m)
     except CaskitError as e:
         e = _concrete(e, None, "migration")

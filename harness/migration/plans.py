@@ -35,6 +35,8 @@ def start_heartbeat(m: GuestMachine, timeout: float) -> None:
         raise InfraError(f"the guest could not start its heartbeat: {r.output.strip()}")
     deadline = time.monotonic() + 30  # generous: a loaded host runs a TCG guest slowly
     while not m.heartbeat.snapshot().beats:
+        if m.proc is not None and m.proc.poll() is not None:  # for the caller's machine to explain
+            raise QemuDied("QEMU exited while the guest started its heartbeat", m.proc.poll(), m.stderr_text())
         if time.monotonic() > deadline:
             raise InfraError("the guest's heartbeat never arrived on its second console")
         time.sleep(0.05)

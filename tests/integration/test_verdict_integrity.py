@@ -262,6 +262,26 @@ def test_a_source_that_crashes_while_it_streams_is_fail(tmp_path, facts, kit):
     assert rec["verdict"] == "FAIL", rec["reason"]
 
 
+def test_a_source_that_crashes_as_the_migration_starts_is_fail(tmp_path, facts, kit):
+    """The same crash before the first hop, as the guest starts its heartbeat and the load kept
+    running through the hops (a CI run on the pr host, 2026-12-07: the console closed under
+    caskit, which called it ERROR). The source's SIGSEGV comes as `ck-heartbeat` is sent."""
+    c = cell(migration="roundtrip")
+    run_id = "src-crash-start"
+    sent = tmp_path / "cells" / c.id / "console-sent.jsonl"
+    starting = lambda: sent.exists() and "ck-heartbeat" in sent.read_text()  # noqa: E731
+    ctx = CellContext(c, facts, LocalHost("local", 2), kit, RunStore(tmp_path), run_id,
+                      {**config.TIMEOUT_KEYS, "liveness": 3})
+    with KillWhen(run_tag(run_id, c.id), starting, sig=signal.SIGSEGV, exact=True) as k:
+        rec = run_cell(ctx)
+    assert_no_qemu_left(run_id)
+    assert k.killed, "the guest never started its heartbeat"
+    m = rec["migration"]
+    assert not m["hops"] and m["verdict"] == "FAIL", m
+    assert "QemuCrashed" in m["reason"] and "SIGSEGV" in m["reason"], m
+    assert rec["verdict"] == "FAIL", rec["reason"]
+
+
 def test_a_refusal_the_model_did_not_predict_is_fail(tmp_path, facts, kit, monkeypatch):
     # Claim QEMU takes a XIVE guest into ic-mode=xics: the real refusal must then be FAIL.
     from harness.migration import plans
