@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from harness.hosts import tagged_pids
@@ -19,6 +20,22 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def booted_l1(kind: str):
+    """A module fixture's body: caskit's emulated host of `kind` booted from its own image (one a
+    crashed earlier run left stopped first, by its PID), yielded as (host, state), and stopped by
+    PID after. CASKIT_IT_HOST_PREFIX names it other than it-KIND (two checkouts on one machine)."""
+    from harness.emulated import host as emulated, image as l1image
+
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    name = f"{os.environ.get('CASKIT_IT_HOST_PREFIX', 'it-')}{kind}"
+    emulated.down(name, log=lambda m: None)
+    h = emulated.EmulatedHost(name, kind)
+    st = h.up(l1image.build(log=log, **h.kind.image_recipe), timeout=240, log=log)
+    yield h, st
+    h.down(log=lambda m: None)
+    assert not pid_alive(st.pid), f"L1 {name} (pid {st.pid}) still running"
 
 
 def assert_no_qemu_left(run_id: str) -> None:

@@ -27,16 +27,14 @@ names its host other than it-nested-papr (two checkouts testing on one machine).
 from __future__ import annotations
 
 import json
-import os
 import re
-import sys
 
 import pytest
 
 from conftest import run_cli, write_matrix
-from harness.emulated import host as emulated, image as l1image, qemu_build
+from harness.emulated import qemu_build
 from harness.probe import probe_remote
-from integration.helpers import assert_no_qemu_left, pid_alive
+from integration.helpers import assert_no_qemu_left, booted_l1
 
 pytestmark = pytest.mark.guest
 
@@ -48,15 +46,7 @@ L0_PATCHES = [MER_PATCH, "target-ppc-Radix-no-store-permission-in-the-TLB-unti",
 
 @pytest.fixture(scope="module")
 def l1():
-    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
-    kind = emulated.KINDS["nested-papr"]
-    name = f"{os.environ.get('CASKIT_IT_HOST_PREFIX', 'it-')}nested-papr"
-    emulated.down(name, log=lambda m: None)  # a host a crashed earlier run left, by its PID
-    h = emulated.EmulatedHost(name, kind.name)
-    st = h.up(l1image.build(log=log, kernel_suite=kind.kernel_suite), timeout=240, log=log)
-    yield h, st
-    h.down(log=lambda m: None)
-    assert not pid_alive(st.pid), f"L1 {name} (pid {st.pid}) still running"
+    yield from booted_l1("nested-papr")
 
 
 def test_the_l1_runs_under_caskits_patched_l0(l1):

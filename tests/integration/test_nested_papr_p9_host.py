@@ -18,15 +18,13 @@ names its host other than it-nested-papr-p9 (two checkouts testing on one machin
 from __future__ import annotations
 
 import json
-import os
-import sys
 
 import pytest
 
 from conftest import run_cli, write_matrix
-from harness.emulated import host as emulated, image as l1image
+from harness.emulated import host as emulated
 from harness.probe import probe_remote
-from integration.helpers import assert_no_qemu_left, pid_alive
+from integration.helpers import assert_no_qemu_left, booted_l1
 
 pytestmark = pytest.mark.guest
 
@@ -35,15 +33,7 @@ ISSUE_498 = "couldn't set guest wide elements"
 
 @pytest.fixture(scope="module")
 def l1():
-    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
-    kind = emulated.KINDS["nested-papr-p9"]
-    name = f"{os.environ.get('CASKIT_IT_HOST_PREFIX', 'it-')}nested-papr-p9"
-    emulated.down(name, log=lambda m: None)  # a host a crashed earlier run left, by its PID
-    h = emulated.EmulatedHost(name, kind.name)
-    st = h.up(l1image.build(log=log, kernel_suite=kind.kernel_suite), timeout=240, log=log)
-    yield h, st
-    h.down(log=lambda m: None)
-    assert not pid_alive(st.pid), f"L1 {name} (pid {st.pid}) still running"
+    yield from booted_l1("nested-papr-p9")
 
 
 def test_the_probe_finds_v2_and_a_power9_compat_cpu_on_power10(l1, tmp_path):

@@ -20,14 +20,12 @@ The L1 is stopped at the end by PID and no QEMU of ours may be left."""
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
 from conftest import run_cli, write_matrix
-from harness.emulated import host as emulated, image as l1image
 from harness.probe import probe_remote
-from integration.helpers import assert_no_qemu_left, pid_alive
+from integration.helpers import assert_no_qemu_left, booted_l1
 
 pytestmark = pytest.mark.guest
 
@@ -37,15 +35,7 @@ REFUSAL = "IRQ_XIVE capability must be present for KVM"
 
 @pytest.fixture(scope="module")
 def l1():
-    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
-    kind = emulated.KINDS["pr"]
-    name = "it-pr"
-    emulated.down(name, log=lambda m: None)  # a host a crashed earlier run left, by its PID
-    h = emulated.EmulatedHost(name, kind.name)
-    st = h.up(l1image.build(log=log, **kind.image_recipe), timeout=240, log=log)
-    yield h, st
-    h.down(log=lambda m: None)
-    assert not pid_alive(st.pid), f"L1 {name} (pid {st.pid}) still running"
+    yield from booted_l1("pr")
 
 
 def test_the_probe_finds_pr_kvm_from_a_pr_vm_and_what_qemu_needs_under_it(l1, tmp_path):
